@@ -1,0 +1,80 @@
+"""`vera-render`: one entry point, one subcommand per job.
+
+Each area of the engine registers its own subcommands from its own module (listed in COMMAND_MODULES), so
+the CLI stays one thin layer. Errors become one line on stderr and an exit code (vera.errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from vera import __version__
+from vera.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_TRANSIENT, VeraError
+
+# Each module has `register(subparsers)` adding its subcommands; each subcommand sets `func(args) -> int`.
+COMMAND_MODULES = [
+    "vera.cli.io_cmds",      # comp, qc
+    "vera.cli.model_cmds",   # model-info, convert
+    "vera.cli.render_cmds",  # validate, run, assemble, status, submit
+    "vera.cli.demo_cmd",     # demo
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vera-render",
+        description="Vera: layered video edits (edit layer + alpha matte) over the untouched plate.",
+    )
+    parser.add_argument("--version", action="version", version=f"vera {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except VeraError as exc:
+        print(f"vera-render: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("vera-render: interrupted", file=sys.stderr)
+        return 130
+    except (MemoryError, RuntimeError) as exc:
+        if isinstance(exc, MemoryError) or _is_out_of_memory(exc):
+            print(f"vera-render: error: out of memory ({exc}); retry on a bigger node or lower the window",
+                  file=sys.stderr)
+            return EXIT_TRANSIENT
+        return _internal(exc)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        return _internal(exc)
+
+
+def _internal(exc: BaseException) -> int:
+    import os
+    import traceback
+
+    print(f"vera-render: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+    if os.environ.get("VERA_DEBUG"):
+        traceback.print_exc()
+    else:
+        print("vera-render: set VERA_DEBUG=1 for the traceback", file=sys.stderr)
+    return EXIT_INTERNAL
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+__all__ = ["main", "build_parser", "EXIT_BAD_INPUT"]

@@ -1,0 +1,5 @@
+import sys
+
+from vera.cli import main
+
+sys.exit(main())
