@@ -1,15 +1,21 @@
 """The shot spec: one JSON file describing one shot's edit (schema in docs/shot-spec.md).
 
-This module holds the data shape and its (de)serialisation. Validation that reports every problem at once
-lives in `validate()` (farm issue). Relative paths are resolved against the spec file's folder, so a shot
-folder can move between machines.
+This module holds the data shape, its (de)serialisation and `validate()`, which reports every problem of a
+spec at once (so an artist fixes a spec in one go, not one error per farm submission). Relative paths are
+resolved against the spec file's folder, so a shot folder can move between machines.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
-from dataclasses import asdict, dataclass, field
+import re
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
+
+from vera.errors import BadInput
 
 SCHEMA_VERSION = 1
 TASKS = ("object_addition", "background_change")
@@ -109,3 +115,219 @@ class ShotSpec:
     def load(cls, path: str | Path) -> "ShotSpec":
         path = Path(path)
         return cls.from_dict(json.loads(path.read_text()), base_dir=str(path.resolve().parent))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Validation: every problem at once, each naming the key it is about.
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # shot and file names: safe in paths and job names
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def _type_name(value) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+             dict: "an object", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _check_type(value, hint) -> str | None:
+    """None when `value` fits the annotation `hint`, else what was expected ('an integer or null')."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    for opt in options:
+        if opt is type(None) and value is None:
+            return None
+        if opt is int and isinstance(value, int) and not isinstance(value, bool):
+            return None
+        if opt is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return None
+        if opt is str and isinstance(value, str):
+            return None
+        if is_dataclass(opt) and isinstance(value, dict):
+            return None
+    words = {int: "an integer", float: "a number", str: "a string", type(None): "null"}
+    return " or ".join(words.get(o, "an object") for o in options)
+
+
+def _unknown_key(where: str, key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(known)})"
+    return f"{where}{key}: unknown key{hint}"
+
+
+def _check_section(data: dict, cls, where: str, problems: list[str]) -> dict:
+    """Unknown keys, missing required keys and types of one section; returns the keys whose type is right."""
+    hints = typing.get_type_hints(cls)
+    spec_fields = [f for f in fields(cls) if f.name != "base_dir"]
+    known = [f.name for f in spec_fields]
+    for key in data:
+        if key not in known:
+            problems.append(_unknown_key(where, key, known))
+    good = {}
+    for f in spec_fields:
+        if f.name not in data:
+            if f.default is MISSING and f.default_factory is MISSING:
+                problems.append(f"{where}{f.name}: missing (required)")
+            continue
+        expected = _check_type(data[f.name], hints[f.name])
+        if expected:
+            problems.append(f"{where}{f.name}: expected {expected}, got {_type_name(data[f.name])} "
+                            f"{json.dumps(data[f.name])[:40]}")
+        else:
+            good[f.name] = data[f.name]
+    return good
+
+
+def _one_of(where: str, value: str, allowed, problems: list[str]) -> None:
+    if value not in allowed:
+        close = difflib.get_close_matches(value, list(allowed), n=1, cutoff=0.5)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        problems.append(f"{where}: unknown value '{value}' ({hint}one of: {', '.join(allowed)})")
+
+
+def _check_sequence(where: str, pattern: str, first: int, last: int, layer: str, base: Path,
+                    problems: list[str]) -> None:
+    """Every frame of the range present and readable as a header (vera.plates reports all missing frames)."""
+    from vera.plates import open_sequence
+
+    path = Path(pattern).expanduser()
+    try:
+        open_sequence(str(path if path.is_absolute() else base / path), first, last, layer=layer)
+    except BadInput as exc:
+        problems.append(f"{where}: {exc}")
+
+
+def validate(path_or_dict, base_dir: str | Path | None = None) -> list[str]:
+    """Every problem of a shot spec (a path to its JSON file, or the parsed dict), as one-line messages.
+
+    An empty list means the spec is valid. Each message starts with the file (when given a path) and the key.
+    """
+    if isinstance(path_or_dict, dict):
+        data, label = path_or_dict, "shot spec"
+        base = Path(base_dir) if base_dir is not None else Path.cwd()
+    else:
+        spec_path = Path(path_or_dict)
+        label = str(spec_path)
+        if not spec_path.is_file():
+            return [f"{label}: file not found"]
+        try:
+            data = json.loads(spec_path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            return [f"{label}: not a text file"]
+        except json.JSONDecodeError as exc:
+            return [f"{label}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"]
+        base = Path(base_dir) if base_dir is not None else spec_path.resolve().parent
+    if not isinstance(data, dict):
+        return [f"{label}: expected a JSON object at the top, got {_type_name(data)}"]
+
+    problems: list[str] = []
+    top = _check_section(data, ShotSpec, "", problems)
+    sections = {}
+    for key, cls in (("plate", PlateSpec), ("mask", MaskSpec), ("model", ModelSpec), ("sampler", SamplerSpec),
+                     ("window", WindowSpec), ("output", OutputSpec), ("matte", MatteSpec)):
+        if isinstance(top.get(key), dict):
+            sections[key] = _check_section(top[key], cls, f"{key}.", problems)
+
+    if "vera_shot" in top and top["vera_shot"] != SCHEMA_VERSION:
+        problems.append(f"vera_shot: schema version {top['vera_shot']} is not supported "
+                        f"(this vera reads version {SCHEMA_VERSION})")
+    if "name" in top and not _SAFE_NAME.match(top["name"]):
+        problems.append(f"name: '{top['name']}' must be letters, digits, '.', '_' or '-' (it names files and jobs)")
+    if "task" in top:
+        _one_of("task", top["task"], TASKS, problems)
+    if "instruction" in top and not top["instruction"].strip():
+        problems.append("instruction: empty (describe the edit, e.g. 'add a red kite in the sky')")
+    if "seed" in top and not 0 <= top["seed"] < 2**63:
+        problems.append(f"seed: {top['seed']} is outside 0 .. 2**63-1")
+
+    plate = sections.get("plate", {})
+    first, last = plate.get("first"), plate.get("last")
+    range_ok = first is not None and last is not None
+    if range_ok and last < first:
+        problems.append(f"plate.first/last: empty frame range {first}-{last} (last is before first)")
+        range_ok = False
+    if range_ok and first < 0:
+        problems.append(f"plate.first: negative frame number {first}")
+        range_ok = False
+    if "colorspace" in plate and not plate["colorspace"].strip():
+        problems.append("plate.colorspace: empty (name the plate's OCIO colour space, e.g. 'ACEScg')")
+    if "path" in plate and range_ok:
+        _check_sequence("plate.path", plate["path"], first, last, plate.get("layer", "rgba"), base, problems)
+    mask = sections.get("mask", {})
+    if "path" in mask and range_ok:
+        _check_sequence("mask.path", mask["path"], first, last, "rgba", base, problems)
+
+    model = sections.get("model", {})
+    if "bundle" in model and model["bundle"] != "demo":
+        bundle = Path(model["bundle"]).expanduser()
+        bundle = bundle if bundle.is_absolute() else base / bundle
+        if not bundle.is_dir():
+            problems.append(f"model.bundle: folder not found: {bundle} (use \"demo\" or a model bundle folder)")
+        else:
+            from vera.model.bundle import read_manifest
+
+            try:
+                read_manifest(bundle)
+            except BadInput as exc:
+                problems.append(f"model.bundle: {exc}")
+    if "device" in model and not _DEVICE.match(model["device"]):
+        problems.append(f"model.device: '{model['device']}' is not one of auto, cpu, cuda, cuda:N, mps")
+
+    sampler = sections.get("sampler", {})
+    if "name" in sampler:
+        from vera.sampling import SAMPLERS
+
+        _one_of("sampler.name", sampler["name"], SAMPLERS, problems)
+    if sampler.get("steps") is not None and sampler["steps"] < 1:
+        problems.append(f"sampler.steps: {sampler['steps']} must be at least 1")
+    if sampler.get("guidance") is not None and sampler["guidance"] < 0:
+        problems.append(f"sampler.guidance: {sampler['guidance']} must not be negative")
+    if sampler.get("shift") is not None and sampler["shift"] <= 0:
+        problems.append(f"sampler.shift: {sampler['shift']} must be positive")
+
+    window = sections.get("window", {})
+    frames, overlap = window.get("frames"), window.get("overlap", WindowSpec.overlap)
+    if frames is not None and (frames < 1 or (frames - 1) % 4):
+        below = max(1, frames - (frames - 1) % 4) if frames >= 1 else 1
+        problems.append(f"window.frames: {frames} is not 4k+1 (the model's frame count); try {below} or {below + 4}")
+        frames = None
+    if isinstance(overlap, int) and overlap < 0:
+        problems.append(f"window.overlap: {overlap} must not be negative")
+    elif frames is not None and isinstance(overlap, int):
+        if overlap >= (frames + 1) // 2:
+            problems.append(f"window.overlap: {overlap} is too large for a {frames}-frame window "
+                            f"(at most {(frames + 1) // 2 - 1}: a frame may be covered by two windows, not three)")
+        elif range_ok:
+            from vera.windows import plan_windows
+
+            try:
+                plan_windows(first, last, frames, overlap)
+            except BadInput as exc:
+                problems.append(f"window: {exc}")
+
+    output = sections.get("output", {})
+    if "dir" in output and not output["dir"].strip():
+        problems.append("output.dir: empty (the folder for frames, manifest and cache)")
+    if "name" in output and not _SAFE_NAME.match(output["name"]):
+        problems.append(f"output.name: '{output['name']}' must be letters, digits, '.', '_' or '-'")
+    if "compression" in output:
+        from vera.exr import COMPRESSIONS  # the lossless codecs vera writes
+
+        _one_of("output.compression", output["compression"], list(COMPRESSIONS), problems)
+    if "padding" in output and not 1 <= output["padding"] <= 10:
+        problems.append(f"output.padding: {output['padding']} must be between 1 and 10 digits")
+
+    matte = sections.get("matte", {})
+    if "threshold" in matte and not 0 <= matte["threshold"] < 1:
+        problems.append(f"matte.threshold: {matte['threshold']} must be in [0, 1)")
+
+    prefix = "" if isinstance(path_or_dict, dict) else f"{label}: "
+    return [prefix + p for p in problems]
+
+
+def load_valid(path: str | Path) -> ShotSpec:
+    """Load a spec that passed `validate`; otherwise raise BadInput listing every problem (one per line)."""
+    problems = validate(path)
+    if problems:
+        count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+        raise BadInput(f"{path}: invalid shot spec ({count}):\n  " + "\n  ".join(problems))
+    return ShotSpec.load(path)

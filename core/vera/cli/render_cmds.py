@@ -1,5 +1,116 @@
-"""Subcommands: (being built; see docs/architecture.md)."""
+"""Subcommands of the farm side: validate, run, assemble, status, submit (docs/farm.md, docs/shot-spec.md)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from vera.errors import EXIT_BAD_INPUT
+from vera.progress import add_progress_argument
 
 
 def register(subparsers) -> None:
-    """Adds nothing yet."""
+    p = subparsers.add_parser("validate", help="check a shot spec and report every problem at once")
+    p.add_argument("spec", metavar="SHOT.json")
+    p.add_argument("--json", action="store_true", help="print {valid, problems} as JSON")
+    p.set_defaults(func=_validate)
+
+    p = subparsers.add_parser("run", help="render a shot (every window, then assemble) or one window (--window)")
+    p.add_argument("spec", metavar="SHOT.json")
+    p.add_argument("--window", type=int, metavar="N", help="render only window N (what one farm task does)")
+    _add_force(p)
+    add_progress_argument(p)
+    p.set_defaults(func=_run)
+
+    p = subparsers.add_parser("assemble", help="cross-fade the rendered windows into the final frames")
+    p.add_argument("spec", metavar="SHOT.json")
+    _add_force(p)
+    add_progress_argument(p)
+    p.set_defaults(func=_assemble)
+
+    p = subparsers.add_parser("status", help="done, missing and failed frames and windows of an output folder")
+    p.add_argument("out_dir", metavar="OUTDIR")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--verify", action="store_true", help="also check every final frame's sha256")
+    p.set_defaults(func=_status)
+
+    from vera.farm import BACKENDS
+
+    p = subparsers.add_parser("submit", help="write (and optionally launch) a farm job for a shot")
+    p.add_argument("spec", metavar="SHOT.json")
+    p.add_argument("--farm", required=True, choices=sorted(BACKENDS), help="job format")
+    p.add_argument("--out", required=True, metavar="JOBDIR", help="folder for the job files")
+    p.add_argument("--launch", action="store_true", help="also submit the job to the farm")
+    p.add_argument("--executable", metavar="PATH",
+                   help="vera-render as the farm nodes see it (default: this one, by absolute path)")
+    p.add_argument("--priority", type=int, default=50, help="job priority (Deadline 0-100, OpenCue)")
+    p.add_argument("--pool", default="", help="Deadline pool")
+    p.add_argument("--group", default="", help="Deadline group")
+    p.add_argument("--show", default="", help="OpenCue show (default: $SHOW or 'vera')")
+    p.add_argument("--json", action="store_true", help="print what was written as JSON")
+    p.set_defaults(func=_submit)
+
+
+def _add_force(p) -> None:
+    p.add_argument("--force", "--overwrite", dest="force", action="store_true",
+                   help="discard outputs rendered with other settings or inputs, and re-render")
+
+
+def _validate(args) -> int:
+    from vera.shot import validate
+
+    problems = validate(args.spec)
+    if args.json:
+        print(json.dumps({"spec": args.spec, "valid": not problems, "problems": problems}, indent=2))
+    else:
+        for problem in problems:
+            print(f"vera-render: error: {problem}", file=sys.stderr)
+        count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+        print(f"{args.spec}: {'valid' if not problems else count}", file=sys.stderr if problems else sys.stdout)
+    return EXIT_BAD_INPUT if problems else 0
+
+
+def _run(args) -> int:
+    from vera.render import load_shot, run
+
+    shot = load_shot(args.spec)
+    result = run(shot, window=args.window, force=args.force, progress=args.progress)
+    if args.window is not None:
+        print(f"{shot.spec.name}: window {args.window} {result['result']}", file=sys.stderr)
+    else:
+        rendered = sum(1 for r in result["windows"].values() if r == "rendered")
+        counts = result["assemble"]
+        print(f"{shot.spec.name}: {rendered} of {len(shot.windows)} windows rendered, "
+              f"{counts['written']} frames written, {counts['skipped']} kept -> {shot.out_dir}", file=sys.stderr)
+    return 0
+
+
+def _assemble(args) -> int:
+    from vera.render import assemble, load_shot
+
+    shot = load_shot(args.spec)
+    counts = assemble(shot, force=args.force, progress=args.progress)
+    print(f"{shot.spec.name}: {counts['written']} frames written, {counts['skipped']} kept -> {shot.out_dir}",
+          file=sys.stderr)
+    return 0
+
+
+def _status(args) -> int:
+    from vera.render import format_status, status
+
+    report = status(args.out_dir, verify=args.verify)
+    print(json.dumps(report, indent=2) if args.json else format_status(report))
+    return 0
+
+
+def _submit(args) -> int:
+    from vera.farm import submit
+
+    options = {"executable": args.executable, "priority": args.priority, "pool": args.pool, "group": args.group,
+               "show": args.show}
+    info = submit(args.spec, args.farm, args.out, launch=args.launch, **options)
+    if args.json:
+        print(json.dumps(info.to_dict(), indent=2))
+    else:
+        print(info.describe())
+    return 0

@@ -1,0 +1,177 @@
+"""Model benchmark: our three-stream MoT against three diffusers Wan2.1 DiTs, and the analytic cost of real sizes.
+
+    /work/venv/bin/python benchmarks/model_bench.py            # measured CPU comparison + analytic table
+    /work/venv/bin/python benchmarks/model_bench.py --json     # the same as JSON
+
+Measured part: a small-but-not-tiny configuration on the CPU (float32). One VeraMoT forward (joint attention over
+3 x L tokens) against three diffusers `WanTransformer3DModel` forwards of the same size on the same token grid
+(each attends over its own L tokens), in the same run, best of N after a warm-up.
+
+Analytic part: FLOPs (multiply-add = 2 FLOPs) and memory of one forward (one sampling step of one CFG branch)
+for vera-1.3b / vera-14b at 49 and 81 frames of 832x480.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
+
+from vera.model.configs import CONFIGS, STREAMS, VeraConfig  # noqa: E402
+from vera.model.dit import VeraMoT, build_on_meta, count_parameters  # noqa: E402
+
+BENCH = VeraConfig(dim=256, ffn_dim=1024, num_heads=4, num_layers=4, text_dim=256, freq_dim=256)
+BENCH_LATENT = (4, 16, 24)  # latent frames, height, width -> 4 x 8 x 12 = 384 tokens per stream
+TEXT_LEN = 512
+VAE_STRIDE = (4, 8, 8)
+
+
+def best_times(fns: dict, repeats: int) -> dict:
+    """Best wall time of each function; the candidates take turns so machine load hits them alike."""
+    for fn in fns.values():
+        fn()  # warm-up
+    best = {name: math.inf for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def measure(repeats: int) -> dict:
+    from diffusers import WanTransformer3DModel
+
+    torch.manual_seed(0)
+    cfg = BENCH
+    vera = VeraMoT(cfg).eval()
+    wans = [WanTransformer3DModel(
+        patch_size=cfg.patch_size, num_attention_heads=cfg.num_heads, attention_head_dim=cfg.head_dim,
+        in_channels=cfg.z_dim, out_channels=cfg.z_dim, text_dim=cfg.text_dim, freq_dim=cfg.freq_dim,
+        ffn_dim=cfg.ffn_dim, num_layers=cfg.num_layers).eval() for _ in STREAMS]
+    x = torch.randn(1, len(STREAMS), cfg.in_dim, *BENCH_LATENT)
+    t = torch.tensor([500.0])
+    context = torch.randn(1, TEXT_LEN, cfg.text_dim)
+
+    def ours():
+        vera(x, t, context)
+
+    def ours_isolated():
+        vera(x, t, context, isolate_streams=True)
+
+    def diffusers_three():
+        for i, wan in enumerate(wans):
+            wan(x[:, i, :cfg.z_dim], t, context, return_dict=False)
+
+    with torch.inference_mode():
+        best = best_times({"ours": ours, "isolated": ours_isolated, "diffusers": diffusers_three}, repeats)
+    t_ours, t_isolated, t_diffusers = best["ours"], best["isolated"], best["diffusers"]
+    tokens = math.prod(s // p for s, p in zip(BENCH_LATENT, cfg.patch_size))
+    return {
+        "config": cfg.to_dict(), "latent": list(BENCH_LATENT), "tokens_per_stream": tokens,
+        "text_len": TEXT_LEN, "threads": torch.get_num_threads(), "repeats": repeats,
+        "vera_joint_s": t_ours, "vera_isolated_mask_s": t_isolated, "diffusers_3x_s": t_diffusers,
+        "ratio_joint_vs_3x_diffusers": t_ours / t_diffusers,
+        "analytic_flops_ratio": forward_flops(cfg, tokens)["total"] / forward_flops(cfg, tokens, joint=False)["total"],
+    }
+
+
+def forward_flops(cfg: VeraConfig, tokens: int, joint: bool = True, text_len: int = TEXT_LEN) -> dict:
+    """FLOPs of one forward of all streams (joint=False: three independent Wan DiTs on the same grid)."""
+    d, f, n, layers, streams = cfg.dim, cfg.ffn_dim, tokens, cfg.num_layers, len(STREAMS)
+    keys = streams * n if joint else n  # every query attends over all streams' tokens when joint
+    per_stream = {
+        "self_attn_proj": layers * 4 * 2 * n * d * d,
+        "self_attn_scores": layers * 2 * 2 * n * keys * d,  # QK^T and PV
+        "cross_attn": layers * (2 * 2 * n * d * d + 2 * 2 * text_len * d * d + 2 * 2 * n * text_len * d),
+        "ffn": layers * 2 * 2 * n * d * f,
+        "embed_head": 2 * n * d * cfg.in_dim * math.prod(cfg.patch_size)
+        + 2 * text_len * d * (cfg.text_dim + d) + 2 * n * d * cfg.out_dim * math.prod(cfg.patch_size),
+    }
+    result = {k: streams * v for k, v in per_stream.items()}
+    result["total"] = sum(result.values())
+    return result
+
+
+def forward_memory(cfg: VeraConfig, tokens: int, bytes_per: int = 2) -> dict:
+    """Bytes of one inference forward in bf16 (no autograd): weights, and the peak live activations of a layer.
+
+    Live at the peak: the three residual streams, the joint q/k/v of all streams, the attention output, one
+    stream's float32 norm temporaries and its FFN hidden (+ GELU output) - the streams finish a layer one by
+    one. Attention itself is assumed memory-efficient (flash / SDPA): the score matrix is NOT materialised; its
+    size if it were is reported separately.
+    """
+    n, d, streams = tokens, cfg.dim, len(STREAMS)
+    params = count_parameters(build_on_meta(cfg))
+    residual = streams * n * d * bytes_per
+    qkv = 3 * streams * n * d * bytes_per
+    attn_out = streams * n * d * bytes_per
+    norm_fp32 = 2 * n * d * 4
+    ffn_hidden = 2 * n * cfg.ffn_dim * bytes_per
+    return {
+        "weights": params * bytes_per,
+        "activations_peak": residual + qkv + attn_out + norm_fp32 + ffn_hidden,
+        "score_matrix_if_materialised": cfg.num_heads * (streams * n) ** 2 * bytes_per,
+    }
+
+
+def analytic() -> list[dict]:
+    rows = []
+    for name in ("vera-1.3b", "vera-14b"):
+        cfg = CONFIGS[name]
+        for frames in (49, 81):
+            width, height = 832, 480
+            latent = ((frames - 1) // VAE_STRIDE[0] + 1, height // VAE_STRIDE[1], width // VAE_STRIDE[2])
+            tokens = math.prod(s // p for s, p in zip(latent, cfg.patch_size))
+            flops = forward_flops(cfg, tokens)
+            rows.append({
+                "config": name, "frames": frames, "size": f"{width}x{height}", "latent": list(latent),
+                "tokens_per_stream": tokens, "joint_tokens": len(STREAMS) * tokens,
+                "tflops_per_forward": flops["total"] / 1e12,
+                "attention_share": flops["self_attn_scores"] / flops["total"],
+                "tflops_three_separate_wan": forward_flops(cfg, tokens, joint=False)["total"] / 1e12,
+                **{f"{k}_gib": v / 2**30 for k, v in forward_memory(cfg, tokens).items()},
+            })
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--skip-measure", action="store_true", help="only the analytic table")
+    args = parser.parse_args(argv)
+    measured = None if args.skip_measure else measure(args.repeats)
+    table = analytic()
+    if args.json:
+        print(json.dumps({"measured": measured, "analytic": table}, indent=2))
+        return 0
+    if measured:
+        m = measured
+        print(f"CPU float32, {m['threads']} threads, config dim {BENCH.dim} x {BENCH.num_layers} layers, "
+              f"{m['tokens_per_stream']} tokens/stream, text {TEXT_LEN}, best of {m['repeats']}:")
+        print(f"  VeraMoT joint forward           {m['vera_joint_s'] * 1e3:8.1f} ms")
+        print(f"  VeraMoT isolated (block mask)   {m['vera_isolated_mask_s'] * 1e3:8.1f} ms")
+        print(f"  3 x diffusers Wan forward       {m['diffusers_3x_s'] * 1e3:8.1f} ms")
+        print(f"  ratio joint / 3 x diffusers     {m['ratio_joint_vs_3x_diffusers']:8.2f}  "
+              f"(analytic FLOPs ratio {m['analytic_flops_ratio']:.2f})")
+    print("Analytic, one forward (one step, one CFG branch), bf16:")
+    print("  config     frames  tokens/stream  joint   TFLOPs  attn%  3xWan TFLOPs  weights GiB  act GiB  "
+          "scores GiB (if materialised)")
+    for r in table:
+        print(f"  {r['config']:<10} {r['frames']:>6}  {r['tokens_per_stream']:>13,}  {r['joint_tokens']:>6,}  "
+              f"{r['tflops_per_forward']:6.1f}  {100 * r['attention_share']:4.0f}%  "
+              f"{r['tflops_three_separate_wan']:12.1f}  {r['weights_gib']:11.2f}  {r['activations_peak_gib']:7.2f}  "
+              f"{r['score_matrix_if_materialised_gib']:10.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""A model bundle: one folder holding everything a render needs, described by `bundle.json`.
+
+    bundle.json         {"config": <VeraConfig dict>, "transformer": "transformer.safetensors",
+                         "vae": {"type": "wan", "path": "vae"} | {"type": "patch", "patch": 4},
+                         "text_encoder": "text_encoder",
+                         "defaults": {"resolution": [w, h], "window": 49, "steps": 50, "guidance": 5.0,
+                                      "shift": 5.0, "sampler": "unipc", "negative_prompt": ""}}
+    transformer.safetensors   the three-stream VeraMoT weights
+    vae/                      diffusers AutoencoderKLWan folder (only for "wan")
+    text_encoder/             UMT5 encoder + tokenizer (transformers folder)
+
+`load_bundle("demo")` loads the model embedded in the package (core/vera/assets/demo). Paths inside bundle.json
+are relative to the bundle folder (absolute ones are allowed, e.g. a shared VAE). bundle.json is written last,
+so a folder with a bundle.json is a complete bundle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from vera.atomic import atomic_write_text
+from vera.errors import BadInput
+from vera.model.configs import VeraConfig, get_config
+from vera.model.text import TextEncoder, build_tiny_text_encoder
+from vera.model.vae import PatchVAE, VideoVAE, WanVAE, build_vae
+
+DEMO_PATH = Path(__file__).resolve().parent.parent / "assets" / "demo"
+BUNDLE_FILE = "bundle.json"
+TRANSFORMER_FILE = "transformer.safetensors"
+SAMPLERS = ("unipc", "euler")
+
+# Wan2.1 T2V's published settings; a bundle overrides what it was trained for.
+DEFAULTS = {"resolution": [832, 480], "window": 49, "steps": 50, "guidance": 5.0, "shift": 5.0,
+            "sampler": "unipc", "negative_prompt": ""}
+
+# Words the tiny test text encoder knows (each is one token).
+TEST_WORDS = ("add", "a", "an", "the", "red", "blue", "green", "ball", "box", "replace", "background", "with",
+              "sky", "sunset", "forest", "snow", "blurry", "low", "quality")
+
+
+@dataclass
+class Bundle:
+    name: str
+    path: Path
+    config: VeraConfig
+    transformer: torch.nn.Module
+    vae: VideoVAE
+    text: TextEncoder
+    defaults: dict = field(default_factory=dict)
+    device: torch.device = torch.device("cpu")
+    dtype: torch.dtype = torch.float32
+
+    @property
+    def resolution(self) -> tuple[int, int]:
+        w, h = self.defaults["resolution"]
+        return int(w), int(h)
+
+
+def resolve_device(device: str | torch.device = "auto") -> tuple[torch.device, torch.dtype]:
+    """auto -> CUDA in bfloat16 when present, else the CPU in float32; `cpu`, `cuda`, `cuda:N` as asked."""
+    name = str(device)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise BadInput(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BadInput(f"device {name!r} asked for, but this machine has no CUDA GPU (use --device cpu)")
+    if dev.type not in ("cpu", "cuda"):
+        raise BadInput(f"unsupported device {name!r} (use auto, cpu, cuda or cuda:N)")
+    return dev, (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+
+
+def bundle_folder(name_or_path: str | Path) -> Path:
+    if str(name_or_path) == "demo":
+        if not (DEMO_PATH / BUNDLE_FILE).is_file():
+            raise BadInput(f"the embedded demo model is missing ({DEMO_PATH / BUNDLE_FILE} does not exist); "
+                           "reinstall Vera or pass a model bundle folder")
+        return DEMO_PATH
+    folder = Path(name_or_path).expanduser()
+    if not (folder / BUNDLE_FILE).is_file():
+        raise BadInput(f"{folder}: not a Vera model bundle (no {BUNDLE_FILE})")
+    return folder
+
+
+def read_manifest(name_or_path: str | Path) -> dict:
+    """bundle.json with defaults filled in, checked for shape; no weights are loaded."""
+    folder = bundle_folder(name_or_path)
+    path = folder / BUNDLE_FILE
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInput(f"{path}: cannot read bundle manifest ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise BadInput(f"{path}: expected a JSON object")
+    missing = [key for key in ("config", "transformer", "vae", "text_encoder") if key not in manifest]
+    if missing:
+        raise BadInput(f"{path}: missing {', '.join(missing)}")
+    defaults = dict(DEFAULTS, **(manifest.get("defaults") or {}))
+    unknown = sorted(set(defaults) - set(DEFAULTS))
+    if unknown:
+        raise BadInput(f"{path}: unknown default(s) {', '.join(unknown)}")
+    if defaults["sampler"] not in SAMPLERS:
+        raise BadInput(f"{path}: sampler must be one of {', '.join(SAMPLERS)}, got {defaults['sampler']!r}")
+    manifest["defaults"] = defaults
+    return manifest
+
+
+def _check_compatible(path: Path, cfg: VeraConfig, vae: VideoVAE, defaults: dict) -> None:
+    problems = []
+    if cfg.z_dim != vae.z_dim:
+        problems.append(f"config z_dim {cfg.z_dim} != VAE z_dim {vae.z_dim}")
+    if cfg.mask_channels != vae.temporal_stride:
+        problems.append(f"config mask_channels {cfg.mask_channels} != VAE temporal stride {vae.temporal_stride} "
+                        "(the mask packs one channel per frame of a latent frame)")
+    w, h = defaults["resolution"]
+    step = vae.spatial_stride * cfg.patch_size[1]
+    if w % step or h % step:
+        problems.append(f"resolution {w}x{h} is not a multiple of {step} (VAE stride x patch)")
+    if (int(defaults["window"]) - 1) % 4:
+        problems.append(f"window {defaults['window']} is not 4k+1")
+    if problems:
+        raise BadInput(f"{path}: inconsistent bundle: " + "; ".join(problems))
+
+
+def _load_transformer(path: Path, cfg: VeraConfig, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    from vera.model.checkpoint import load_vera
+
+    if not path.is_file():
+        raise BadInput(f"{path}: transformer weights are missing")
+    model = load_vera(path, device=device, dtype=dtype)
+    if model.cfg != cfg:
+        raise BadInput(f"{path}: the checkpoint's config differs from the bundle's ({model.cfg} vs {cfg})")
+    return model.requires_grad_(False)
+
+
+def load_bundle(name_or_path: str | Path = "demo", device: str | torch.device = "auto",
+                cache_dir: str | Path | None = None) -> Bundle:
+    """Load a bundle ("demo" or a folder) onto `device`; the text encoder loads lazily, on a prompt-cache miss."""
+    folder = bundle_folder(name_or_path)
+    manifest = read_manifest(folder)
+    dev, dtype = resolve_device(device)
+    cfg = VeraConfig.from_dict(manifest["config"])
+    vae = build_vae(manifest["vae"], folder, device=dev, dtype=dtype)
+    _check_compatible(folder / BUNDLE_FILE, cfg, vae, manifest["defaults"])
+    text = TextEncoder(_inside(folder, manifest["text_encoder"]), device=dev, dtype=dtype, cache_dir=cache_dir,
+                       max_length=cfg.text_len)
+    if text.d_model != cfg.text_dim:
+        raise BadInput(f"{folder}: text encoder width {text.d_model} != config text_dim {cfg.text_dim}")
+    transformer = _load_transformer(_inside(folder, manifest["transformer"]), cfg, dev, dtype)
+    name = "demo" if str(name_or_path) == "demo" else manifest.get("name", folder.name)
+    return Bundle(name=name, path=folder, config=cfg, transformer=transformer, vae=vae, text=text,
+                  defaults=manifest["defaults"], device=dev, dtype=dtype)
+
+
+def _inside(folder: Path, relative: str) -> Path:
+    path = Path(relative)
+    return path if path.is_absolute() else folder / path
+
+
+def save_bundle(folder: str | Path, config: VeraConfig, transformer: torch.nn.Module, vae: VideoVAE,
+                text_encoder: str | Path, defaults: dict | None = None, name: str | None = None) -> Path:
+    """Write a bundle: the VeraMoT (vera.model.checkpoint format), the VAE (a folder for Wan, a line for PatchVAE), a copy
+    of the text-encoder folder (unless it already is `folder/text_encoder`), then bundle.json last."""
+    from vera.model.checkpoint import save_vera
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if transformer.cfg != config:
+        raise ValueError(f"save_bundle: the transformer's config {transformer.cfg} is not {config}")
+    save_vera(transformer, folder / TRANSFORMER_FILE)
+    if isinstance(vae, PatchVAE):
+        vae_entry = {"type": "patch", "patch": vae.patch}
+    elif isinstance(vae, WanVAE):
+        vae.save(folder / "vae")
+        vae_entry = {"type": "wan", "path": "vae"}
+    else:
+        raise TypeError(f"save_bundle: cannot save a {type(vae).__name__}")
+    text_target = folder / "text_encoder"
+    if Path(text_encoder).resolve() != text_target.resolve():
+        shutil.copytree(text_encoder, text_target, dirs_exist_ok=True)
+    manifest = {"config": config.to_dict(), "transformer": TRANSFORMER_FILE, "vae": vae_entry,
+                "text_encoder": "text_encoder", "defaults": dict(DEFAULTS, **(defaults or {}))}
+    if name:
+        manifest["name"] = name
+    atomic_write_text(folder / BUNDLE_FILE, json.dumps(manifest, indent=2) + "\n")
+    return folder
+
+
+def create_random_bundle(folder: str | Path, config: str | VeraConfig = "vera-tiny", seed: int = 0,
+                         resolution: tuple[int, int] = (64, 48), window: int = 9, patch: int = 4,
+                         vocab_words=TEST_WORDS, defaults: dict | None = None) -> Path:
+    """A randomly initialised (seeded) bundle: small VeraMoT + PatchVAE(patch) + tiny text encoder.
+
+    The config's z_dim / mask_channels / text width are set to what the PatchVAE and the tiny encoder need
+    (z_dim = 3*patch^2, mask_channels = 1 because PatchVAE keeps every frame). For tests and for end-to-end
+    runs of the whole product without trained weights.
+    """
+    from vera.model.dit import VeraMoT
+
+    cfg = get_config(config) if isinstance(config, str) else config
+    vae = PatchVAE(patch)
+    cfg = dataclasses.replace(cfg, z_dim=vae.z_dim, mask_channels=vae.temporal_stride)
+    folder = Path(folder)
+    build_tiny_text_encoder(folder / "text_encoder", vocab_words, d_model=cfg.text_dim, seed=seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = VeraMoT(cfg)
+    settings = {"resolution": list(resolution), "window": window, "steps": 2, "guidance": 3.0, "shift": 3.0,
+                "sampler": "unipc", **(defaults or {})}
+    return save_bundle(folder, cfg, model, vae, folder / "text_encoder", settings, name=f"random-{seed}")

@@ -1,0 +1,322 @@
+"""Vera checkpoints (safetensors + config JSON) and the Wan2.1 -> Vera conversion.
+
+A Vera checkpoint is `NAME.safetensors` holding every stream's tensors under our key names
+(`edit.blocks.0.self_attn.q.weight`, ... = the stream name + Wan2.1's original key), with the configuration
+stored twice: as JSON in the safetensors header metadata (`vera_config`, so the one file is self-contained) and
+beside it as `NAME.json` (for people and tools). Loading reads the metadata; it never unpickles anything.
+
+`convert_wan` reads a Wan2.1 T2V transformer checkpoint in Wan's original key names or diffusers' names, one
+file or shards with an index JSON (`.pth` only here, read with `torch.load(weights_only=True)`), and copies it
+into all three streams, with the conditioning input channels zero (docs/model.md).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from vera.atomic import atomic_path, atomic_write_text
+from vera.errors import BadInput
+from vera.model.configs import CONFIGS, STREAMS, VeraConfig
+from vera.model.dit import VeraMoT, build_on_meta
+
+FORMAT = "vera-mot-1"
+
+# --------------------------------------------------------------------------------------------- key names
+
+# Wan2.1's original names (ours, inside a stream) -> diffusers' WanTransformer3DModel names. Each pattern
+# matches a key's prefix; the rest of the key (`.weight`, `.bias`) is kept.
+_WAN_TO_DIFFUSERS = [
+    (r"time_embedding\.0\.", "condition_embedder.time_embedder.linear_1."),
+    (r"time_embedding\.2\.", "condition_embedder.time_embedder.linear_2."),
+    (r"text_embedding\.0\.", "condition_embedder.text_embedder.linear_1."),
+    (r"text_embedding\.2\.", "condition_embedder.text_embedder.linear_2."),
+    (r"time_projection\.1\.", "condition_embedder.time_proj."),
+    (r"blocks\.(\d+)\.self_attn\.q\.", r"blocks.\1.attn1.to_q."),
+    (r"blocks\.(\d+)\.self_attn\.k\.", r"blocks.\1.attn1.to_k."),
+    (r"blocks\.(\d+)\.self_attn\.v\.", r"blocks.\1.attn1.to_v."),
+    (r"blocks\.(\d+)\.self_attn\.o\.", r"blocks.\1.attn1.to_out.0."),
+    (r"blocks\.(\d+)\.self_attn\.norm_(q|k)\.", r"blocks.\1.attn1.norm_\2."),
+    (r"blocks\.(\d+)\.cross_attn\.q\.", r"blocks.\1.attn2.to_q."),
+    (r"blocks\.(\d+)\.cross_attn\.k\.", r"blocks.\1.attn2.to_k."),
+    (r"blocks\.(\d+)\.cross_attn\.v\.", r"blocks.\1.attn2.to_v."),
+    (r"blocks\.(\d+)\.cross_attn\.o\.", r"blocks.\1.attn2.to_out.0."),
+    (r"blocks\.(\d+)\.cross_attn\.norm_(q|k)\.", r"blocks.\1.attn2.norm_\2."),
+    (r"blocks\.(\d+)\.norm3\.", r"blocks.\1.norm2."),  # the cross-attention's affine norm: norm3 in Wan, norm2 here
+    (r"blocks\.(\d+)\.ffn\.0\.", r"blocks.\1.ffn.net.0.proj."),
+    (r"blocks\.(\d+)\.ffn\.2\.", r"blocks.\1.ffn.net.2."),
+    (r"blocks\.(\d+)\.modulation$", r"blocks.\1.scale_shift_table"),
+    (r"head\.head\.", "proj_out."),
+    (r"head\.modulation$", "scale_shift_table"),
+    (r"patch_embedding\.", "patch_embedding."),
+]
+_DIFFUSERS_TO_WAN = [
+    (r"condition_embedder\.time_embedder\.linear_1\.", "time_embedding.0."),
+    (r"condition_embedder\.time_embedder\.linear_2\.", "time_embedding.2."),
+    (r"condition_embedder\.text_embedder\.linear_1\.", "text_embedding.0."),
+    (r"condition_embedder\.text_embedder\.linear_2\.", "text_embedding.2."),
+    (r"condition_embedder\.time_proj\.", "time_projection.1."),
+    (r"blocks\.(\d+)\.attn1\.to_q\.", r"blocks.\1.self_attn.q."),
+    (r"blocks\.(\d+)\.attn1\.to_k\.", r"blocks.\1.self_attn.k."),
+    (r"blocks\.(\d+)\.attn1\.to_v\.", r"blocks.\1.self_attn.v."),
+    (r"blocks\.(\d+)\.attn1\.to_out\.0\.", r"blocks.\1.self_attn.o."),
+    (r"blocks\.(\d+)\.attn1\.norm_(q|k)\.", r"blocks.\1.self_attn.norm_\2."),
+    (r"blocks\.(\d+)\.attn2\.to_q\.", r"blocks.\1.cross_attn.q."),
+    (r"blocks\.(\d+)\.attn2\.to_k\.", r"blocks.\1.cross_attn.k."),
+    (r"blocks\.(\d+)\.attn2\.to_v\.", r"blocks.\1.cross_attn.v."),
+    (r"blocks\.(\d+)\.attn2\.to_out\.0\.", r"blocks.\1.cross_attn.o."),
+    (r"blocks\.(\d+)\.attn2\.norm_(q|k)\.", r"blocks.\1.cross_attn.norm_\2."),
+    (r"blocks\.(\d+)\.norm2\.", r"blocks.\1.norm3."),
+    (r"blocks\.(\d+)\.ffn\.net\.0\.proj\.", r"blocks.\1.ffn.0."),
+    (r"blocks\.(\d+)\.ffn\.net\.2\.", r"blocks.\1.ffn.2."),
+    (r"blocks\.(\d+)\.scale_shift_table$", r"blocks.\1.modulation"),
+    (r"proj_out\.", "head.head."),
+    (r"scale_shift_table$", "head.modulation"),
+    (r"patch_embedding\.", "patch_embedding."),
+]
+_WAN_TO_DIFFUSERS = [(re.compile(p), r) for p, r in _WAN_TO_DIFFUSERS]
+_DIFFUSERS_TO_WAN = [(re.compile(p), r) for p, r in _DIFFUSERS_TO_WAN]
+
+
+def _rename(key: str, table) -> str | None:
+    for pattern, replacement in table:
+        match = pattern.match(key)
+        if match:
+            return match.expand(replacement) + key[match.end():]
+    return None
+
+
+def wan_key_to_diffusers(key: str) -> str | None:
+    """One stream key in Wan2.1's original naming (= ours without the stream prefix) -> diffusers' name.
+
+    None when the key is not part of a Wan2.1 T2V transformer (e.g. I2V's image embedder).
+    """
+    return _rename(key, _WAN_TO_DIFFUSERS)
+
+
+def diffusers_key_to_wan(key: str) -> str | None:
+    """diffusers' WanTransformer3DModel key -> Wan2.1's original name (None when it is not a T2V key)."""
+    return _rename(key, _DIFFUSERS_TO_WAN)
+
+
+def stream_state_from_diffusers(state: dict) -> dict:
+    """A diffusers WanTransformer3DModel state dict -> one stream's state dict in our names (unknown keys kept
+    under their own names so the loader reports them)."""
+    return {diffusers_key_to_wan(k) or k: v for k, v in state.items()}
+
+
+# ------------------------------------------------------------------------------------------- safetensors
+
+
+def _config_from_metadata(path: Path, metadata: dict | None) -> VeraConfig:
+    if not metadata or "vera_config" not in metadata:
+        raise BadInput(f"{path}: not a Vera checkpoint (no vera_config in the safetensors metadata)")
+    try:
+        data = json.loads(metadata["vera_config"])
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"{path}: vera_config metadata is not JSON ({exc})") from None
+    try:
+        return VeraConfig.from_dict(data)
+    except BadInput as exc:
+        raise BadInput(f"{path}: {exc}") from None
+
+
+def read_config(path: str | Path) -> VeraConfig:
+    """The configuration of a Vera checkpoint, from its safetensors header (no tensor is read)."""
+    path = Path(path)
+    with _open_safetensors(path) as f:
+        return _config_from_metadata(path, f.metadata())
+
+
+def _open_safetensors(path: Path):
+    from safetensors import SafetensorError, safe_open
+
+    if not path.is_file():
+        raise BadInput(f"{path}: no such checkpoint file")
+    try:
+        return safe_open(str(path), framework="pt", device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise BadInput(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def save_vera(model: VeraMoT, path: str | Path, extra_metadata: dict | None = None) -> Path:
+    """Write `path` (.safetensors, config in its metadata) and the config beside it as `.json`; both atomic."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise BadInput(f"{path}: a Vera checkpoint must end in .safetensors")
+    config_json = json.dumps(model.cfg.to_dict(), sort_keys=True)
+    metadata = {"format": FORMAT, "vera_config": config_json, **(extra_metadata or {})}
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, tmp, metadata=metadata)
+    atomic_write_text(path.with_suffix(".json"), json.dumps(model.cfg.to_dict(), indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def load_vera(path: str | Path, device="cpu", dtype: torch.dtype = torch.float32) -> VeraMoT:
+    """A VeraMoT from a Vera checkpoint (safetensors only; the config comes from its own metadata)."""
+    path = Path(path)
+    device = torch.device(device)
+    with _open_safetensors(path) as f:
+        cfg = _config_from_metadata(path, f.metadata())
+        state = {key: f.get_tensor(key) for key in f.keys()}
+    model = build_on_meta(cfg)
+    _check_state(path, _shapes(model), state)
+    state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
+    model.load_state_dict(state, assign=True)
+    return model.eval()
+
+
+def _shapes(model: torch.nn.Module) -> dict:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _check_state(source, expected: dict, state: dict, renamed: dict | None = None) -> None:
+    """Missing, unexpected and wrongly shaped keys (against expected: name -> shape), all named in one BadInput."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(state) & set(expected) if tuple(state[k].shape) != expected[k])
+    if not (missing or unexpected or wrong):
+        return
+    name = (lambda k: (renamed or {}).get(k, k))
+    problems = []
+    if missing:
+        problems.append("missing " + ", ".join(name(k) for k in missing))
+    if unexpected:
+        problems.append("unexpected " + ", ".join(name(k) for k in unexpected))
+    if wrong:
+        problems.append("wrong shape " + ", ".join(
+            f"{name(k)} {list(state[k].shape)} (expected {list(expected[k])})" for k in wrong))
+    raise BadInput(f"{source}: " + "; ".join(problems))
+
+
+# ------------------------------------------------------------------------------------------ Wan2.1 source
+
+_PREFIXES = ("model.diffusion_model.", "module.", "model.")  # wrappers some tools put around the keys
+
+
+def _wan_files(source: Path) -> list[Path]:
+    """The weight files of a Wan2.1 checkpoint: one file, a sharded set via its index JSON, or a folder of them."""
+    if source.is_file():
+        if source.name.endswith(".index.json"):
+            return _shards_from_index(source)
+        return [source]
+    if not source.is_dir():
+        raise BadInput(f"{source}: no such file or folder")
+    indexes = sorted(source.glob("*.safetensors.index.json")) or sorted(source.glob("*.index.json"))
+    if len(indexes) > 1:
+        raise BadInput(f"{source}: several index files ({', '.join(p.name for p in indexes)}); pass one of them")
+    if indexes:
+        return _shards_from_index(indexes[0])
+    files = sorted(source.glob("*.safetensors")) or sorted(source.glob("*.pth"))
+    if not files:
+        raise BadInput(f"{source}: no .safetensors, .pth or index JSON in this folder")
+    if len(files) > 1:
+        raise BadInput(f"{source}: several weight files and no index JSON; pass the file to convert")
+    return files
+
+
+def _shards_from_index(index: Path) -> list[Path]:
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BadInput(f"{index}: not a checkpoint index (needs a weight_map): {exc}") from None
+    shards = [index.parent / name for name in dict.fromkeys(weight_map.values())]
+    absent = [str(p) for p in shards if not p.is_file()]
+    if absent:
+        raise BadInput(f"{index}: shard(s) not found: {', '.join(absent)}")
+    return shards
+
+
+def _read_weights(path: Path) -> dict:
+    if path.suffix == ".pth" or path.suffix == ".pt":
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickles code
+        except Exception as exc:  # noqa: BLE001 - any failure here is a bad file
+            raise BadInput(f"{path}: cannot read as a weights-only torch file ({exc})") from None
+        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+            state = state["state_dict"]
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise BadInput(f"{path}: expected a flat dict of tensors")
+        return state
+    if path.suffix != ".safetensors":
+        raise BadInput(f"{path}: unsupported weight file (use .safetensors, or .pth for conversion only)")
+    with _open_safetensors(path) as f:
+        return {key: f.get_tensor(key) for key in f.keys()}
+
+
+def read_wan_state(source: str | Path) -> tuple[dict, dict]:
+    """Wan2.1 transformer weights in Wan's ORIGINAL key names, whichever layout the source uses.
+
+    Returns (state, source_names): source_names maps each of our names to the name used in the source files
+    (and, for a diffusers source, every expected name to its diffusers spelling), for error messages.
+    """
+    source = Path(source)
+    state: dict = {}
+    stored_as: dict = {}
+    for path in _wan_files(source):
+        for stored_key, value in _read_weights(path).items():
+            key = stored_key
+            for prefix in _PREFIXES:
+                if key.startswith(prefix):
+                    key = key[len(prefix):]
+                    break
+            state[key] = value
+            stored_as[key] = stored_key
+    if any(k.startswith(("condition_embedder.", "proj_out.")) or ".attn1." in k for k in state):
+        # diffusers layout; keys that are not T2V (e.g. I2V's image embedder) keep their names and are reported.
+        renamed = {diffusers_key_to_wan(k) or k: k for k in state}
+        return ({ours: state[theirs] for ours, theirs in renamed.items()},
+                _DiffusersNames({ours: stored_as[theirs] for ours, theirs in renamed.items()}))
+    return state, stored_as
+
+
+class _DiffusersNames(dict):
+    """Our name -> the diffusers name (for keys the source lacks, the name it should have had)."""
+
+    def get(self, key, default=None):
+        return super().get(key) or wan_key_to_diffusers(key) or default
+
+
+def infer_wan_config(state: dict) -> VeraConfig:
+    """The named configuration whose stream sizes match a Wan2.1 state dict (in Wan's original names)."""
+    try:
+        sizes = {
+            "dim": state["patch_embedding.weight"].shape[0],
+            "ffn_dim": state["blocks.0.ffn.0.weight"].shape[0],
+            "text_dim": state["text_embedding.0.weight"].shape[1],
+            "freq_dim": state["time_embedding.0.weight"].shape[1],
+            "num_layers": 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks.")),
+        }
+    except (KeyError, IndexError, ValueError):
+        raise BadInput("cannot infer the model size from these weights; pass --config") from None
+    for cfg in CONFIGS.values():
+        if all(getattr(cfg, key) == value for key, value in sizes.items()):
+            return cfg
+    described = ", ".join(f"{k} {v}" for k, v in sizes.items())
+    raise BadInput(f"no named config has {described}; pass --config")
+
+
+def convert_wan(source: str | Path, config: VeraConfig | None = None) -> VeraMoT:
+    """A Vera model (on the CPU, in the source's dtype) whose three streams are copies of a Wan2.1 T2V DiT."""
+    source = Path(source)
+    wan, source_names = read_wan_state(source)
+    cfg = config or infer_wan_config(wan)
+    expected = _shapes(build_on_meta(cfg).edit)
+    target = expected["patch_embedding.weight"]
+    expected_wan = {**expected, "patch_embedding.weight": (target[0], cfg.z_dim, *target[2:])}
+    _check_state(source, expected_wan, wan, source_names)
+    # Wan reads z_dim input channels; the conditioning channels are ours and start at zero.
+    patch = wan["patch_embedding.weight"]
+    wan["patch_embedding.weight"] = torch.cat([patch, patch.new_zeros(target[0], cfg.in_dim - cfg.z_dim,
+                                                                      *target[2:])], dim=1)
+    model = build_on_meta(cfg)
+    state = {f"{name}.{key}": value.clone() if i else value for i, name in enumerate(STREAMS)
+             for key, value in wan.items()}
+    model.load_state_dict(state, assign=True)
+    return model.eval()

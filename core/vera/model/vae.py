@@ -1,0 +1,160 @@
+"""VAEs: video in [-1, 1] <-> normalised latents, behind one small interface.
+
+- `WanVAE`: diffusers `AutoencoderKLWan` (the real Wan2.1 VAE, stride 4x8x8, z_dim 16), loaded from a local
+  folder, latents normalised per channel with the config's `latents_mean` / `latents_std`, tiled for large
+  frames, float32 on the CPU and bfloat16 on CUDA.
+- `PatchVAE`: a parameter-free, lossless pixel-unshuffle "VAE" (stride 1xPxP, z_dim 3*P*P). The embedded demo
+  model uses it because a demo must train in minutes on a CPU: there is no VAE to train or download, the
+  latent grid stays small, and decoding is exact, so every error in the demo's output is the transformer's.
+
+The alpha matte goes through the same RGB VAE as three equal channels and comes back as the mean of the three
+decoded channels, clamped to [0, 1] (`encode_matte` / `decode_matte`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from vera.errors import BadInput
+
+
+class VideoVAE:
+    """The interface the pipeline and training code use. Subclasses set the three strides/sizes below."""
+
+    z_dim: int
+    temporal_stride: int
+    spatial_stride: int
+
+    def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
+        """(latent frames, latent height, latent width) for a video of frames x height x width."""
+        if (frames - 1) % self.temporal_stride:
+            raise BadInput(f"frame count {frames} must be {self.temporal_stride}k+1 for this VAE")
+        if height % self.spatial_stride or width % self.spatial_stride:
+            raise BadInput(f"frame size {width}x{height} must be a multiple of {self.spatial_stride}")
+        return ((frames - 1) // self.temporal_stride + 1, height // self.spatial_stride,
+                width // self.spatial_stride)
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor:  # (B,3,F,H,W) in [-1,1] -> (B,z,f,h,w)
+        raise NotImplementedError
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:  # (B,z,f,h,w) -> (B,3,F,H,W) in [-1,1]
+        raise NotImplementedError
+
+    def to(self, device=None, dtype=None) -> "VideoVAE":
+        return self
+
+
+class PatchVAE(VideoVAE):
+    """Pixel-unshuffle each frame into patch x patch blocks: exact, no parameters, no temporal compression."""
+
+    def __init__(self, patch: int = 4):
+        if int(patch) < 1:
+            raise BadInput(f"PatchVAE patch size must be at least 1, got {patch}")
+        self.patch = int(patch)
+        self.z_dim = 3 * self.patch * self.patch
+        self.temporal_stride = 1
+        self.spatial_stride = self.patch
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        b, c, f, h, w = video.shape
+        self.latent_shape(f, h, w)  # checks the size
+        frames = video.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
+        z = F.pixel_unshuffle(frames, self.patch)
+        return z.reshape(b, f, self.z_dim, h // self.patch, w // self.patch).permute(0, 2, 1, 3, 4)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        b, z, f, h, w = latents.shape
+        if z != self.z_dim:
+            raise ValueError(f"PatchVAE({self.patch}) decodes {self.z_dim} channels, got {z}")
+        frames = latents.permute(0, 2, 1, 3, 4).reshape(b * f, z, h, w)
+        video = F.pixel_shuffle(frames, self.patch)
+        return video.reshape(b, f, 3, h * self.patch, w * self.patch).permute(0, 2, 1, 3, 4)
+
+
+class WanVAE(VideoVAE):
+    """diffusers `AutoencoderKLWan` with per-channel latent normalisation and tiling for large frames."""
+
+    def __init__(self, model, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
+        device = torch.device(device)
+        if dtype is None:
+            dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        self.model = model.to(device=device).eval()
+        if next(self.model.parameters()).dtype != dtype:
+            self.model.to(dtype=dtype)
+        self.model.requires_grad_(False)
+        # diffusers only tiles frames larger than its tile size, so small frames are untouched
+        self.model.enable_tiling()
+        cfg = self.model.config
+        self.z_dim = int(cfg.z_dim)
+        self.temporal_stride = int(cfg.scale_factor_temporal or 4)
+        self.spatial_stride = int(cfg.scale_factor_spatial or 8)
+        self.device, self.dtype = device, dtype
+        shape = (1, self.z_dim, 1, 1, 1)
+        self._mean = torch.tensor(cfg.latents_mean, dtype=torch.float32).view(shape).to(device)
+        self._std = torch.tensor(cfg.latents_std, dtype=torch.float32).view(shape).to(device)
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, device="cpu", dtype=None) -> "WanVAE":
+        """Load from a local diffusers folder (config.json + safetensors). Never touches the network."""
+        from diffusers import AutoencoderKLWan
+
+        folder = Path(folder)
+        if not (folder / "config.json").is_file():
+            raise BadInput(f"{folder}: not a diffusers AutoencoderKLWan folder (no config.json)")
+        device = torch.device(device)
+        if dtype is None:
+            dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        model = AutoencoderKLWan.from_pretrained(folder, local_files_only=True, use_safetensors=True,
+                                                 torch_dtype=dtype)
+        return cls(model, device=device, dtype=dtype)
+
+    @classmethod
+    def from_config(cls, config: dict, seed: int = 0, device="cpu", dtype=None) -> "WanVAE":
+        """A randomly initialised VAE from a config dict (tests, and bundles made from scratch)."""
+        from diffusers import AutoencoderKLWan
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = AutoencoderKLWan(**config)
+        return cls(model, device=device, dtype=dtype)
+
+    def save(self, folder: str | Path) -> None:
+        self.model.save_pretrained(folder, safe_serialization=True)
+
+    @torch.no_grad()
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        self.latent_shape(*video.shape[2:])
+        dist = self.model.encode(video.to(self.device, self.dtype)).latent_dist
+        # the posterior mode: encoding a plate is deterministic
+        z = dist.mode().float()
+        return (z - self._mean) / self._std
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        z = latents.to(self.device, torch.float32) * self._std + self._mean
+        return self.model.decode(z.to(self.dtype)).sample.float()
+
+
+def encode_matte(vae: VideoVAE, matte: torch.Tensor) -> torch.Tensor:
+    """Matte (B,1,F,H,W) in [0,1] -> latents, as a grey RGB video in [-1,1] (three equal channels)."""
+    return vae.encode((matte * 2.0 - 1.0).expand(-1, 3, -1, -1, -1))
+
+
+def decode_matte(vae: VideoVAE, latents: torch.Tensor) -> torch.Tensor:
+    """Latents -> matte (B,1,F,H,W): the mean of the three decoded channels, mapped to [0,1] and clamped."""
+    rgb = vae.decode(latents)
+    return ((rgb.mean(dim=1, keepdim=True) + 1.0) * 0.5).clamp(0.0, 1.0)
+
+
+def build_vae(spec: dict, base: str | Path, device="cpu", dtype=None) -> VideoVAE:
+    """The VAE a bundle names: {"type": "patch", "patch": P} or {"type": "wan", "path": folder-in-bundle}."""
+    kind = spec.get("type")
+    if kind == "patch":
+        return PatchVAE(int(spec.get("patch", 4)))
+    if kind == "wan":
+        path = Path(spec.get("path", "vae"))
+        return WanVAE.from_folder(path if path.is_absolute() else Path(base) / path, device=device, dtype=dtype)
+    raise BadInput(f"{base}: unknown VAE type {kind!r} (expected 'wan' or 'patch')")

@@ -1,0 +1,88 @@
+"""Flow-matching sampling of the three streams (edit, alpha, composite), jointly.
+
+The model predicts the flow velocity v = noise - data at timestep t = 1000 * sigma; the sigma schedule is
+shifted towards high noise by `shift` (sigma' = shift*sigma / (1 + (shift-1)*sigma)), as in Wan2.1. The solvers
+are diffusers' `UniPCMultistepScheduler` (flow_prediction, flow sigmas: what Wan2.1 ships) and
+`FlowMatchEulerDiscreteScheduler`.
+
+Every step, the conditioning (source-video latents + packed user mask) is concatenated on the channel axis to
+each stream's noisy latent. Classifier-free guidance runs the prompt and the negative prompt as ONE batch of 2B
+(one forward per step) and mixes v = v_neg + guidance * (v_pos - v_neg). Noise comes from a seeded CPU
+`torch.Generator`, so a seed gives the same start on every device and the CPU result is deterministic.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vera.errors import BadInput
+
+SAMPLERS = ("unipc", "euler")
+NUM_TRAIN_TIMESTEPS = 1000
+
+
+def make_scheduler(sampler: str, shift: float):
+    """The diffusers scheduler for `sampler` with the flow shift applied."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+
+    if sampler == "unipc":
+        return UniPCMultistepScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, prediction_type="flow_prediction",
+                                       use_flow_sigmas=True, flow_shift=float(shift))
+    if sampler == "euler":
+        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, shift=float(shift))
+    raise BadInput(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+
+
+def initial_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """Standard normal noise from a CPU generator: identical for a seed on every machine and device."""
+    generator = torch.Generator("cpu").manual_seed(int(seed))
+    return torch.randn(shape, generator=generator, dtype=torch.float32)
+
+
+def model_input(latents: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+    """(B, S, z, f, h, w) noisy latents ++ (B, c, f, h, w) conditioning, repeated for each of the S streams."""
+    streams = latents.shape[1]
+    return torch.cat([latents, condition.unsqueeze(1).expand(-1, streams, -1, -1, -1, -1)], dim=2)
+
+
+@torch.no_grad()
+def sample(model, condition: torch.Tensor, context: torch.Tensor, negative_context: torch.Tensor | None = None,
+           *, steps: int, guidance: float, shift: float, sampler: str = "unipc", seed: int = 0,
+           progress=None) -> torch.Tensor:
+    """Sample the three streams' latents, (B, 3, z_dim, f, h, w) float32.
+
+    model: a VeraMoT (x (B, 3, in_dim, f, h, w), t (B,), context (B, L, D)) -> velocity (B, 3, z_dim, f, h, w).
+    condition: (B, in_dim - z_dim, f, h, w) source latents ++ packed mask.
+    context / negative_context: (B, L, D) prompt embeddings; guidance <= 1 or no negative context -> no CFG.
+    progress: anything with `advance(n, note)` (vera.progress.Progress); advanced once per step.
+    """
+    if int(steps) < 1:
+        raise BadInput(f"sampler steps must be at least 1, got {steps}")
+    cfg = model.cfg
+    param = next(model.parameters())
+    device, dtype = param.device, param.dtype
+    batch, _, frames, height, width = condition.shape
+    streams = len(cfg.streams)
+    latents = initial_noise((batch, streams, cfg.z_dim, frames, height, width), seed).to(device)
+    condition = condition.to(device, torch.float32)
+
+    use_cfg = negative_context is not None and float(guidance) > 1.0
+    context = context.to(device, dtype)
+    if use_cfg:
+        # the two branches as one batch: [prompt, negative prompt]
+        context = torch.cat([context, negative_context.to(device, dtype)])
+        condition = torch.cat([condition, condition])
+
+    scheduler = make_scheduler(sampler, shift)
+    scheduler.set_timesteps(int(steps), device=device)
+    for index, t in enumerate(scheduler.timesteps):
+        x = torch.cat([latents, latents]) if use_cfg else latents
+        timestep = t.to(torch.float32).expand(x.shape[0])
+        velocity = model(model_input(x, condition).to(dtype), timestep, context).float()
+        if use_cfg:
+            v_pos, v_neg = velocity.chunk(2)
+            velocity = v_neg + float(guidance) * (v_pos - v_neg)
+        latents = scheduler.step(velocity, t, latents, return_dict=False)[0]
+        if progress is not None:
+            progress.advance(1, f"step {index + 1}/{steps}")
+    return latents

@@ -1,0 +1,117 @@
+"""`vera-train`: training data and training. `synth` and `check-data` live here; other areas add subcommands
+from their own modules (SUBCOMMAND_MODULES, each with `register(subparsers)` setting `func(args) -> int`),
+as `vera-render` does. A listed module that is not installed yet is skipped."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+from vera import __version__
+from vera.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, BadInput, VeraError
+from vera.progress import Progress, add_progress_argument
+
+SUBCOMMAND_MODULES = [
+    "vera.train.fit_cmd",   # fit (the training loop)
+    "vera.train.eval_cmd",  # eval
+]
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, e.g. 128x96, got {text!r}") from None
+    return width, height
+
+
+def register_data_commands(sub) -> None:
+    from vera.shot import TASKS
+
+    synth = sub.add_parser("synth", help="write procedural layered clips (layered EXR format)",
+                           description="Write N procedural layered clips as layered EXR sample folders "
+                                       "(docs/training.md). Sample i depends only on (seed, i).")
+    synth.add_argument("--out", required=True, help="dataset folder to write (sample_#####/ folders)")
+    synth.add_argument("--n", type=int, required=True, help="number of samples")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--size", type=_size, default=(128, 96), help="WIDTHxHEIGHT (default 128x96)")
+    synth.add_argument("--frames", type=int, default=9, help="frames per clip, 4k+1 (default 9)")
+    synth.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS),
+                       help="tasks to alternate between (default: all)")
+    add_progress_argument(synth)
+    synth.set_defaults(func=run_synth)
+
+    check = sub.add_parser("check-data", help="validate a dataset and list every bad sample",
+                           description="Validate a dataset (layered EXR or JSONL+MP4, detected). Every bad "
+                                       "sample is reported by path with its reasons; exit 2 if any is bad.")
+    check.add_argument("dataset", help="dataset folder, a sample folder, or a .jsonl file")
+    check.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    check.add_argument("--full", action="store_true",
+                       help="MP4s: decode every frame (default: headers and the first frame)")
+    check.set_defaults(func=run_check_data)
+
+
+def run_synth(args) -> int:
+    from vera.train.synth import generate
+
+    if args.frames < 1 or (args.frames - 1) % 4:
+        raise BadInput(f"--frames must be 4k+1 (1, 5, 9, 13, ...), got {args.frames}")
+    with Progress(args.n, "synth", args.progress) as progress:
+        folders = generate(args.out, args.n, args.seed, args.size, args.frames, args.tasks, progress=progress)
+    print(f"wrote {len(folders)} samples to {args.out}", file=sys.stderr)
+    return EXIT_OK
+
+
+def run_check_data(args) -> int:
+    from vera.train.data import check_dataset
+
+    report = check_dataset(args.dataset, full=args.full)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for bad in report["bad"]:
+            print(f"{bad['path']}: {'; '.join(bad['problems'])}")
+        print(f"{report['format']}: {report['samples']} samples, {len(report['bad'])} bad", file=sys.stderr)
+    return EXIT_BAD_INPUT if report["bad"] else EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vera-train", description="Vera training data and training.")
+    parser.add_argument("--version", action="version", version=f"vera {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    register_data_commands(sub)
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # the module exists but something it imports is missing: a real error
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except VeraError as exc:
+        print(f"vera-train: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("vera-train: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one line, not a traceback
+        import os
+        import traceback
+
+        print(f"vera-train: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if os.environ.get("VERA_DEBUG"):
+            traceback.print_exc()
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,530 @@
+"""The training loop behind `vera-train fit`: flow matching on the three streams of a Vera bundle.
+
+One step, for a batch of layered samples (vera.train.data):
+- the frozen VAE encodes the source, the edit RGB, the matte (as 3 equal channels) and the composite;
+- the conditioning is the source latents plus the user mask packed to the latent grid (docs/architecture.md),
+  the same for all three streams;
+- the frozen text encoder gives the prompt embedding (cached per distinct prompt); a configured fraction of
+  samples gets the empty prompt, so classifier-free guidance works at inference;
+- one noise level per sample, shared by the streams: x_t = (1 - s) x0 + s e, target velocity e - x0 (the
+  convention of vera.sampling), timestep t = 1000 s;
+- loss = weighted sum over streams of the mean squared velocity error (composite supervision included).
+
+Exact resume: the data order, the noise and the prompt drops are pure functions of (seed, step, global sample
+index), so a run resumed from a checkpoint (model, optimiser, EMA, RNG states, step) continues bit-for-bit like
+the straight run, and a torchrun DDP run with per-rank batch b on N ranks sees the same samples as one process
+with batch N*b. Checkpoints are safetensors (tensors) plus JSON metadata: never pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vera.atomic import atomic_path, atomic_write_text
+from vera.errors import BadInput
+
+STREAMS = ("edit", "alpha", "composite")
+CHECKPOINT_PREFIX = "step_"
+
+
+# --------------------------------------------------------------------------------------------------- config
+
+
+@dataclass
+class FitConfig:
+    """A training run. Written as JSON or YAML; every key is optional except `bundle` (docs/training.md)."""
+
+    # Where the model comes from. {"from": "random", "model": <config name or dict>, "vae": {...}, "text": {...}}
+    # builds a fresh bundle with vera.model.bundle.create_random_bundle; {"from": "PATH"} starts from a bundle
+    # folder (e.g. one made from a Wan2.1 conversion with `vera-render convert`).
+    bundle: dict = field(default_factory=lambda: {"from": "random", "model": "vera-demo"})
+    width: int = 64                 # model resolution the samples are resized to
+    height: int = 48
+    frames: int = 5                 # frames per training clip: 4k+1
+    steps: int = 1000
+    batch: int = 8                  # per process; the global batch is batch * world size
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    betas: tuple = (0.9, 0.99)
+    warmup: int = 100               # linear warm-up steps, then cosine decay to lr * min_lr_ratio
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    ema: float | None = 0.999       # EMA decay, or None for no EMA; the exported bundle uses the EMA weights
+    loss_weights: dict = field(default_factory=lambda: {"edit": 1.0, "alpha": 1.0, "composite": 1.0})
+    prompt_drop: float = 0.1        # fraction of samples trained with the empty prompt (classifier-free guidance)
+    timestep_shift: float = 1.0     # s' = shift s / (1 + (shift - 1) s): >1 spends more steps at high noise
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 250
+    keep_checkpoints: int = 2
+    cache_data: bool = True         # keep decoded samples in memory after the first read
+    defaults: dict = field(default_factory=dict)  # sampler defaults written into the exported bundle
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "config") -> "FitConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise BadInput(f"{source}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        cfg = cls(**data)
+        cfg.betas = tuple(cfg.betas)
+        cfg.validate(source)
+        return cfg
+
+    def validate(self, source: str = "config") -> None:
+        problems = []
+        if self.frames < 1 or (self.frames - 1) % 4:
+            problems.append(f"frames must be 4k+1, got {self.frames}")
+        for name in ("width", "height", "steps", "batch"):
+            if int(getattr(self, name)) < 1:
+                problems.append(f"{name} must be positive")
+        if not 0.0 <= self.prompt_drop <= 1.0:
+            problems.append("prompt_drop must be in [0, 1]")
+        if self.ema is not None and not 0.0 < self.ema < 1.0:
+            problems.append("ema must be in (0, 1) or null")
+        if set(self.loss_weights) - set(STREAMS):
+            problems.append(f"loss_weights keys must be among {', '.join(STREAMS)}")
+        if "from" not in self.bundle:
+            problems.append('bundle needs "from": "random" or a bundle folder')
+        if problems:
+            raise BadInput(f"{source}: " + "; ".join(problems))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+
+def load_config(path: str | Path) -> FitConfig:
+    """Read a JSON (.json) or YAML (.yaml/.yml) run config."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"{path}: config file not found")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is the user's file
+        raise BadInput(f"{path}: cannot parse config: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"{path}: config must be a mapping of keys to values")
+    return FitConfig.from_dict(data, source=str(path))
+
+
+# ------------------------------------------------------------------------------------- deterministic streams
+
+
+def sample_seed(seed: int, step: int, index: int, purpose: int) -> int:
+    """A seed for one sample's randomness at one step: independent of rank count, batch split and resume."""
+    return int(np.random.SeedSequence([seed, step, index, purpose]).generate_state(1, dtype=np.uint64)[0]
+               % (2**63 - 1))
+
+
+def dataset_index(seed: int, position: int, size: int) -> int:
+    """The dataset index at `position` of the endless stream of per-epoch shuffles."""
+    epoch, offset = divmod(position, size)
+    order = torch.randperm(size, generator=torch.Generator().manual_seed(sample_seed(seed, epoch, 0, 7)))
+    return int(order[offset])
+
+
+def rank_positions(step: int, batch: int, rank: int, world: int) -> list[int]:
+    """The global stream positions this rank trains on at `step` (rank r takes the r-th slice)."""
+    start = step * batch * world + rank * batch
+    return list(range(start, start + batch))
+
+
+def shifted(s: torch.Tensor, shift: float) -> torch.Tensor:
+    return shift * s / (1 + (shift - 1) * s)
+
+
+def lr_at(cfg: FitConfig, step: int) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+# ------------------------------------------------------------------------------------------ distributed
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    initialised: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> Dist:
+    """Join the process group torchrun set up (WORLD_SIZE > 1), gloo on the CPU, nccl on CUDA."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), True)
+
+
+def pick_device(name: str, dist_local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", dist_local_rank)
+    return device
+
+
+# ------------------------------------------------------------------------------------------- checkpoints
+
+
+def _rng_state() -> tuple[dict, dict]:
+    np_state = np.random.get_state()
+    tensors = {"rng.torch": torch.get_rng_state(),
+               "rng.numpy": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64))}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    py = random.getstate()
+    meta = {"numpy": [np_state[0], int(np_state[2]), int(np_state[3]), float(np_state[4])],
+            "python": [py[0], list(py[1]), py[2]]}
+    return tensors, meta
+
+
+def _set_rng_state(tensors: dict, meta: dict) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    name, pos, has_gauss, cached = meta["numpy"]
+    np.random.set_state((name, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
+    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    version, state, gauss = meta["python"]
+    random.setstate((version, tuple(state), gauss))
+
+
+def save_checkpoint(path: Path, step: int, model, optimizer, ema: dict | None, cfg: FitConfig) -> None:
+    """Model, optimiser, EMA and RNG state at `step`, as one safetensors file (metadata holds the rest)."""
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if ema is not None:
+        tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.items()})
+    opt = optimizer.state_dict()
+    for index, state in opt["state"].items():
+        for key, value in state.items():
+            value = value if torch.is_tensor(value) else torch.tensor(value)
+            tensors[f"optim.{index}.{key}"] = value.detach().cpu().contiguous()
+    rng_tensors, rng_meta = _rng_state()
+    tensors.update(rng_tensors)
+    meta = {"step": step, "param_groups": opt["param_groups"], "rng": rng_meta, "config": cfg.to_dict()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata={"vera_fit": json.dumps(meta)})
+
+
+def load_checkpoint(path: Path, model, optimizer, ema: dict | None) -> int:
+    """Restore everything `save_checkpoint` wrote; returns the step to continue from."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads(f.metadata()["vera_fit"])
+        tensors = load_file(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise BadInput(f"{path}: not a readable training checkpoint ({exc})") from None
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    if ema is not None:
+        for k in ema:
+            ema[k].copy_(tensors.get(f"ema.{k}", tensors[f"model.{k}"]))
+    state: dict = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    _set_rng_state(tensors, meta["rng"])
+    return int(meta["step"])
+
+
+def list_checkpoints(out_dir: Path) -> list[Path]:
+    return sorted((out_dir / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*.safetensors"))
+
+
+def checkpoint_path(out_dir: Path, step: int) -> Path:
+    return out_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:08d}.safetensors"
+
+
+# --------------------------------------------------------------------------------------------- the loop
+
+
+class PromptEmbeddings:
+    """Frozen text-encoder outputs, computed once per distinct prompt (the grammar has few of them)."""
+
+    def __init__(self, text_encoder, device: torch.device):
+        self.text = text_encoder
+        self.device = device
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def __call__(self, prompts: list[str]) -> torch.Tensor:
+        missing = sorted({p for p in prompts if p not in self._cache})
+        if missing:
+            with torch.no_grad():
+                embedded = self.text.encode(missing)
+            for prompt, emb in zip(missing, embedded):
+                self._cache[prompt] = emb.detach().float().to(self.device)
+        return torch.stack([self._cache[p] for p in prompts])
+
+
+class SampleCache:
+    """The dataset with decoded samples kept in memory after the first read (optional)."""
+
+    def __init__(self, dataset, keep: bool):
+        self.dataset = dataset
+        self.keep = keep
+        self._items: dict[int, dict] = {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        item = self._items.get(index)
+        if item is None:
+            item = self.dataset[index]
+            if self.keep:
+                self._items[index] = item
+        return item
+
+
+def collate(items: list[dict], device: torch.device) -> dict:
+    """Stack dataset samples into model tensors: video (B,3,F,H,W) in [-1,1], matte/mask (B,1,F,H,W) in [0,1]."""
+    def stack(key):
+        return torch.stack([torch.as_tensor(item[key]).float() for item in items]).to(device)
+
+    return {"source": stack("source"), "edit": stack("edit"), "alpha": stack("alpha"),
+            "composite": stack("composite"), "mask": stack("mask"),
+            "instruction": [str(item["instruction"]) for item in items]}
+
+
+def stream_latents(vae, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(clean latents of the three streams (B,3,z,f,h,w), conditioning (B,z+mask,f,h,w)) for a batch."""
+    from vera.model.dit import pack_mask
+    from vera.model.vae import encode_matte
+
+    with torch.no_grad():
+        source = vae.encode(batch["source"])
+        clean = torch.stack([vae.encode(batch["edit"]), encode_matte(vae, batch["alpha"]),
+                             vae.encode(batch["composite"])], dim=1)
+        cond = torch.cat([source, pack_mask(batch["mask"], source.shape)], dim=1)
+    return clean.float(), cond.float()
+
+
+def flow_matching_loss(model, clean: torch.Tensor, cond: torch.Tensor, context: torch.Tensor,
+                       noise: torch.Tensor, sigma: torch.Tensor, weights: dict, autocast) -> tuple:
+    """Weighted per-stream MSE between predicted and true velocity (noise - clean) at noise level sigma."""
+    s = sigma.view(-1, 1, 1, 1, 1, 1)
+    noisy = (1 - s) * clean + s * noise
+    x = torch.cat([noisy, cond.unsqueeze(1).expand(-1, clean.shape[1], -1, -1, -1, -1)], dim=2)
+    with autocast():
+        velocity = model(x, sigma * 1000.0, context)
+    err = (velocity.float() - (noise - clean)).pow(2).mean(dim=(0, 2, 3, 4, 5))  # per stream
+    per_stream = {name: err[i] for i, name in enumerate(STREAMS)}
+    total = sum(weights.get(name, 1.0) * per_stream[name] for name in STREAMS)
+    return total, {name: float(v.detach()) for name, v in per_stream.items()}
+
+
+def batch_noise(cfg: FitConfig, step: int, positions: list[int], clean: torch.Tensor) -> tuple:
+    """Noise, noise levels and prompt-drop flags for each sample, from (seed, step, stream position)."""
+    noise, sigma, drop = [], [], []
+    for pos in positions:
+        gen = torch.Generator().manual_seed(sample_seed(cfg.seed, step, pos, 1))
+        noise.append(torch.randn(clean.shape[1:], generator=gen))
+        u = torch.rand((2,), generator=gen)
+        sigma.append(shifted(u[0], cfg.timestep_shift))
+        drop.append(bool(u[1] < cfg.prompt_drop))
+    return (torch.stack(noise).to(clean.device), torch.stack(sigma).to(clean.device), drop)
+
+
+def build_bundle(cfg: FitConfig, device: torch.device):
+    """The bundle training starts from: a fresh random one, or a folder (e.g. a Wan2.1 conversion)."""
+    from vera.model import bundle as bundles
+
+    source = cfg.bundle["from"]
+    if source == "random":
+        options = {k: v for k, v in cfg.bundle.items() if k != "from"}
+        return bundles.create_random_bundle(seed=cfg.seed, **options).to(device) \
+            if hasattr(bundles.create_random_bundle(seed=cfg.seed, **options), "to") else \
+            bundles.create_random_bundle(seed=cfg.seed, **options)
+    return bundles.load_bundle(source, device=str(device))
+
+
+class EMA:
+    """Exponential moving average of the trainable weights (float32 copies)."""
+
+    def __init__(self, model, decay: float):
+        self.decay = decay
+        self.shadow = {k: v.detach().float().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model) -> None:
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.shadow[k].mul_(self.decay).add_(v.detach().float(), alpha=1 - self.decay)
+            else:
+                self.shadow[k].copy_(v)
+
+
+def fit(cfg: FitConfig, data_dir: str | Path, out_dir: str | Path, *, device: str = "auto",
+        max_minutes: float | None = None, max_steps: int | None = None, resume: bool = True,
+        bundle_out: str | Path | None = None, progress: str = "auto") -> dict:
+    """Train; returns a summary {steps, final_loss, wall_s, bundle}. Safe to call under torchrun."""
+    from vera.model.bundle import save_bundle
+    from vera.progress import Progress
+    from vera.train.data import open_dataset
+
+    started = time.monotonic()
+    out_dir = Path(out_dir)
+    dist = init_distributed(pick_device(device))
+    dev = pick_device(device, dist.local_rank)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)
+    random.seed(cfg.seed)
+
+    bundle = build_bundle(cfg, dev)
+    model = bundle.transformer.to(dev).train()
+    vae = bundle.vae
+    prompts = PromptEmbeddings(bundle.text, dev)
+    dataset = SampleCache(open_dataset(data_dir, width=cfg.width, height=cfg.height, frames=cfg.frames),
+                          cfg.cache_data)
+    if len(dataset) == 0:
+        raise BadInput(f"{data_dir}: no training samples")
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    ema = EMA(model, cfg.ema) if cfg.ema else None
+    step = 0
+    existing = list_checkpoints(out_dir)
+    if resume and existing:
+        step = load_checkpoint(existing[-1], model, optimizer, ema.shadow if ema else None)
+    if dist.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+
+    trained = model
+    if dist.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trained = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+    def autocast():
+        # bf16 on CUDA; full float32 on the CPU (CPU bf16 is slower than float32 on most machines)
+        return torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast(
+            "cpu", enabled=False)
+
+    last_step = min(cfg.steps, max_steps) if max_steps is not None else cfg.steps
+    log_path = out_dir / "log.jsonl"
+    losses: list[float] = []
+    stopped_by_clock = False
+    bar = Progress(last_step, "fit", progress if dist.main else "none")
+    bar.done = step
+    run_started = time.monotonic()
+    start_step = step
+    while step < last_step:
+        if max_minutes is not None and _clock_says_stop(started, max_minutes, dist):
+            stopped_by_clock = True
+            break
+        positions = rank_positions(step, cfg.batch, dist.rank, dist.world)
+        items = [dataset[dataset_index(cfg.seed, p, len(dataset))] for p in positions]
+        batch = collate(items, dev)
+        clean, cond = stream_latents(vae, batch)
+        noise, sigma, drop = batch_noise(cfg, step, positions, clean)
+        context = prompts(["" if d else text for d, text in zip(drop, batch["instruction"])])
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(cfg, step)
+        loss, parts = flow_matching_loss(trained, clean, cond, context, noise, sigma, cfg.loss_weights, autocast)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+        optimizer.step()
+        if ema:
+            ema.update(model)
+        step += 1
+        losses.append(float(loss.detach()))
+        bar.advance(1, f"loss {losses[-1]:.4f}")
+        if dist.main and (step % cfg.log_every == 0 or step == last_step):
+            record = {"step": step, "loss": _mean_across(losses[-cfg.log_every:], dist),
+                      **{f"loss_{k}": v for k, v in parts.items()}, "lr": lr_at(cfg, step - 1),
+                      "grad_norm": grad_norm, "elapsed_s": round(time.monotonic() - started, 2),
+                      "steps_per_s": round((step - start_step) / max(1e-9, time.monotonic() - run_started), 4)}
+            with open(log_path, "a") as log:
+                log.write(json.dumps(record) + "\n")
+        elif dist.world > 1 and step % cfg.log_every == 0:
+            _mean_across(losses[-cfg.log_every:], dist)
+        if step % cfg.checkpoint_every == 0 and step < last_step:
+            _checkpoint(out_dir, step, model, optimizer, ema, cfg, dist)
+    bar.close()
+    _checkpoint(out_dir, step, model, optimizer, ema, cfg, dist)
+
+    summary = {"steps": step, "final_loss": losses[-1] if losses else None,
+               "wall_s": round(time.monotonic() - started, 1), "stopped_by_clock": stopped_by_clock,
+               "bundle": None}
+    if dist.main:
+        if ema:
+            model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in ema.shadow.items()})
+        target = Path(bundle_out) if bundle_out else out_dir / "bundle"
+        save_bundle(bundle, target, defaults=cfg.defaults or None)
+        summary["bundle"] = str(target)
+        atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    if dist.initialised:
+        import torch.distributed as tdist
+
+        tdist.barrier()
+        tdist.destroy_process_group()
+    return summary
+
+
+def _clock_says_stop(started: float, max_minutes: float, dist: Dist) -> bool:
+    """All ranks stop at the same step: rank 0's clock decides."""
+    stop = torch.tensor([float(time.monotonic() - started > 60.0 * max_minutes)])
+    if dist.world > 1:
+        import torch.distributed as tdist
+
+        tdist.broadcast(stop, src=0)
+    return bool(stop.item())
+
+
+def _mean_across(values: list[float], dist: Dist) -> float:
+    mean = torch.tensor([sum(values) / max(1, len(values))])
+    if dist.world > 1:
+        import torch.distributed as tdist
+
+        tdist.all_reduce(mean)
+        mean /= dist.world
+    return float(mean.item())
+
+
+def _checkpoint(out_dir: Path, step: int, model, optimizer, ema, cfg: FitConfig, dist: Dist) -> None:
+    if dist.main:
+        save_checkpoint(checkpoint_path(out_dir, step), step, model, optimizer, ema.shadow if ema else None, cfg)
+        for old in list_checkpoints(out_dir)[:-cfg.keep_checkpoints]:
+            old.unlink()
+    if dist.world > 1:
+        import torch.distributed as tdist
+
+        tdist.barrier()

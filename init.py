@@ -1,0 +1,19 @@
+"""Vera for Nuke: runs in every Nuke session (GUI, terminal and farm renders), so no UI here.
+
+Put this folder on NUKE_PATH (or `nuke.pluginAddPath` it from your own init.py). It registers the gizmos
+(a script using the Vera Edit node must load on the farm) and the folder holding the `vera_nuke` package.
+"""
+
+import os
+import sys
+
+import nuke
+
+_VERA_ROOT = os.path.dirname(os.path.abspath(__file__)).replace("\\", "/")
+
+nuke.pluginAddPath(_VERA_ROOT + "/gizmos")
+if _VERA_ROOT not in [p.replace("\\", "/") for p in nuke.pluginPath()]:
+    # Not reached through NUKE_PATH: register it (never twice: pluginAddPath runs a folder's init.py).
+    nuke.pluginAddPath(_VERA_ROOT)
+if _VERA_ROOT not in sys.path:
+    sys.path.append(_VERA_ROOT)  # `import vera_nuke` in every session, even if the path came from elsewhere

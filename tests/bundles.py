@@ -1,0 +1,63 @@
+"""Test helper for end-to-end tests (any area's): a small random model bundle, an EXR plate, a shot spec.
+
+    from bundles import random_bundle, write_plate, make_shot
+    bundle_dir = random_bundle(tmp_path / "bundle")                # vera-tiny, PatchVAE(4), 64x48, window 9
+    pattern = write_plate(tmp_path / "plate", 1001, 1009, 128, 72)  # plate.####.exr, RGBA half
+    spec = make_shot(tmp_path, bundle_dir, pattern, 1001, 1009)    # saved as tmp_path/shot.json
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from vera.exr import write_exr
+from vera.model.bundle import create_random_bundle
+from vera.shot import ModelSpec, OutputSpec, PlateSpec, SamplerSpec, ShotSpec, WindowSpec
+
+PLATE_COLORSPACE = "ACEScg"  # scene-linear: exercises the colour round trip and superwhites
+
+
+def random_bundle(folder, seed: int = 0, config: str = "vera-tiny", resolution=(64, 48), window: int = 9,
+                  **kwargs) -> Path:
+    """A random (seeded) bundle: fast on a CPU (2 sampler steps by default)."""
+    return create_random_bundle(folder, config, seed=seed, resolution=resolution, window=window, **kwargs)
+
+
+def plate_pixels(frame: int, width: int, height: int, seed: int = 0) -> np.ndarray:
+    """A deterministic RGBA plate frame: moving gradient, a bright square (superwhite), grain."""
+    rng = np.random.default_rng(seed * 100_003 + frame)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    rgb = np.stack([x / width, y / height, 0.5 + 0.4 * np.sin((x + 3 * frame) / 9.0)], axis=-1) * 0.8
+    side = max(4, height // 4)
+    x0 = (5 * frame) % max(1, width - side)
+    rgb[height // 3:height // 3 + side, x0:x0 + side] = (4.0, 3.0, 2.0)
+    rgb += rng.normal(0.0, 0.01, rgb.shape).astype(np.float32)
+    return np.concatenate([np.clip(rgb, 0.0, None), np.ones((height, width, 1), np.float32)], axis=-1)
+
+
+def write_plate(folder, first: int, last: int, width: int, height: int, seed: int = 0, name: str = "plate",
+                channels: str = "RGBA") -> str:
+    """Write name.####.exr frames (half) into `folder`; returns the pattern."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for frame in range(first, last + 1):
+        pixels = plate_pixels(frame, width, height, seed)
+        write_exr(folder / f"{name}.{frame:04d}.exr", {c: pixels[..., i] for i, c in enumerate(channels)},
+                  (0, 0, width - 1, height - 1), pixel_type="half")
+    return str(folder / f"{name}.####.exr")
+
+
+def make_shot(folder, bundle, pattern: str, first: int, last: int, **overrides) -> ShotSpec:
+    """A shot spec for the plate and bundle, saved as folder/shot.json (base_dir = folder)."""
+    folder = Path(folder)
+    spec = ShotSpec(name="test_shot", plate=PlateSpec(path=str(pattern), first=first, last=last,
+                                                      colorspace=PLATE_COLORSPACE),
+                    task="object_addition", instruction="add a red ball", negative_prompt="blurry low quality",
+                    output=OutputSpec(dir=str(folder / "out")), model=ModelSpec(bundle=str(bundle), device="cpu"),
+                    sampler=SamplerSpec(), window=WindowSpec(), seed=1, base_dir=str(folder))
+    for key, value in overrides.items():
+        setattr(spec, key, value)
+    spec.save(folder / "shot.json")
+    return spec

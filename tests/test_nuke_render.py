@@ -1,0 +1,141 @@
+"""Render Locally / Submit to Farm from a Vera Edit node: real vera-render processes, fake nuke."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+import fake_nuke
+from bundles import random_bundle, write_plate
+from vera_nuke import actions, engine, jobs, prefs
+
+VERA_RENDER = os.path.join(os.path.dirname(sys.executable), "vera-render")
+
+
+@pytest.fixture
+def nuke(tmp_path, monkeypatch):
+    nk = fake_nuke.setup(tmp_path, monkeypatch)
+    monkeypatch.setenv("VERA_RENDER", VERA_RENDER)
+    return nk
+
+
+def plate_node(nuke, tmp_path, first=1001, last=1005):
+    pattern = write_plate(tmp_path / "plate", first, last, 64, 48)
+    read = nuke.nodes.Read(file=pattern, first=first, last=last, colorspace="default (ACEScg)")
+    node = nuke.nodes.VeraEdit(instruction="add a red ball", output_dir=str(tmp_path / "out"))
+    node.setInput(0, read)
+    return node
+
+
+def test_progress_lines_of_vera_progress_parse():
+    """The lines vera.progress prints in `log` mode, from a real process, parse to the right numbers."""
+    code = ("from vera.progress import Progress\n"
+            "with Progress(12, 'shot010 window 0', mode='log') as p:\n"
+            "    for i in range(12): p.advance(1, f'step {i + 1}/12')\n")
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
+    parsed = [engine.parse_progress(line) for line in err.splitlines()]
+    assert [p.percent for p in parsed] == [100 * i // 12 for i in range(1, 13)]
+    assert parsed[2] == engine.ProgressLine("shot010 window 0", 3, 12, 25, "step 3/12")
+    # the farm dialects and noise
+    assert engine.parse_progress("openjd_progress: 42").percent == 42
+    assert engine.parse_progress("Progress: 7%").percent == 7
+    assert engine.parse_progress("x: 3/0 (250%) odd").percent == 100  # clamped
+    assert engine.parse_progress("vera-render: error: plate.1001.exr: missing") is None
+    assert engine.parse_progress("loaded 3/4 of the weights") is None
+
+
+@pytest.mark.slow
+def test_render_locally_drives_a_progress_task_from_vera_render(nuke, tmp_path):
+    """Render Locally on a small random model: the ProgressTask follows the real run to 100%."""
+    node = plate_node(nuke, tmp_path)
+    node["model_bundle"].setValue(str(random_bundle(tmp_path / "bundle")))
+    node["device"].setValue("cpu")
+    node["window_overlap"].setValue(2)
+
+    run = actions.render_locally(node)
+    assert run is not None, nuke.messages
+    assert json.loads(node["vera_job"].value())["state"] == "running"
+    assert run.wait(timeout=240) == "done", run.last_error
+
+    task = nuke.progress_tasks[-1]
+    assert task.name == f"Vera: {node.name()}"
+    assert len(task.progress) >= 5 and task.progress[-1] == 100
+    assert all(0 <= p <= 100 for p in task.progress)
+    assert any("window 0" in m for m in task.messages) and any("assemble" in m for m in task.messages)
+    recorded = json.loads(node["vera_job"].value())  # written through executeInMainThread
+    assert recorded["state"] == "done" and recorded["returncode"] == 0
+    assert "_finish" in nuke.main_thread_calls
+    assert node["status"].value().startswith("done (local)")
+    assert jobs.get(recorded["id"])["state"] == "done"
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.glob("edit.*.exr")) == [f"edit.{f}.exr" for f in range(1001, 1006)]
+    assert engine.status(str(out))["complete"] is True
+
+    stack = actions.import_layers(node)
+    read = stack["read"]
+    assert all(os.path.isfile(read["file"].evaluate(f)) for f in range(read["first"].value(), read["last"].value() + 1))
+
+
+SLOW_RENDER = """
+import sys, time
+from vera.progress import Progress
+print('pid', flush=True)
+with Progress(50, 'slow window 0', mode='log') as p:
+    for i in range(50):
+        p.advance(1, 'step')
+        time.sleep(0.2)
+"""
+
+
+def test_cancel_stops_the_local_run(nuke, tmp_path, monkeypatch):
+    """Cancel in the ProgressTask terminates the process (a real one printing the documented lines)."""
+    script = tmp_path / "slow_render.py"
+    script.write_text(SLOW_RENDER)
+    node = plate_node(nuke, tmp_path)
+    monkeypatch.setattr(engine, "validate", lambda spec: [])  # this stand-in engine has no validate
+    monkeypatch.setenv("VERA_RENDER", f"{sys.executable} {script}")
+
+    run = actions.render_locally(node)
+    deadline = time.time() + 30
+    while time.time() < deadline and not (nuke.progress_tasks and nuke.progress_tasks[-1].progress):
+        time.sleep(0.05)
+    task = nuke.progress_tasks[-1]
+    assert task.progress and task.progress[0] == 2  # 1/50
+    task.cancel()
+    assert run.wait(timeout=30) == "cancelled"
+    assert run.run.proc.returncode != 0 and not engine.pid_alive(run.run.pid)
+    assert task.progress[-1] < 100
+    assert json.loads(node["vera_job"].value())["state"] == "cancelled"
+    assert "slow window 0: 1/50 (2%) step" in (tmp_path / "out" / actions.RUN_LOG).read_text()
+
+
+def test_a_failing_run_is_reported(nuke, tmp_path, monkeypatch):
+    script = tmp_path / "failing.py"
+    script.write_text("import sys\nprint('vera-render: error: plate.1003.exr (frame 1003): truncated', "
+                      "file=sys.stderr)\nsys.exit(2)\n")
+    node = plate_node(nuke, tmp_path)
+    monkeypatch.setattr(engine, "validate", lambda spec: [])
+    monkeypatch.setenv("VERA_RENDER", f"{sys.executable} {script}")
+    run = actions.render_locally(node)
+    assert run.wait(timeout=30) == "failed"
+    assert nuke.messages[-1] == f"Vera: {node.name()} failed: vera-render: error: plate.1003.exr (frame 1003): truncated"
+
+
+def test_submit_to_farm_records_the_job(nuke, tmp_path):
+    prefs.save(dict(prefs.load(), farm="openjd", launch="no"))  # no farm here: write the job files only
+    node = plate_node(nuke, tmp_path)
+    node["window_overlap"].setValue(2)
+
+    job = actions.submit_to_farm(node)
+
+    assert job is not None, nuke.messages
+    assert job["kind"] == "farm" and job["farm"] == "openjd" and job["state"] == "submitted"
+    assert job["farm_job"]["backend"] == "openjd"
+    assert all(os.path.isfile(f) for f in job["farm_job"]["files"])
+    assert json.loads(node["vera_job"].value())["id"] == job["id"]
+    assert [j["id"] for j in jobs.load(str(tmp_path / "shot010_comp_v001.nk"))] == [job["id"]]
+    node["farm"].setValue("deadline")
+    assert actions.submit_to_farm(node)["farm"] == "deadline"

@@ -1,0 +1,16 @@
+"""Vera inside Nuke: the Vera Edit node's actions, the layer import and the job monitor.
+
+Imports only the standard library and Qt (through `vera_nuke.qt`). It never imports the engine (`vera`),
+torch or numpy: it writes shot specs, runs `vera-render` as a subprocess and reads the files it writes, so
+the same code works in any Nuke (13-16+) with the engine installed anywhere. `nuke` is imported inside the
+functions that need it, so `vera-monitor` runs outside Nuke and farm sessions never touch Qt.
+
+Modules: `engine` (running vera-render, progress lines), `prefs` (preferences), `jobs` (job registry),
+`shot` (shot spec from a node), `layers` (Import Layers / Copy as .nk), `actions` (the node's buttons),
+`monitor` (the monitor panel, `vera-monitor`), `qt` (PySide6/PySide2).
+"""
+
+__version__ = "0.1.0"
+
+# Knob names shared by the gizmo and the code (gizmos/VeraEdit.gizmo declares them).
+NODE_CLASS = "VeraEdit"

@@ -1,0 +1,270 @@
+"""What the Vera Edit node's buttons do (gizmos/VeraEdit.gizmo calls these with nuke.thisNode()).
+
+Every problem reaches the artist as nuke.message text, never a traceback: ShotError / EngineError are
+caught here. Jobs are recorded twice: on the node (hidden knob `vera_job`, JSON, saved with the script)
+and in the job registry (vera_nuke.jobs) that the monitor reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import uuid
+
+from vera_nuke import engine, jobs, layers, prefs, shot
+from vera_nuke.engine import EngineError
+from vera_nuke.shot import ShotError
+
+JOB_KNOB = "vera_job"
+ID_KNOB = "vera_id"
+STATUS_KNOB = "status"
+RUN_LOG = "vera-run.log"
+_local_runs = {}  # job id -> LocalRenderJob (this session's runs, for cancel from the monitor)
+
+
+def _nuke():
+    import nuke
+
+    return nuke
+
+
+def _node(node):
+    return node if node is not None else _nuke().thisNode()
+
+
+def node_id(node) -> str:
+    """The node's stable id (survives renames; the imported stack is tagged with it)."""
+    knob = node[ID_KNOB]
+    if not knob.value():
+        knob.setValue(uuid.uuid4().hex[:12])
+    return knob.value()
+
+
+def node_job(node) -> dict:
+    try:
+        job = json.loads(node[JOB_KNOB].value() or "{}")
+    except ValueError:
+        job = {}
+    return job if isinstance(job, dict) else {}
+
+
+def record_job(node, job: dict) -> None:
+    """Store the job on the node and show its state in the node's status line (main thread only)."""
+    node[JOB_KNOB].setValue(json.dumps(job, sort_keys=True))
+    where = job.get("farm") if job.get("kind") == "farm" else "local"
+    text = f"{job.get('state', '?')} ({where}) {job.get('message', '')}".strip()
+    node[STATUS_KNOB].setValue(text)
+
+
+def _fail(exc: Exception) -> None:
+    _nuke().message(str(exc))
+
+
+def _prepare(node):
+    values = prefs.load()
+    path, spec = shot.prepare(node, values)
+    return values, path, spec
+
+
+class LocalRenderJob:
+    """A local `vera-render run` followed by a nuke.ProgressTask from a worker thread.
+
+    Like Foundry's threading example, the ProgressTask is created and fed in the worker thread; anything
+    touching the node graph (recording the job, messages) goes through nuke.executeInMainThread.
+    """
+
+    def __init__(self, node, spec_path: str, spec: dict):
+        self.node_name = node.name()
+        self.spec_path = spec_path
+        self.out_dir = spec["output"]["dir"]
+        self.log_path = os.path.join(self.out_dir, RUN_LOG)
+        self.run = engine.LocalRun(spec_path, self.log_path)
+        self.job = jobs.new_job(kind="local", node=self.node_name, node_id=node_id(node), script=shot.script_path(),
+                                spec=spec_path, out_dir=self.out_dir, log=self.log_path, farm="",
+                                frames=[spec["plate"]["first"], spec["plate"]["last"]], name=spec["name"])
+        self.thread = None
+        self.state = None
+        self.last_error = ""
+
+    def start(self) -> "LocalRenderJob":
+        self.run.start()
+        self.job.update(state="running", pid=self.run.pid)
+        jobs.add(self.job)
+        record_job(_nuke().toNode(self.node_name), self.job)
+        _local_runs[self.job["id"]] = self
+        self.thread = threading.Thread(target=self._follow, name=f"vera-{self.node_name}", daemon=True)
+        self.thread.start()
+        return self
+
+    def wait(self, timeout=None) -> str:
+        self.thread.join(timeout)
+        return self.state
+
+    def _follow(self) -> None:
+        nuke = _nuke()
+        task = nuke.ProgressTask(f"Vera: {self.node_name}")
+        task.setMessage("starting vera-render")
+        cancelled = False
+        while True:
+            for line in self.run.new_lines(timeout=0.2):
+                progress = engine.parse_progress(line)
+                if progress is not None:
+                    task.setProgress(progress.percent)
+                    task.setMessage(" ".join(p for p in (progress.label, f"{progress.done}/{progress.total}"
+                                                          if progress.total else "", progress.note) if p))
+                elif line.strip():
+                    self.last_error = line.strip()
+            if task.isCancelled() and not cancelled:
+                cancelled = True
+                self.run.terminate()
+            code = self.run.poll()
+            if code is not None:
+                break
+        if cancelled:
+            self.state, message = "cancelled", "cancelled by the user"
+        elif code == 0:
+            self.state, message = "done", ""
+            task.setProgress(100)
+        else:
+            self.state, message = "failed", self.last_error or f"vera-render exited with {code}"
+        del task  # closes the progress bar in Nuke
+        jobs.update(self.job["id"], state=self.state, returncode=code, message=message)
+        self.job.update(state=self.state, returncode=code, message=message)
+        nuke.executeInMainThread(self._finish, args=(dict(self.job),))
+        _local_runs.pop(self.job["id"], None)
+
+    def _finish(self, job: dict) -> None:
+        nuke = _nuke()
+        node = nuke.toNode(self.node_name)
+        if node is not None:
+            record_job(node, job)
+        if job["state"] == "failed":
+            nuke.message(f"Vera: {self.node_name} failed: {job['message']}")
+
+    def cancel(self) -> None:
+        self.run.terminate()
+
+
+def render_locally(node=None):
+    """Render Locally: validate, then `vera-render run` in the background with a progress bar."""
+    node = _node(node)
+    try:
+        _values, path, spec = _prepare(node)
+        return LocalRenderJob(node, path, spec).start()
+    except (ShotError, EngineError) as exc:
+        _fail(exc)
+        return None
+
+
+def submit_to_farm(node=None):
+    """Submit to Farm: validate, then `vera-render submit` to the node's farm (or the default one)."""
+    node = _node(node)
+    try:
+        values, path, spec = _prepare(node)
+        farm = node["farm"].value()
+        farm = values["farm"] if farm in ("", "default") else farm
+        job_dir = os.path.join(spec["output"]["dir"], "farm", farm)
+        answer = engine.submit(path, farm, job_dir, launch=values["launch"] == "yes")
+    except (ShotError, EngineError) as exc:
+        _fail(exc)
+        return None
+    job = jobs.new_job(kind="farm", farm=farm, node=node.name(), node_id=node_id(node), script=shot.script_path(),
+                       spec=path, out_dir=spec["output"]["dir"], job_dir=job_dir, farm_job=answer,
+                       frames=[spec["plate"]["first"], spec["plate"]["last"]], name=spec["name"],
+                       state="submitted")
+    jobs.add(job)
+    record_job(node, job)
+    return job
+
+
+def _layer_source(node) -> tuple:
+    """(spec, out_dir) of the node's last job, else of the spec in its output folder."""
+    job = node_job(node)
+    spec_path = job.get("spec") or os.path.join(shot.output_dir(node), shot.SPEC_NAME)
+    spec = shot.load_spec(spec_path)
+    if spec is None:
+        raise ShotError(f"{node.name()}: nothing rendered yet (no shot spec at {spec_path})")
+    return spec, spec["output"]["dir"]
+
+
+def stack_for(node) -> list:
+    spec, _out_dir = _layer_source(node)
+    return layers.stack_from_spec(spec, node.name(), shot.working_space(), (node.xpos() + 250, node.ypos()))
+
+
+def import_layers(node=None):
+    """Import Layers: build the Merge-over stack, or update its Read when it already exists."""
+    node = _node(node)
+    try:
+        source = node.input(0)
+        if source is None:
+            raise ShotError(f"{node.name()}: connect the Source input first")
+        specs = stack_for(node)
+    except ShotError as exc:
+        _fail(exc)
+        return None
+    owner = node_id(node)
+    existing = layers.find_stack(owner)
+    by_role = {s.role: s for s in specs}
+    if "read" not in existing:
+        return layers.build(specs, source, owner)
+    layers.update_read(existing["read"], by_role["read"].knobs)
+    if "backdrop" in existing:
+        existing["backdrop"]["label"].setValue(by_role["backdrop"].knobs["label"])
+    merge = existing.get("merge")
+    if merge is not None and merge.input(0) is None:
+        merge.setInput(0, source)
+    return existing
+
+
+def nk_text_for(node) -> str:
+    return layers.nk_text(stack_for(node), node_id(node))
+
+
+def copy_as_nk(node=None):
+    """Copy as .nk: the same stack as script text on the clipboard."""
+    node = _node(node)
+    try:
+        text = nk_text_for(node)
+    except ShotError as exc:
+        _fail(exc)
+        return None
+    layers.copy_to_clipboard(text)
+    return text
+
+
+def cancel_job(job: dict) -> bool:
+    """Stop a local run: through this session's runner when it is ours, else by its process id."""
+    runner = _local_runs.get(job.get("id"))
+    if runner is not None:
+        runner.cancel()
+        return True
+    return bool(job.get("pid")) and engine.terminate_pid(int(job["pid"]))
+
+
+MONITOR_WIDGET = "__import__('vera_nuke.monitor', fromlist=['MonitorPanel']).MonitorPanel"
+MONITOR_ID = "com.vera.monitor"
+
+
+def open_monitor(node=None):
+    """Open Monitor: the monitor panel docked beside the Properties bin."""
+    nuke = _nuke()
+    import nukescripts
+
+    panel = nukescripts.panels.registerWidgetAsPanel(MONITOR_WIDGET, "Vera Monitor", MONITOR_ID, True)
+    return panel.addToPane(nuke.getPaneFor("Properties.1"))
+
+
+def edit_preferences():
+    """Vera > Preferences: a small Qt dialog over prefs.json."""
+    from vera_nuke.monitor import PreferencesDialog
+
+    dialog = PreferencesDialog(prefs.load())
+    if dialog.exec_() if hasattr(dialog, "exec_") else dialog.exec():
+        prefs.save(dialog.values())
+
+
+def create_node():
+    """Vera > Vera Edit: create the node under the selection."""
+    return _nuke().createNode("VeraEdit")

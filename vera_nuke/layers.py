@@ -1,0 +1,185 @@
+"""Import Layers: the rendered edit layer as ordinary Nuke nodes, merged over the source.
+
+Inside a labelled Backdrop:  Read (edit.####.exr, premultiplied) -> Grade (refine the edit's colour)
+-> Shuffle2 (matte.alpha -> alpha, off until the artist wants the raw matte) -> Merge2 over: A (input 1) =
+that chain, B (input 0) = the Vera Edit node's Source. Every node carries hidden knobs `vera_role` and
+`vera_owner` (the Vera node's `vera_id`), so a re-import finds its stack whatever the artist renamed:
+it updates the Read in place and leaves the refinement nodes (and anything inserted) alone.
+
+The stack is described once (`stack_nodes`); `build` makes it with Nuke's Python API and `nk_text` writes
+the same thing as Nuke script text ("Copy as .nk").
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import namedtuple
+
+from vera_nuke.util import to_nuke_path
+
+ROLE_KNOB = "vera_role"
+OWNER_KNOB = "vera_owner"
+ROLES = ("backdrop", "read", "grade", "matte", "merge")
+SOURCE = "source"  # input placeholder: the Vera node's Source
+
+NodeSpec = namedtuple("NodeSpec", "role cls knobs inputs")  # inputs: {index: role or SOURCE}
+
+# Shuffle2 keeps R,G,B and takes alpha from the matte layer (the mapping API: (input, from, to)).
+MATTE_MAPPINGS = [(0, "rgba.red", "rgba.red"), (0, "rgba.green", "rgba.green"),
+                  (0, "rgba.blue", "rgba.blue"), (0, "matte.alpha", "rgba.alpha")]
+# The same mapping as a Shuffle2 `mappings` script value: count, then "from slot index to slot index".
+MATTE_MAPPINGS_SCRIPT = ("4 rgba.red 0 0 rgba.red 0 0 rgba.green 0 1 rgba.green 0 1 rgba.blue 0 2 "
+                         "rgba.blue 0 2 matte.alpha 1 3 rgba.alpha 0 3")
+
+
+def _nuke():
+    import nuke
+
+    return nuke
+
+
+def layer_pattern(out_dir: str, name: str = "edit", padding: int = 4) -> str:
+    return to_nuke_path(os.path.join(out_dir, f"{name}.{'#' * padding}.exr"))
+
+
+def read_knobs(pattern: str, first: int, last: int, colorspace: str, working_space: str) -> dict:
+    """The Read's knobs. Layers are premultiplied and in the plate's colour space (docs/output-format.md):
+    raw when that is the working space (or raw), else the plate's colour space so Nuke converts it."""
+    knobs = {"file": pattern, "first": first, "last": last, "origfirst": first, "origlast": last,
+             "premultiplied": True}
+    if colorspace in ("raw", "Raw", working_space, "scene_linear"):
+        knobs["raw"] = True
+    else:
+        knobs.update(raw=False, colorspace=colorspace)
+    return knobs
+
+
+def stack_nodes(owner_name: str, instruction: str, pattern: str, first: int, last: int, colorspace: str,
+                working_space: str, origin=(0, 0)) -> list:
+    x, y = origin
+    title = instruction.strip().splitlines()[0][:60] if instruction.strip() else ""
+    return [
+        NodeSpec("backdrop", "BackdropNode", {
+            "label": f"Vera: {owner_name}\n{title}", "note_font_size": 16, "tile_color": 0x5C6F8AFF,
+            "xpos": x - 40, "ypos": y - 60, "bdwidth": 200, "bdheight": 360}, {}),
+        NodeSpec("read", "Read", dict(read_knobs(pattern, first, last, colorspace, working_space),
+                                      label="Vera edit layer", xpos=x, ypos=y), {}),
+        NodeSpec("grade", "Grade", {"channels": "rgb", "unpremult": "rgba.alpha",
+                                    "label": "refine edit colour", "xpos": x, "ypos": y + 100}, {0: "read"}),
+        NodeSpec("matte", "Shuffle2", {"in1": "rgba", "in2": "matte", "out1": "rgba", "disable": True,
+                                       "label": "matte.alpha -> alpha\n(enable for the raw matte)",
+                                       "xpos": x, "ypos": y + 150}, {0: "grade"}),
+        NodeSpec("merge", "Merge2", {"operation": "over", "label": "Vera over plate",
+                                     "xpos": x, "ypos": y + 250}, {0: SOURCE, 1: "matte"}),
+    ]
+
+
+def stack_from_spec(spec: dict, owner_name: str, working_space: str = "scene_linear", origin=(0, 0)) -> list:
+    """The stack for a shot spec's output (the frames it names, in its plate's colour space)."""
+    out = spec["output"]
+    pattern = layer_pattern(out["dir"], out.get("name", "edit"), int(out.get("padding", 4)))
+    plate = spec["plate"]
+    return stack_nodes(owner_name, spec.get("instruction", ""), pattern, int(plate["first"]), int(plate["last"]),
+                       plate["colorspace"], working_space, origin)
+
+
+def find_stack(owner_id: str) -> dict:
+    """role -> node for the nodes tagged with this Vera node's id."""
+    found = {}
+    for n in _nuke().allNodes():
+        role, owner = n.knob(ROLE_KNOB), n.knob(OWNER_KNOB)
+        if role is not None and owner is not None and owner.value() == owner_id:
+            found.setdefault(role.value(), n)
+    return found
+
+
+def _tag(node, role: str, owner_id: str) -> None:
+    nuke = _nuke()
+    for name, value in ((ROLE_KNOB, role), (OWNER_KNOB, owner_id)):
+        knob = node.knob(name)
+        if knob is None:
+            knob = nuke.String_Knob(name, name)
+            knob.setFlag(nuke.INVISIBLE)
+            node.addKnob(knob)
+        knob.setValue(value)
+
+
+def build(specs: list, source, owner_id: str) -> dict:
+    """Create the nodes with Nuke's API; returns role -> node."""
+    nuke = _nuke()
+    made = {}
+    for spec in specs:
+        knobs = {k: v for k, v in spec.knobs.items() if k not in ("xpos", "ypos")}
+        node = getattr(nuke.nodes, spec.cls)(**knobs)
+        node.setXYpos(int(spec.knobs.get("xpos", 0)), int(spec.knobs.get("ypos", 0)))
+        if spec.role == "matte":
+            node["mappings"].setValue(MATTE_MAPPINGS)
+        _tag(node, spec.role, owner_id)
+        made[spec.role] = node
+    for spec in specs:
+        for index, upstream in spec.inputs.items():
+            made[spec.role].setInput(index, source if upstream == SOURCE else made[upstream])
+    return made
+
+
+def update_read(read, knobs: dict) -> None:
+    """Point an existing Read at the new render (same knobs a fresh import sets) and reload it."""
+    for name in ("file", "first", "last", "origfirst", "origlast", "premultiplied", "raw", "colorspace"):
+        if name in knobs:
+            read[name].setValue(knobs[name])
+    reload = read.knob("reload")
+    if reload is not None and hasattr(reload, "execute"):
+        reload.execute()
+
+
+# ------------------------------------------------------------------------------------------ .nk text
+def tcl_value(value) -> str:
+    """A knob value as Nuke writes it in a script."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    text = str(value)
+    if text and re.fullmatch(r"[\w./#%:+\-@]+", text):
+        return text
+    escaped = (text.replace("\\", "\\\\").replace('"', '\\"').replace("[", "\\[").replace("]", "\\]")
+               .replace("$", "\\$").replace("\n", "\\n"))
+    return f'"{escaped}"'
+
+
+def nk_text(specs: list, owner_id: str, version: str = "13.0 v1") -> str:
+    """Nuke script text for the stack, to paste in any Nuke 13+: B connects to the node selected when
+    pasting ($cut_paste_input). On Nuke's stack the top is input 0, so A's chain is written first."""
+    lines = ["set cut_paste_input [stack 0]", f"version {version}"]
+    by_role = {s.role: s for s in specs}
+    order = ["backdrop", "read", "grade", "matte", "merge"]
+    for role in order:
+        spec = by_role[role]
+        if spec.inputs.get(0) == SOURCE:
+            lines.append("push $cut_paste_input")
+        lines.append(f"{spec.cls} {{")
+        n_inputs = len(spec.inputs)
+        if n_inputs != 1:
+            lines.append(f" inputs {n_inputs}")
+        for name, value in spec.knobs.items():
+            lines.append(f" {name} {tcl_value(value)}")
+        if role == "matte":
+            lines.append(f" mappings {tcl_value(MATTE_MAPPINGS_SCRIPT)}")
+        lines.append(" addUserKnob {20 User}")
+        for name, value in ((ROLE_KNOB, role), (OWNER_KNOB, owner_id)):
+            lines.append(f" addUserKnob {{1 {name} +INVISIBLE}}")
+            lines.append(f" {name} {tcl_value(value)}")
+        lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def copy_to_clipboard(text: str) -> None:
+    from vera_nuke.qt import QtWidgets
+
+    app = QtWidgets.QApplication.instance()
+    if app is None:
+        raise RuntimeError("no Qt application: cannot reach the clipboard")
+    app.clipboard().setText(text)
