@@ -11,8 +11,10 @@ import nuke
 
 _VERA_ROOT = os.path.dirname(os.path.abspath(__file__)).replace("\\", "/")
 
-nuke.pluginAddPath(_VERA_ROOT + "/gizmos")
-if _VERA_ROOT not in [p.replace("\\", "/") for p in nuke.pluginPath()]:
+_registered = [p.replace("\\", "/").rstrip("/") for p in nuke.pluginPath()]
+if _VERA_ROOT + "/gizmos" not in _registered:
+    nuke.pluginAddPath(_VERA_ROOT + "/gizmos")
+if _VERA_ROOT not in _registered:
     # Not reached through NUKE_PATH: register it (never twice: pluginAddPath runs a folder's init.py).
     nuke.pluginAddPath(_VERA_ROOT)
 if _VERA_ROOT not in sys.path:

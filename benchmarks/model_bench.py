@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -34,16 +35,16 @@ VAE_STRIDE = (4, 8, 8)
 
 
 def best_times(fns: dict, repeats: int) -> dict:
-    """Best wall time of each function; the candidates take turns so machine load hits them alike."""
+    """Best and median wall time of each function; the candidates take turns so machine load hits them alike."""
     for fn in fns.values():
         fn()  # warm-up
-    best = {name: math.inf for name in fns}
+    times = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             start = time.perf_counter()
             fn()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
+            times[name].append(time.perf_counter() - start)
+    return {name: (min(ts), statistics.median(ts)) for name, ts in times.items()}
 
 
 def measure(repeats: int) -> dict:
@@ -72,13 +73,16 @@ def measure(repeats: int) -> dict:
 
     with torch.inference_mode():
         best = best_times({"ours": ours, "isolated": ours_isolated, "diffusers": diffusers_three}, repeats)
-    t_ours, t_isolated, t_diffusers = best["ours"], best["isolated"], best["diffusers"]
+    (t_ours, med_ours), (t_isolated, _), (t_diffusers, med_diffusers) = (
+        best["ours"], best["isolated"], best["diffusers"])
     tokens = math.prod(s // p for s, p in zip(BENCH_LATENT, cfg.patch_size))
     return {
         "config": cfg.to_dict(), "latent": list(BENCH_LATENT), "tokens_per_stream": tokens,
         "text_len": TEXT_LEN, "threads": torch.get_num_threads(), "repeats": repeats,
         "vera_joint_s": t_ours, "vera_isolated_mask_s": t_isolated, "diffusers_3x_s": t_diffusers,
+        "vera_joint_median_s": med_ours, "diffusers_3x_median_s": med_diffusers,
         "ratio_joint_vs_3x_diffusers": t_ours / t_diffusers,
+        "ratio_of_medians": med_ours / med_diffusers,
         "analytic_flops_ratio": forward_flops(cfg, tokens)["total"] / forward_flops(cfg, tokens, joint=False)["total"],
     }
 
@@ -144,10 +148,13 @@ def analytic() -> list[dict]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=12)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1 keeps the comparison stable on a shared machine)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--skip-measure", action="store_true", help="only the analytic table")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     measured = None if args.skip_measure else measure(args.repeats)
     table = analytic()
     if args.json:
@@ -157,11 +164,14 @@ def main(argv=None) -> int:
         m = measured
         print(f"CPU float32, {m['threads']} threads, config dim {BENCH.dim} x {BENCH.num_layers} layers, "
               f"{m['tokens_per_stream']} tokens/stream, text {TEXT_LEN}, best of {m['repeats']}:")
-        print(f"  VeraMoT joint forward           {m['vera_joint_s'] * 1e3:8.1f} ms")
+        print(f"  VeraMoT joint forward           {m['vera_joint_s'] * 1e3:8.1f} ms  "
+              f"(median {m['vera_joint_median_s'] * 1e3:.1f})")
         print(f"  VeraMoT isolated (block mask)   {m['vera_isolated_mask_s'] * 1e3:8.1f} ms")
-        print(f"  3 x diffusers Wan forward       {m['diffusers_3x_s'] * 1e3:8.1f} ms")
+        print(f"  3 x diffusers Wan forward       {m['diffusers_3x_s'] * 1e3:8.1f} ms  "
+              f"(median {m['diffusers_3x_median_s'] * 1e3:.1f})")
         print(f"  ratio joint / 3 x diffusers     {m['ratio_joint_vs_3x_diffusers']:8.2f}  "
-              f"(analytic FLOPs ratio {m['analytic_flops_ratio']:.2f})")
+              f"(of medians {m['ratio_of_medians']:.2f}; "
+              f"analytic FLOPs ratio {m['analytic_flops_ratio']:.2f})")
     print("Analytic, one forward (one step, one CFG branch), bf16:")
     print("  config     frames  tokens/stream  joint   TFLOPs  attn%  3xWan TFLOPs  weights GiB  act GiB  "
           "scores GiB (if materialised)")

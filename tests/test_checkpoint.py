@@ -1,5 +1,6 @@
 """Vera checkpoints and the Wan2.1 -> Vera conversion from both key layouts, single file and sharded."""
 
+import dataclasses
 import json
 
 import pytest
@@ -66,7 +67,8 @@ def test_key_names_map_both_ways(wan):
     assert wan_key_to_diffusers("img_emb.proj.0.weight") is None
 
 
-@pytest.mark.parametrize("layout", ["diffusers-sharded", "original-sharded", "original-single", "original-pth"])
+@pytest.mark.parametrize("layout", ["diffusers-sharded", "original-sharded", "original-single", "original-pth",
+                                    "original-prefixed"])
 def test_conversion_round_trip(tmp_path, wan, layout):
     if layout == "diffusers-sharded":
         wan.save_pretrained(tmp_path / "src", max_shard_size="40KB")  # diffusers writes the shards + index
@@ -77,9 +79,12 @@ def test_conversion_round_trip(tmp_path, wan, layout):
     elif layout == "original-single":
         source = tmp_path / "wan.safetensors"
         save_file(original_state(wan), str(source))
-    else:
+    elif layout == "original-pth":
         source = tmp_path / "wan.pth"
         torch.save(original_state(wan), source)
+    else:  # the wrapper prefix some tools (ComfyUI) put around the keys
+        source = tmp_path / "wan.safetensors"
+        save_file({f"model.diffusion_model.{k}": v for k, v in original_state(wan).items()}, str(source))
 
     model = convert_wan(source, TINY)
     assert_streams_equal_wan(model, wan)
@@ -101,6 +106,21 @@ def test_config_is_inferred_from_the_weights(tmp_path, wan):
     source = tmp_path / "wan.safetensors"
     save_file(original_state(wan), str(source))
     assert convert_wan(source).cfg == TINY
+
+
+def test_unnamed_sizes_take_the_head_count_from_config_json(tmp_path):
+    odd = dataclasses.replace(TINY, dim=48, num_heads=3, z_dim=8, text_len=512)  # matches no named config
+    wan = diffusers_wan(odd, seed=5)
+    wan.save_pretrained(tmp_path / "wan")  # writes config.json with num_attention_heads
+    model = convert_wan(tmp_path / "wan")
+    assert model.cfg == odd and model.cfg.in_dim == 2 * 8 + 4
+    x, t, context = inputs(odd, frames=2)
+    with torch.no_grad():
+        ref = wan(x[:, 1, :odd.z_dim], t, context, return_dict=False)[0]
+        torch.testing.assert_close(model(x, t, context, isolate_streams=True)[:, 1], ref, rtol=0, atol=1e-5)
+    (tmp_path / "wan" / "config.json").unlink()
+    with pytest.raises(BadInput, match="pass --config"):
+        convert_wan(tmp_path / "wan")
 
 
 def test_problems_are_reported_together_by_name(tmp_path, wan):

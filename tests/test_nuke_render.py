@@ -22,6 +22,11 @@ def nuke(tmp_path, monkeypatch):
     return nk
 
 
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    return str(random_bundle(tmp_path_factory.mktemp("bundle") / "bundle"))
+
+
 def plate_node(nuke, tmp_path, first=1001, last=1005):
     pattern = write_plate(tmp_path / "plate", first, last, 64, 48)
     read = nuke.nodes.Read(file=pattern, first=first, last=last, colorspace="default (ACEScg)")
@@ -48,10 +53,10 @@ def test_progress_lines_of_vera_progress_parse():
 
 
 @pytest.mark.slow
-def test_render_locally_drives_a_progress_task_from_vera_render(nuke, tmp_path):
+def test_render_locally_drives_a_progress_task_from_vera_render(nuke, tmp_path, bundle_dir):
     """Render Locally on a small random model: the ProgressTask follows the real run to 100%."""
     node = plate_node(nuke, tmp_path)
-    node["model_bundle"].setValue(str(random_bundle(tmp_path / "bundle")))
+    node["model_bundle"].setValue(bundle_dir)
     node["device"].setValue("cpu")
     node["window_overlap"].setValue(2)
 
@@ -63,7 +68,7 @@ def test_render_locally_drives_a_progress_task_from_vera_render(nuke, tmp_path):
     task = nuke.progress_tasks[-1]
     assert task.name == f"Vera: {node.name()}"
     assert len(task.progress) >= 5 and task.progress[-1] == 100
-    assert all(0 <= p <= 100 for p in task.progress)
+    assert task.progress == sorted(task.progress) and task.progress[0] < 50  # one bar for the whole run
     assert any("window 0" in m for m in task.messages) and any("assemble" in m for m in task.messages)
     recorded = json.loads(node["vera_job"].value())  # written through executeInMainThread
     assert recorded["state"] == "done" and recorded["returncode"] == 0
@@ -103,7 +108,7 @@ def test_cancel_stops_the_local_run(nuke, tmp_path, monkeypatch):
     while time.time() < deadline and not (nuke.progress_tasks and nuke.progress_tasks[-1].progress):
         time.sleep(0.05)
     task = nuke.progress_tasks[-1]
-    assert task.progress and task.progress[0] == 2  # 1/50
+    assert task.progress and task.progress[0] == 1  # 1/50 of window 0, the first of two stages
     task.cancel()
     assert run.wait(timeout=30) == "cancelled"
     assert run.run.proc.returncode != 0 and not engine.pid_alive(run.run.pid)
@@ -124,9 +129,10 @@ def test_a_failing_run_is_reported(nuke, tmp_path, monkeypatch):
     assert nuke.messages[-1] == f"Vera: {node.name()} failed: vera-render: error: plate.1003.exr (frame 1003): truncated"
 
 
-def test_submit_to_farm_records_the_job(nuke, tmp_path):
+def test_submit_to_farm_records_the_job(nuke, tmp_path, bundle_dir):
     prefs.save(dict(prefs.load(), farm="openjd", launch="no"))  # no farm here: write the job files only
     node = plate_node(nuke, tmp_path)
+    node["model_bundle"].setValue(bundle_dir)
     node["window_overlap"].setValue(2)
 
     job = actions.submit_to_farm(node)
@@ -139,3 +145,19 @@ def test_submit_to_farm_records_the_job(nuke, tmp_path):
     assert [j["id"] for j in jobs.load(str(tmp_path / "shot010_comp_v001.nk"))] == [job["id"]]
     node["farm"].setValue("deadline")
     assert actions.submit_to_farm(node)["farm"] == "deadline"
+
+
+def test_pid_alive_peeks_without_stealing_the_exit_code():
+    """The monitor asks whether a local run lives; that must not reap it before its runner reads the code."""
+    finished = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"])
+    deadline = time.time() + 10
+    while engine.pid_alive(finished.pid) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not engine.pid_alive(finished.pid)
+    assert finished.wait(timeout=5) == 3
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert engine.pid_alive(running.pid)
+    finally:
+        running.kill()
+        running.wait()

@@ -149,7 +149,10 @@ def test_render_is_seeded_and_a_short_window_is_padded(shot_dir, bundle):
     spec = spec_for(shot_dir, mask=False)
     frames = list(range(FIRST, FIRST + 6))  # padded to 9 frames for the model, 6 come back
     a = render_frames(bundle, spec, frames, seed=11)
+    runs = bundle.text.encoder_runs
+    assert bundle.text._model is None  # the text encoder is freed before sampling
     b = render_frames(bundle, spec, frames, seed=11)
+    assert bundle.text.encoder_runs == runs  # prompts come from the on-disk cache
     c = render_frames(bundle, spec, frames, seed=12)
     assert sorted(a) == frames
     assert all(np.array_equal(a[f][0], b[f][0]) for f in frames)
@@ -171,10 +174,16 @@ def test_progress_is_spread_over_the_callers_total_and_composite_preview(shot_di
     assert (result.fit.content_w, result.fit.content_h) == (64, 36)  # 16:9 plate letterboxed into 64x48
 
 
-def test_frames_outside_the_plate_are_bad_input_naming_the_file(shot_dir, bundle):
+def test_bad_windows_and_masks_are_bad_input_naming_the_file(shot_dir, bundle):
     spec = spec_for(shot_dir, mask=False)
-    with pytest.raises(BadInput, match="plate"):
+    with pytest.raises(BadInput, match=r"plate\.####\.exr: missing frames 1010"):
         render_frames(bundle, spec, [LAST, LAST + 1], seed=0)
+    with pytest.raises(BadInput, match="consecutive"):
+        render_frames(bundle, spec, [FIRST, FIRST + 2], seed=0)
+    spec = spec_for(shot_dir)
+    spec.mask.channel = "Z"
+    with pytest.raises(BadInput, match="mask.####.exr: mask channel must be one of"):
+        render_frames(bundle, spec, [FIRST], seed=0)
 
 
 def test_vera_render_run_end_to_end_keeps_untouched_pixels_bit_exact(shot_dir, tmp_path, monkeypatch):
@@ -199,3 +208,58 @@ def test_vera_render_run_end_to_end_keeps_untouched_pixels_bit_exact(shot_dir, t
         assert still[:, PLATE_W * 3 // 5:].all() and np.array_equal(comp[still], plate[still][:, :3])
         touched += int((~still).sum())
     assert touched > 0
+
+
+def test_bundle_with_a_wan_vae_saves_loads_and_renders(shot_dir, tmp_path):
+    """The real VAE path: temporal stride 4 (9 frames -> 3 latent frames, mask packed to 4 channels)."""
+    from test_vae import TINY_WAN
+
+    from vera.model.bundle import create_random_bundle, save_bundle
+    from vera.model.vae import WanVAE
+
+    folder = create_random_bundle(tmp_path / "wan_bundle", "vera-tiny", seed=2, vae=WanVAE.from_config(TINY_WAN))
+    assert json.loads((folder / "bundle.json").read_text())["vae"] == {"type": "wan", "path": "vae"}
+    bundle = load_bundle(folder, device="cpu", cache_dir=tmp_path / "cache")
+    assert isinstance(bundle.vae, WanVAE) and bundle.config.z_dim == 4 and bundle.config.mask_channels == 4
+    # a loaded bundle saves again (what training does with its trained transformer)
+    copy = load_bundle(save_bundle(bundle, tmp_path / "copy", defaults={"steps": 7}), device="cpu")
+    assert copy.defaults["steps"] == 7 and copy.name == bundle.name
+    assert all(torch.equal(v, copy.transformer.state_dict()[k]) for k, v in bundle.transformer.state_dict().items())
+
+    layers = render_frames(bundle, spec_for(shot_dir), list(range(FIRST, FIRST + 9)), seed=0)
+    assert sorted(layers) == list(range(FIRST, FIRST + 9))
+    rgba, matte = layers[FIRST]
+    assert rgba.shape == (PLATE_H, PLATE_W, 4) and np.all(rgba[:, PLATE_W * 3 // 5:] == 0)
+
+
+def test_bundle_assembled_from_diffusers_wan_parts_as_documented(shot_dir, tmp_path):
+    """docs/model.md's recipe on tiny parts: converted transformer, diffusers VAE folder, encoder with its
+    tokenizer in a `tokenizer/` folder beside it (the diffusers Wan layout), a hand-written bundle.json."""
+    from diffusers import WanTransformer3DModel
+    from test_vae import TINY_WAN
+
+    from vera.model.checkpoint import convert_wan, save_vera
+    from vera.model.text import build_tiny_text_encoder
+    from vera.model.vae import WanVAE
+
+    wan, folder = tmp_path / "Wan2.1-Diffusers", tmp_path / "bundle"
+    torch.manual_seed(0)
+    WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=16,
+                          out_channels=16, text_dim=32, freq_dim=32, ffn_dim=64, num_layers=2,
+                          qk_norm="rms_norm_across_heads").save_pretrained(wan / "transformer")
+    WanVAE.from_config(dict(TINY_WAN, z_dim=16, latents_mean=[0.1] * 16, latents_std=[2.0] * 16)).save(folder / "vae")
+    build_tiny_text_encoder(folder / "text_encoder", ["add", "a", "red", "ball"], d_model=32)
+    (folder / "text_encoder" / "tokenizer").mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / "text_encoder" / name).rename(folder / "text_encoder" / "tokenizer" / name)
+    save_vera(convert_wan(wan / "transformer"), folder / "transformer.safetensors")
+    (folder / "bundle.json").write_text(json.dumps({
+        "config": json.loads((folder / "transformer.json").read_text()), "transformer": "transformer.safetensors",
+        "vae": {"type": "wan", "path": "vae"}, "text_encoder": "text_encoder",
+        "defaults": {"resolution": [64, 48], "window": 9, "steps": 2}}))
+
+    bundle = load_bundle(folder, device="cpu", cache_dir=tmp_path / "cache")
+    assert bundle.defaults["sampler"] == "unipc" and bundle.defaults["guidance"] == 5.0  # Wan2.1's defaults
+    layers = render_frames(bundle, spec_for(shot_dir), list(range(FIRST, FIRST + 5)), seed=0)
+    assert sorted(layers) == list(range(FIRST, FIRST + 5))
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2  # prompt + negative prompt

@@ -198,6 +198,7 @@ def test_window_index_out_of_range(shot, fake, capsys):
 def test_status_reports_done_missing_and_failed(tmp_path, shot, fake, monkeypatch, capsys):
     out = tmp_path / "out"
     assert main(["status", str(out)]) == 2  # nothing rendered yet
+    assert not out.exists()  # and asking did not create anything
     assert main(["run", str(shot), "--window", "0", "--progress", "none"]) == 0
     capsys.readouterr()
     assert main(["status", str(out), "--json"]) == 0
@@ -331,7 +332,6 @@ def test_killed_task_leaves_no_partial_frame_and_rerun_completes(tmp_path, shot,
 
 # ----------------------------------------------------------------------------------------------- the model
 
-@pytest.mark.slow
 def test_end_to_end_with_a_random_model(tmp_path, shot):
     """The real pipeline (tiny random model, 2 steps): `run` renders windows and assembles frames."""
     assert main(["run", str(shot), "--progress", "none"]) == 0
@@ -344,3 +344,14 @@ def test_end_to_end_with_a_random_model(tmp_path, shot):
     assert np.isfinite(rgba).all() and not rgba[rgba[..., 3] == 0][:, :3].any()
     again = render.run(render.load_shot(shot), progress="none")
     assert again["windows"] == {0: "skipped", 1: "skipped"} and again["assemble"]["written"] == 0
+
+
+def test_status_verify_catches_a_damaged_frame(tmp_path, shot, fake):
+    render.run(render.load_shot(shot), progress="none")
+    damaged = tmp_path / "out" / "edit.1008.exr"
+    damaged.write_bytes(damaged.read_bytes()[:-10] + b"0123456789")
+    assert render.status(tmp_path / "out")["complete"]  # a quick look only checks that files exist
+    report = render.status(tmp_path / "out", verify=True)
+    assert not report["complete"] and report["frames"]["failed"] == "1008"
+    assert "checksum" in report["frames"]["errors"]["1008"]
+    assert "frame 1008 failed: checksum mismatch" in render.format_status(report)

@@ -93,3 +93,12 @@ def test_default_cache_dir_honours_vera_cache(encoder_folder, tmp_path, monkeypa
 def test_folder_without_encoder_is_bad_input(tmp_path):
     with pytest.raises(BadInput, match="no config.json"):
         TextEncoder(tmp_path)
+
+
+def test_unwritable_cache_still_encodes(encoder_folder, tmp_path, capsys):
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("a file where the cache folder should be")
+    te = TextEncoder(encoder_folder, cache_dir=blocker / "prompts", max_length=8)
+    out = te.encode("add a ball")
+    assert out.shape == (1, 8, 32) and out.abs().sum() > 0
+    assert "prompt cache" in capsys.readouterr().err

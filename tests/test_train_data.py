@@ -90,6 +90,7 @@ def test_exr_sample_reads_back_unpremultiplied_with_derived_composite(tmp_path):
     np.testing.assert_allclose(clip.edit_rgb[covered], np.broadcast_to(straight, clip.edit_rgb[covered].shape),
                                atol=2e-3)
     assert np.all(clip.edit_rgb[~covered] == 0)  # undefined colour where alpha is 0: the fill (black)
+    assert np.all(read_exr_sample(folder, edit_fill=0.5).edit_rgb[~covered] == 0.5)
     expected = element[..., :3] + plate * (1 - element[..., 3:])
     np.testing.assert_allclose(clip.composite, expected, atol=2e-3)
     part = read_exr_sample(folder, start=1, count=2)

@@ -11,6 +11,3 @@ Modules: `engine` (running vera-render, progress lines), `prefs` (preferences), 
 """
 
 __version__ = "0.1.0"
-
-# Knob names shared by the gizmo and the code (gizmos/VeraEdit.gizmo declares them).
-NODE_CLASS = "VeraEdit"

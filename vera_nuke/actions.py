@@ -16,6 +16,7 @@ from vera_nuke import engine, jobs, layers, prefs, shot
 from vera_nuke.engine import EngineError
 from vera_nuke.shot import ShotError
 
+NODE_CLASS = "VeraEdit"  # gizmos/VeraEdit.gizmo
 JOB_KNOB = "vera_job"
 ID_KNOB = "vera_id"
 STATUS_KNOB = "status"
@@ -102,15 +103,25 @@ class LocalRenderJob:
         return self.state
 
     def _follow(self) -> None:
+        try:
+            self._follow_run()
+        except Exception as exc:  # noqa: BLE001 - a worker thread must end by reporting, never silently
+            self.run.terminate()
+            self._report("failed", None, f"vera_nuke: {type(exc).__name__}: {exc}")
+
+    def _follow_run(self) -> None:
         nuke = _nuke()
         task = nuke.ProgressTask(f"Vera: {self.node_name}")
         task.setMessage("starting vera-render")
-        cancelled = False
+        cancelled, shown = False, 0
         while True:
             for line in self.run.new_lines(timeout=0.2):
                 progress = engine.parse_progress(line)
                 if progress is not None:
-                    task.setProgress(progress.percent)
+                    # whole-run percent (windows + assemble, from the manifest the run keeps), never backwards
+                    counts = engine.manifest_counts(self.out_dir, [])
+                    shown = max(shown, engine.run_percent(progress, counts[1] if counts else {}))
+                    task.setProgress(shown)
                     task.setMessage(" ".join(p for p in (progress.label, f"{progress.done}/{progress.total}"
                                                           if progress.total else "", progress.note) if p))
                 elif line.strip():
@@ -129,10 +140,16 @@ class LocalRenderJob:
         else:
             self.state, message = "failed", self.last_error or f"vera-render exited with {code}"
         del task  # closes the progress bar in Nuke
-        jobs.update(self.job["id"], state=self.state, returncode=code, message=message)
-        self.job.update(state=self.state, returncode=code, message=message)
-        nuke.executeInMainThread(self._finish, args=(dict(self.job),))
-        _local_runs.pop(self.job["id"], None)
+        self._report(self.state, code, message)
+
+    def _report(self, state: str, code, message: str) -> None:
+        self.state = state
+        self.job.update(state=state, returncode=code, message=message)
+        try:
+            jobs.update(self.job["id"], state=state, returncode=code, message=message)
+        finally:
+            _local_runs.pop(self.job["id"], None)
+            _nuke().executeInMainThread(self._finish, args=(dict(self.job),))
 
     def _finish(self, job: dict) -> None:
         nuke = _nuke()
@@ -267,4 +284,4 @@ def edit_preferences():
 
 def create_node():
     """Vera > Vera Edit: create the node under the selection."""
-    return _nuke().createNode("VeraEdit")
+    return _nuke().createNode(NODE_CLASS)

@@ -221,10 +221,12 @@ def pid_alive(pid) -> bool:
         os.kill(int(pid), 0)
     except (ProcessLookupError, PermissionError, OSError, ValueError):
         return False
-    try:  # a finished child of this process stays a zombie until reaped: that is not "alive"
-        done, _ = os.waitpid(int(pid), os.WNOHANG)
-        return done == 0
-    except ChildProcessError:
+    if not hasattr(os, "waitid"):
+        return True
+    try:  # a finished child of this process is a zombie until reaped: not alive. Peek (WNOWAIT), never
+        # reap: the Popen that owns it must still read its exit code.
+        return os.waitid(os.P_PID, int(pid), os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+    except ChildProcessError:  # not our child: kill(0) said it exists
         return True
 
 
@@ -236,6 +238,43 @@ def start_detached_run(spec_path: str, log_path: str) -> int:
     with open(log_path, "a", encoding="utf-8") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, **kwargs)
     return proc.pid
+
+
+def read_json(path: str):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def manifest_counts(out_dir: str, frames: list):
+    """(frames done, windows {state: count}) from OUT/manifest.json, or None when there is none."""
+    manifest = read_json(os.path.join(out_dir, "manifest.json"))
+    if not isinstance(manifest, dict):
+        return None
+    done = sum(1 for f in frames
+               if (manifest.get("frames") or {}).get(str(f), {}).get("status") == "done")
+    windows = {}
+    for entry in (manifest.get("windows") or {}).values():
+        state = entry.get("status", "missing") if isinstance(entry, dict) else "missing"
+        windows[state] = windows.get(state, 0) + 1
+    return done, windows
+
+
+def run_percent(progress, windows: dict) -> int:
+    """Whole-run percent of `vera-render run` from its last progress line: each window (rendered in index
+    order) and the final assemble count as one stage. `windows`: the manifest's {state: count}."""
+    n_windows = max(sum(windows.values()), 1)
+    m = re.search(r"\bwindow (\d+)$", progress.label)
+    if m:
+        before = int(m.group(1))
+        n_windows = max(n_windows, before + 1)
+    elif progress.label.endswith("assemble"):
+        before = n_windows
+    else:
+        return 0
+    return min(100, int(100 * (before + progress.percent / 100) / (n_windows + 1)))
 
 
 def last_progress(log_path: str):
@@ -253,4 +292,5 @@ def last_progress(log_path: str):
 
 
 __all__ = ["EngineError", "ProgressLine", "parse_progress", "command", "validate", "submit", "status",
-           "LocalRun", "terminate_pid", "start_detached_run", "last_progress", "pid_alive"]
+           "LocalRun", "terminate_pid", "start_detached_run", "last_progress", "pid_alive", "manifest_counts",
+           "run_percent", "read_json"]

@@ -12,7 +12,6 @@ The row logic (`job_view`, `thumbnail_for`) has no Qt in it; the widget only sho
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -21,21 +20,14 @@ import threading
 from vera_nuke import actions, engine, jobs, layers, prefs, shot
 from vera_nuke.util import frame_path
 
-COLUMNS = ("", "Shot", "Where", "State", "Progress", "Frames", "Output")
+COLUMNS = ("", "Node", "Instruction", "Where", "State", "Progress", "Frames", "Note", "Output")
+PROGRESS_COLUMN = COLUMNS.index("Progress")
 THUMB_W, THUMB_H = 128, 72
 REFRESH_MS = 4000
 LINEAR_HINTS = ("linear", "acescg", "aces2065", "scene_linear", "raw")
 
 
 # --------------------------------------------------------------------------------------- row logic
-def _read_json(path: str):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
 def _frames_of(job: dict, spec: dict | None) -> list:
     if spec:
         return list(range(int(spec["plate"]["first"]), int(spec["plate"]["last"]) + 1))
@@ -46,20 +38,6 @@ def _frames_of(job: dict, spec: dict | None) -> list:
 def _output_pattern(job: dict, spec: dict | None) -> str:
     out = (spec or {}).get("output", {})
     return layers.layer_pattern(job["out_dir"], out.get("name", "edit"), int(out.get("padding", 4)))
-
-
-def _manifest_counts(out_dir: str, frames: list):
-    """(frames done, windows {state: count}) from OUT/manifest.json, or None when there is none."""
-    manifest = _read_json(os.path.join(out_dir, "manifest.json"))
-    if not isinstance(manifest, dict):
-        return None
-    done = sum(1 for f in frames
-               if (manifest.get("frames") or {}).get(str(f), {}).get("status") == "done")
-    windows = {}
-    for entry in (manifest.get("windows") or {}).values():
-        state = entry.get("status", "missing") if isinstance(entry, dict) else "missing"
-        windows[state] = windows.get(state, 0) + 1
-    return done, windows
 
 
 def job_view(job: dict, report: dict | None = None) -> dict:
@@ -86,7 +64,7 @@ def job_view(job: dict, report: dict | None = None) -> dict:
             message = "; ".join(f"window {k}: {v}" for k, v in list(errors.items())[:2])
         complete = bool(report.get("complete"))
     else:
-        counts = _manifest_counts(job["out_dir"], frames)
+        counts = engine.manifest_counts(job["out_dir"], frames)
         if counts is not None:
             done, windows = counts
         else:
@@ -97,8 +75,10 @@ def job_view(job: dict, report: dict | None = None) -> dict:
     if job.get("kind") == "local" and state == "running":
         progress = engine.last_progress(job.get("log", ""))
         if progress is not None:  # the run's own progress moves while frames are still in the cache
-            percent = max(percent, progress.percent)
-            message = message or " ".join(p for p in (progress.label, progress.note) if p)
+            percent = max(percent, engine.run_percent(progress, windows))
+            stage = progress.label.rsplit(" window ", 1)
+            stage = f"window {stage[1]}" if len(stage) == 2 else progress.label.rsplit(" ", 1)[-1]
+            message = message or f"{stage}: {progress.percent}% {progress.note}".strip()
         if not engine.pid_alive(job.get("pid")):
             state = "done" if complete else "failed"
             message = message or ("" if complete else "the render process is gone")
@@ -329,18 +309,22 @@ def _build_classes():
                 self.table.setItem(row, 0, icon_item)
                 where = job.get("farm") if job.get("kind") == "farm" else "local"
                 instruction = (view["spec"] or {}).get("instruction", "")
-                texts = [f"{job.get('node', '?')}  {job.get('name', '')}", where, view["state"], None,
-                         f"{view['done']}/{view['total']}", job.get("out_dir", "")]
+                short = instruction if len(instruction) <= 40 else instruction[:39] + "\u2026"
+                out_dir = job.get("out_dir", "")
+                home = os.path.expanduser("~")
+                shown_dir = "~" + out_dir[len(home):] if home != "/" and out_dir.startswith(home) else out_dir
+                texts = [job.get("node", "?"), short, where, view["state"], None, f"{view['done']}/{view['total']}",
+                         view["message"], shown_dir]
                 for col, text in enumerate(texts, start=1):
                     if text is None:
                         continue
                     item = QtWidgets.QTableWidgetItem(text)
-                    item.setToolTip(instruction if col == 1 else (view["message"] or text))
+                    item.setToolTip({2: instruction, 8: out_dir}.get(col, text))
                     self.table.setItem(row, col, item)
-                bar = self.table.cellWidget(row, 4)
+                bar = self.table.cellWidget(row, PROGRESS_COLUMN)
                 if not isinstance(bar, QtWidgets.QProgressBar):
                     bar = QtWidgets.QProgressBar()
-                    self.table.setCellWidget(row, 4, bar)
+                    self.table.setCellWidget(row, PROGRESS_COLUMN, bar)
                 bar.setValue(view["percent"])
                 bar.setFormat(f"{view['percent']}%")
                 if selected is not None and job["id"] == selected["id"]:

@@ -170,7 +170,8 @@ def _open_exr(path, frame, header_only: bool = False):
         except Exception as exc:  # noqa: BLE001 - any library failure is a bad file, reported as one line
             exr, error = None, str(exc)
     if error is not None:
-        detail = _one_line(native[0] if native and native[0].strip() else error)
+        native_lines = [line for line in (native[0] if native else "").splitlines() if line.strip()]
+        detail = _one_line(native_lines[0] if native_lines else error)  # the library's first line says most
         raise frame_error(path, f"corrupt or truncated EXR: {detail}", frame)
     return exr
 
@@ -314,6 +315,17 @@ def vera_attributes(attributes: dict | None) -> dict:
     return out
 
 
+def _stored(array: np.ndarray, dtype) -> np.ndarray:
+    """A contiguous array of `dtype`; for half, finite values beyond its range become +-65504, not inf."""
+    out = np.ascontiguousarray(array, dtype=dtype)
+    if dtype is np.float16 and array.dtype != np.float16:
+        overflow = np.isinf(out)
+        if overflow.any():  # rare: only then pay for a second pass
+            out[overflow & np.isfinite(array)] = 0
+            out = np.where(overflow & np.isfinite(array), np.clip(array, -HALF_MAX, HALF_MAX), out).astype(dtype)
+    return out
+
+
 def write_exr(path, channels: dict, display_window: Window, data_window: Window | None = None,
               pixel_type: str = "half", attributes: dict | None = None, compression: str = "zip") -> None:
     """Write one scanline EXR atomically. `channels`: name -> (h, w) array over `data_window`
@@ -323,15 +335,15 @@ def write_exr(path, channels: dict, display_window: Window, data_window: Window 
     data_window = tuple(display_window if data_window is None else data_window)
     w, h = window_size(data_window)
     dtype = np.float16 if pixel_type == "half" else np.float32
-    arrays = {}
+    arrays, converted = {}, {}
     for name, array in channels.items():
         array = np.asarray(array)
         if array.shape != (h, w):
             raise ValueError(f"channel {name} has shape {array.shape}, data window needs {(h, w)}")
-        if dtype is np.float16 and array.dtype != np.float16:
-            # Beyond half range a value would become inf; keep it finite at the largest half instead.
-            array = np.clip(array, -HALF_MAX, HALF_MAX)
-        arrays[name] = np.ascontiguousarray(array, dtype=dtype)
+        key = (array.__array_interface__["data"][0], array.strides, array.dtype.str)
+        if key not in converted:  # the same plane under two names (A and matte.A) is converted once
+            converted[key] = _stored(array, dtype)
+        arrays[name] = converted[key]
     header = {
         "compression": compression_code(compression),
         "type": OpenEXR.scanlineimage,

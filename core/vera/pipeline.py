@@ -113,6 +113,9 @@ def render_window(bundle, spec: ShotSpec, frames: list[int], seed: int, progress
     if not frames:
         raise BadInput(f"{spec.name}: no frames to render")
     frames = [int(f) for f in frames]
+    if frames != list(range(frames[0], frames[0] + len(frames))):
+        raise BadInput(f"{spec.name}: a window's frames must be consecutive, got {frames[0]}..{frames[-1]} "
+                       f"with gaps or out of order")
     settings = sampler_settings(bundle, spec)
     model_w, model_h = bundle.resolution
     vae = bundle.vae
@@ -137,7 +140,8 @@ def render_window(bundle, spec: ShotSpec, frames: list[int], seed: int, progress
             garbage[frame] = np.clip(masks.read(frame).pixels[..., channel], 0.0, 1.0)
         mask_model = [fit.to_model(garbage[f])[..., None] for f in frames]
     else:
-        mask_model = [np.ones((model_h, model_w, 1), np.float32)]  # no mask: the edit may go anywhere
+        # no mask: zero mask channels, as in training on records without a mask (docs/model.md)
+        mask_model = [np.zeros((model_h, model_w, 1), np.float32)]
 
     device = bundle.device
     latent_source = vae.encode(_stack(source, count).to(device) * 2.0 - 1.0)

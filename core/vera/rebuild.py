@@ -17,6 +17,7 @@ Resampling and the box means use torch (multi-threaded; the box is avg_pool2d no
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -124,49 +125,124 @@ def guided_coefficients(guide, p, r: int = GUIDE_RADIUS, eps: float = GUIDE_EPS)
 
     guide = torch.as_tensor(guide, dtype=torch.float32)
     p = torch.as_tensor(p, dtype=torch.float32)
-    h, w = p.shape
     mean_i = box_mean(guide, r)
     mean_p = box_mean(p, r)
-    cov_ip = box_mean(guide * p, r) - mean_i * mean_p
-    # Per-pixel 3x3 covariance of the guide's channels (+ eps on the diagonal), solved in float64.
-    pairs = torch.stack([guide[i] * guide[j] for i in range(3) for j in range(3)])
-    mean_i9 = torch.stack([mean_i[i] * mean_i[j] for i in range(3) for j in range(3)])
-    sigma = (box_mean(pairs, r) - mean_i9).permute(1, 2, 0).reshape(h, w, 3, 3).double()
-    sigma = sigma + eps * torch.eye(3, dtype=torch.float64)
-    a = torch.linalg.solve(sigma, cov_ip.permute(1, 2, 0).double()[..., None])[..., 0]
-    a = a.permute(2, 0, 1).float().contiguous()
+    cov_ip = (box_mean(guide * p, r) - mean_i * mean_p).double()
+    # The guide's per-pixel 3x3 covariance (symmetric: six planes), + eps on the diagonal, inverted in closed
+    # form by cofactors in float64 (a batched LAPACK solve is ~20x slower for 3x3 systems).
+    pairs = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
+    second = box_mean(torch.stack([guide[i] * guide[j] for i, j in pairs]), r).double()
+    mi = mean_i.double()
+    rr, rg, rb, gg, gb, bb = (second[k] - mi[i] * mi[j] for k, (i, j) in enumerate(pairs))
+    rr, gg, bb = rr + eps, gg + eps, bb + eps
+    c_rr, c_rg, c_rb = gg * bb - gb * gb, rb * gb - rg * bb, rg * gb - rb * gg
+    c_gg, c_gb, c_bb = rr * bb - rb * rb, rg * rb - rr * gb, rr * gg - rg * rg
+    det = rr * c_rr + rg * c_rg + rb * c_rb
+    cr, cg, cb = cov_ip
+    a = torch.stack([c_rr * cr + c_rg * cg + c_rb * cb,
+                     c_rg * cr + c_gg * cg + c_gb * cb,
+                     c_rb * cr + c_gb * cg + c_bb * cb]) / det
+    a = a.float()
     b = mean_p - (a * mean_i).sum(0)
     return box_mean(a, r), box_mean(b, r)
 
 
 def guide_image(plate_rgb):
-    """The plate as a guide in [0, 1): negatives cut, superwhites compressed (x / (1 + x)), so scene-linear and
-    display-referred plates give edges of comparable strength for one eps. numpy or torch in, same out."""
+    """The plate as a planar (3, H, W) torch guide in [0, 1): negatives cut, superwhites compressed
+    (x / (1 + x)), so scene-linear and display-referred plates give edges of comparable strength for one eps.
+    Takes (H, W, >=3) numpy/torch (any strides)."""
     import torch
 
-    x = torch.as_tensor(plate_rgb[..., :3]).clamp(min=0.0)
-    g = x.div_(x + 1.0)
-    return g.numpy() if isinstance(plate_rgb, np.ndarray) else g
+    x = torch.as_tensor(plate_rgb)[..., :3]
+    g = torch.empty((3,) + tuple(x.shape[:2]), dtype=torch.float32)
+    torch.clamp(x.permute(2, 0, 1), min=0.0, out=g)
+    return torch.div(g, g + 1.0, out=g)
 
 
-def upsample_matte(alpha_content: np.ndarray, plate_rgb: np.ndarray, r: int = GUIDE_RADIUS,
-                   eps: float = GUIDE_EPS) -> np.ndarray:
-    """Alpha at model resolution (content box only) -> (H, W) float32 at plate resolution, edges following the
-    plate. The full-resolution work is a handful of multi-threaded torch passes (this is the hot path)."""
+@contextmanager
+def _torch_threads(n: int):
+    """Run a block on n intra-op threads. The model-resolution work is many small ops; on a busy machine,
+    waking a second thread for each costs more than the op itself."""
+    import torch
+
+    old = torch.get_num_threads()
+    if old != n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if old != n:
+            torch.set_num_threads(old)
+
+
+def _sampling_rows(support_lo: int, support_hi: int, n_low: int, n_full: int) -> tuple[int, int]:
+    """[start, stop) of the full-resolution rows whose bilinear sample (align_corners=False) reads any
+    low-resolution row in [support_lo, support_hi]: outside them the upsampled value is exactly 0."""
+    src = np.maximum((np.arange(n_full) + 0.5) * (n_low / n_full) - 0.5, 0.0)
+    i0 = np.floor(src).astype(np.int64)
+    i1 = np.minimum(i0 + 1, n_low - 1)
+    hit = np.flatnonzero((i1 >= support_lo) & (i0 <= support_hi))
+    return int(hit[0]), int(hit[-1]) + 1
+
+
+def _sample(low, full_h: int, full_w: int, roi, mode: str):
+    """`low` (C, h, w) resampled to the full-resolution grid (full_h, full_w), only over `roi`
+    (y0, y1, x0, x1): the same pixel-centre mapping as interpolate(align_corners=False), evaluated by
+    grid_sample so that a sub-rectangle costs only its own pixels."""
+    import torch
+
+    y0, y1, x0, x1 = roi
+    ys = (torch.arange(y0, y1, dtype=torch.float32) * 2 + 1) / full_h - 1
+    xs = (torch.arange(x0, x1, dtype=torch.float32) * 2 + 1) / full_w - 1
+    grid = torch.empty((1, y1 - y0, x1 - x0, 2), dtype=torch.float32)
+    grid[..., 0] = xs[None, :]
+    grid[..., 1] = ys[:, None]
+    return torch.nn.functional.grid_sample(low[None], grid, mode=mode, padding_mode="border",
+                                           align_corners=False)[0]
+
+
+def _matte_in_roi(alpha_content, plate_rgb, r: int, eps: float):
+    """(alpha over roi, roi) at plate resolution; roi = (y0, y1, x0, x1) bounds everything that can be non-zero
+    (the guided filter's coefficients are exactly 0 where the model's matte is 0 around a pixel), or None."""
     import torch
 
     H, W = plate_rgb.shape[:2]
     h, w = alpha_content.shape
+    plate = torch.as_tensor(plate_rgb)[..., :3]
+    # Model-resolution guide: the plate shrunk (antialiased), then compressed like the full-resolution one.
+    small = torch.nn.functional.interpolate(plate.permute(2, 0, 1)[None].contiguous(), size=(h, w),
+                                            mode="bilinear", align_corners=False, antialias=True)[0]
+    with _torch_threads(1):
+        a, b = guided_coefficients(guide_image(small.permute(1, 2, 0)),
+                                   torch.as_tensor(np.asarray(alpha_content, dtype=np.float32)), r, eps)
+        coeffs = torch.cat([a, b[None]])
+        support = (coeffs != 0).any(0)
+        rows, cols = torch.nonzero(support.any(1)).flatten(), torch.nonzero(support.any(0)).flatten()
+    if len(rows) == 0:
+        return None, None
+    roi = (*_sampling_rows(int(rows[0]), int(rows[-1]), h, H), *_sampling_rows(int(cols[0]), int(cols[-1]), w, W))
+    y0, y1, x0, x1 = roi
+    c = _sample(coeffs, H, W, roi, "bilinear")
+    guide = guide_image(plate[y0:y1, x0:x1])
+    q = c[3]
+    for k in range(3):
+        q.addcmul_(c[k], guide[k])
+    return q, roi
+
+
+def upsample_matte(alpha_content: np.ndarray, plate_rgb: np.ndarray, r: int = GUIDE_RADIUS,
+                   eps: float = GUIDE_EPS) -> np.ndarray:
+    """Alpha at model resolution (content box only) -> (H, W) float32 at plate resolution, edges following
+    the plate (fast guided filter; not yet clipped or thresholded)."""
+    import torch
+
+    H, W = plate_rgb.shape[:2]
+    out = np.zeros((H, W), np.float32)
     with torch.no_grad():
-        guide_full = guide_image(torch.from_numpy(np.ascontiguousarray(plate_rgb[..., :3], dtype=np.float32)))
-        guide_low = torch.from_numpy(resize(guide_full.numpy(), w, h).transpose(2, 0, 1).copy())
-        a, b = guided_coefficients(guide_low, torch.from_numpy(alpha_content.astype(np.float32)), r, eps)
-        low = torch.cat([a, b[None]])[None]
-        coeffs = torch.nn.functional.interpolate(low, size=(H, W), mode="bilinear", align_corners=False)[0]
-        q = coeffs[3]
-        for c in range(3):
-            q.addcmul_(coeffs[c], guide_full[..., c])
-    return q.numpy()
+        q, roi = _matte_in_roi(alpha_content, plate_rgb, r, eps)
+    if roi is not None:
+        out[roi[0]:roi[1], roi[2]:roi[3]] = q.numpy()
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- the layer
@@ -185,20 +261,30 @@ def finish_matte(alpha: np.ndarray, threshold: float = DEFAULT_THRESHOLD, garbag
     return alpha
 
 
-def premultiply(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+def _premultiply_into(planes, rgb, alpha) -> None:
+    """planes (4, h, w) <- rgb (3, h, w) * alpha, alpha; RGB exactly +0 where alpha is 0 (rgb must be finite)."""
+    import torch
+
+    torch.mul(rgb, alpha, out=planes[:3])
+    planes[3] = alpha
+    # rgb * 0 is 0 for finite rgb, but -0.0 for negative rgb; adding +0.0 turns -0.0 into +0.0 (IEEE 754)
+    # and leaves every other value alone: one pass instead of a masked fill.
+    planes[:3].add_(0.0)
+
+
+def premultiply(rgb, alpha: np.ndarray) -> np.ndarray:
     """(H, W, 4) float32: rgb * alpha and alpha, with RGB exactly +0 where alpha is 0 (even if rgb is inf/NaN).
-    `rgb` may be (H, W, 3) or planar (3, H, W)."""
+    `rgb` may be (H, W, 3) or planar (3, H, W). The result is a planar array seen as (H, W, 4) (each channel
+    is contiguous), which is what the EXR writer wants, so no interleaving pass is spent."""
     import torch
 
     h, w = alpha.shape
-    out = torch.empty((h, w, 4), dtype=torch.float32)
-    a = torch.from_numpy(alpha)
-    planar = torch.as_tensor(rgb)
-    planar = planar if planar.shape[0] == 3 and planar.shape[1:] == (h, w) else planar[..., :3].permute(2, 0, 1)
-    torch.mul(planar, a, out=out.permute(2, 0, 1)[:3])
-    out[..., 3] = a
-    out[..., :3].masked_fill_((a == 0)[..., None], 0.0)
-    return out.numpy()
+    planes = torch.empty((4, h, w), dtype=torch.float32)
+    src = torch.as_tensor(rgb)
+    src = src if src.shape == (3, h, w) else src[..., :3].permute(2, 0, 1)
+    _premultiply_into(planes, torch.nan_to_num(src, nan=0.0, posinf=0.0, neginf=0.0),
+                      torch.from_numpy(np.asarray(alpha, dtype=np.float32)))
+    return planes.numpy().transpose(1, 2, 0)
 
 
 def rebuild_layer(edit_rgb_model: np.ndarray, alpha_model: np.ndarray, plate_rgb_full: np.ndarray, fit: Fit,
@@ -214,15 +300,21 @@ def rebuild_layer(edit_rgb_model: np.ndarray, alpha_model: np.ndarray, plate_rgb
     if plate_rgb_full.shape[:2] != (fit.plate_h, fit.plate_w):
         raise ValueError(f"plate is {plate_rgb_full.shape[1]}x{plate_rgb_full.shape[0]}, "
                          f"fit expects {fit.plate_w}x{fit.plate_h}")
+    if garbage is not None and garbage.shape != (fit.plate_h, fit.plate_w):
+        raise ValueError(f"garbage matte is {garbage.shape}, the plate is {(fit.plate_h, fit.plate_w)}")
     import torch
 
+    H, W = fit.plate_h, fit.plate_w
+    planes = torch.zeros((4, H, W), dtype=torch.float32)
     # Non-finite model output would survive premultiplication where alpha > 0: clean it at model size (cheap).
-    edit = np.nan_to_num(np.asarray(edit_rgb_model, dtype=np.float32)[..., :3], nan=0.0, posinf=0.0, neginf=0.0)
-    alpha_small = np.nan_to_num(np.asarray(alpha_model, dtype=np.float32), nan=0.0)
-    alpha = upsample_matte(fit.crop(alpha_small), plate_rgb_full)
-    alpha = finish_matte(alpha, threshold, garbage)
-    content = torch.from_numpy(np.ascontiguousarray(fit.crop(edit).transpose(2, 0, 1)))
+    edit = np.nan_to_num(fit.crop(np.asarray(edit_rgb_model, dtype=np.float32)[..., :3]), nan=0.0, posinf=0.0,
+                         neginf=0.0)
+    alpha_small = np.nan_to_num(fit.crop(np.asarray(alpha_model, dtype=np.float32)), nan=0.0)
     with torch.no_grad():
-        rgb = torch.nn.functional.interpolate(content[None], size=(fit.plate_h, fit.plate_w), mode="bicubic",
-                                              align_corners=False)[0]
-    return premultiply(rgb, alpha)
+        q, roi = _matte_in_roi(alpha_small, np.asarray(plate_rgb_full, dtype=np.float32), GUIDE_RADIUS, GUIDE_EPS)
+        if roi is not None:  # everything outside roi stays exactly 0
+            y0, y1, x0, x1 = roi
+            alpha = finish_matte(q.numpy(), threshold, None if garbage is None else garbage[y0:y1, x0:x1])
+            rgb = _sample(torch.from_numpy(np.ascontiguousarray(edit.transpose(2, 0, 1))), H, W, roi, "bicubic")
+            _premultiply_into(planes[:, y0:y1, x0:x1], rgb, q)  # q is alpha (finished in place); rgb is finite
+    return planes.numpy().transpose(1, 2, 0)

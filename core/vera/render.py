@@ -83,7 +83,10 @@ def load_shot(spec_path: str | Path) -> Shot:
     spec_path = Path(spec_path).resolve()
     spec = load_valid(spec_path)
     frames = spec.window.frames or _bundle_window_frames(spec)
-    windows = plan_windows(spec.plate.first, spec.plate.last, frames, spec.window.overlap)
+    try:
+        windows = plan_windows(spec.plate.first, spec.plate.last, frames, spec.window.overlap)
+    except BadInput as exc:  # only reachable with the bundle's default window; validate checked the rest
+        raise BadInput(f"{spec_path}: window: {exc} (the model's default window is {frames} frames)") from None
     return Shot(spec, spec_path, frames, windows)
 
 
@@ -133,7 +136,7 @@ def bundle_identity(spec: ShotSpec) -> str:
 
     root = bundle_folder(_bundle_path(spec))
     h = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")):
         size = path.stat().st_size
         h.update(f"{path.relative_to(root).as_posix()}\0{size}\0".encode())
         with open(path, "rb") as f:
@@ -150,14 +153,16 @@ def bundle_identity(spec: ShotSpec) -> str:
 def settings_of(shot: Shot) -> dict:
     """Everything that changes pixels: the spec without where/how outputs are stored, plus model identity.
 
-    The device is left out on purpose: farm nodes resolve `auto` differently, and a shot may mix them.
+    The device is left out on purpose: farm nodes resolve `auto` differently, and a shot may mix them. The
+    bundle's path is replaced by its content identity, so a moved bundle is still the same model.
     """
     import vera
 
     spec = shot.spec.to_dict()
     for key in ("output", "name"):
         spec.pop(key)
-    spec["model"].pop("device")
+    for key in ("device", "bundle"):
+        spec["model"].pop(key)
     spec["window"]["frames"] = shot.window_frames
     return {"spec": spec, "bundle": bundle_identity(shot.spec), "vera": vera.__version__}
 
@@ -286,8 +291,8 @@ def _reconcile(manifest: dict | None, shot: Shot, settings: dict, inputs: dict, 
         keys = _changed_keys(manifest.get("settings", {}), settings)
         reasons.append(f"settings differ ({', '.join(keys[:6]) or 'unknown'})")
     if manifest.get("inputs_fingerprint") != _fingerprint(inputs):
-        changed = [k for k in _changed_keys(manifest.get("inputs", {}), inputs)]
-        frames = sorted({int(k.split(".")[1]) for k in changed if k.split(".")[1].lstrip("-").isdigit()})
+        changed = _changed_keys(manifest.get("inputs", {}), inputs)  # "plate.1007", "mask.1010", ...
+        frames = sorted({int(k.rpartition(".")[2]) for k in changed if k.rpartition(".")[2].isdigit()})
         reasons.append(f"input files changed ({compact_frames(frames) or ', '.join(changed[:4])})")
     if not reasons:
         return manifest
@@ -297,7 +302,7 @@ def _reconcile(manifest: dict | None, shot: Shot, settings: dict, inputs: dict, 
     return _new_manifest(shot, settings, inputs)
 
 
-def _prepare(shot: Shot, force: bool) -> tuple[dict, dict]:
+def prepare_manifest(shot: Shot, force: bool = False) -> tuple[dict, dict]:
     """Settings and inputs of this shot, registered in the manifest (refusing to mix unless forced)."""
     settings, inputs = settings_of(shot), inputs_of(shot)
     with manifest_transaction(shot.out_dir) as box:
@@ -353,7 +358,7 @@ def render_window(shot: Shot, index: int, force: bool = False, progress: str = "
     `get_bundle()` returns the loaded model (lets `run` load it once for every window).
     """
     window = shot.window(index)
-    settings, _ = _prepare(shot, force)
+    settings, _ = prepare_manifest(shot, force)
     fingerprint = _fingerprint(settings)
     # One task per window at a time: a duplicate attempt waits here, then finds the window done. While this
     # lock is held nobody else writes this window's cache or its manifest entry.
@@ -417,7 +422,7 @@ def _render_window_files(shot: Shot, window: Window, progress: str, get_bundle) 
 
 def assemble(shot: Shot, force: bool = False, progress: str = "auto") -> dict:
     """Blend the windows' cached frames into the final frames. Returns counts {'written', 'skipped'}."""
-    settings, _ = _prepare(shot, force)
+    settings, _ = prepare_manifest(shot, force)
     fingerprint = _fingerprint(settings)
     with _flock(shot.out_dir / ".vera" / "locks" / "assemble.lock"):
         _remove_temps(shot.out_dir, f".{shot.spec.output.name}.")  # left by a killed assemble
@@ -426,7 +431,9 @@ def assemble(shot: Shot, force: bool = False, progress: str = "auto") -> dict:
             recorded = dict(box[0]["frames"])
         not_done = [i for i in range(len(shot.windows)) if not _window_done(windows.get(str(i), {}), shot, i)]
         if not_done:
-            listed = ", ".join(f"{i} ({windows.get(str(i), {}).get('status', 'missing')})" for i in not_done)
+            states = {i: windows.get(str(i), {}).get("status", "missing") for i in not_done}
+            listed = ", ".join(f"{i} ({'cached frames missing or changed' if state == 'done' else state})"
+                               for i, state in states.items())
             raise BadInput(f"{shot.spec_path}: cannot assemble, windows not rendered: {listed}; run "
                            f"`vera-render run {shot.spec_path} --window N` for each")
         sources = {i: dict(windows[str(i)]["frames"]) for i in range(len(shot.windows))}
@@ -443,7 +450,14 @@ def assemble(shot: Shot, force: bool = False, progress: str = "auto") -> dict:
                     counts["skipped"] += 1
                     bar.advance(1, f"frame {frame} (kept)")
                     continue
-                digest = _assemble_frame(shot, frame, weights, sources, made_with, fingerprint, path)
+                try:
+                    digest = _assemble_frame(shot, frame, weights, sources, made_with, fingerprint, path)
+                except Exception as exc:
+                    with manifest_transaction(shot.out_dir) as box:
+                        if box[0] is not None and box[0]["settings_fingerprint"] == fingerprint:
+                            box[0]["frames"][str(frame)] = {"status": "failed", "finished": _now(),
+                                                            "error": f"{type(exc).__name__}: {exc}"[:300]}
+                    raise
                 with manifest_transaction(shot.out_dir) as box:
                     _check_unchanged(box[0], fingerprint, shot, "assembling")
                     box[0]["frames"][str(frame)] = {"status": "done", "sha256": digest, "sources": used,
@@ -507,10 +521,10 @@ def _pid_alive(pid) -> bool:
 def status(out_dir: str | Path, verify: bool = False) -> dict:
     """Done, missing and failed frames and windows of a shot's output folder (from its manifest)."""
     out_dir = Path(out_dir)
+    if not (out_dir / MANIFEST_NAME).is_file():
+        raise BadInput(f"{out_dir}: no {MANIFEST_NAME} (nothing rendered here yet, or not a shot output folder)")
     with _flock(out_dir / ".vera" / "manifest.lock", shared=True):
         manifest = read_manifest(out_dir)
-    if manifest is None:
-        raise BadInput(f"{out_dir}: no {MANIFEST_NAME} (nothing rendered here yet, or not a shot output folder)")
     host = socket.gethostname()
     windows = {"done": [], "running": [], "failed": [], "missing": []}
     errors = {}
@@ -524,11 +538,18 @@ def status(out_dir: str | Path, verify: bool = False) -> dict:
             errors[index] = entry.get("error") or "failed"
             failed_frames.update(range(entry["first"], entry["last"] + 1))
     stem, pad = manifest["output_name"], manifest["output_padding"]
-    done = []
+    done, frame_errors = [], {}
     for key, entry in manifest["frames"].items():
         path = out_dir / f"{stem}.{int(key):0{pad}d}.exr"
-        if entry.get("status") == "done" and path.is_file() and (not verify or _sha256_file(path) == entry["sha256"]):
-            done.append(int(key))
+        if entry.get("status") == "failed":
+            failed_frames.add(int(key))
+            frame_errors[key] = entry.get("error") or "failed"
+        elif entry.get("status") == "done" and path.is_file():
+            if verify and _sha256_file(path) != entry["sha256"]:
+                failed_frames.add(int(key))
+                frame_errors[key] = "checksum mismatch (the file changed or is damaged)"
+            else:
+                done.append(int(key))
     all_frames = set(range(manifest["first"], manifest["last"] + 1))
     failed = (failed_frames & all_frames) - set(done)
     missing = all_frames - set(done) - failed
@@ -536,9 +557,8 @@ def status(out_dir: str | Path, verify: bool = False) -> dict:
         "shot": manifest["shot"], "out_dir": str(out_dir), "complete": len(done) == len(all_frames),
         "frames": {"total": len(all_frames), "done": compact_frames(done), "missing": compact_frames(missing),
                    "failed": compact_frames(failed), "done_count": len(done), "missing_count": len(missing),
-                   "failed_count": len(failed)},
-        "windows": {"total": len(manifest["windows"]), **{k: v for k, v in windows.items()},
-                    "errors": {str(k): v for k, v in errors.items()}},
+                   "failed_count": len(failed), "errors": frame_errors},
+        "windows": {"total": len(manifest["windows"]), **windows, "errors": {str(k): v for k, v in errors.items()}},
         "settings_fingerprint": manifest["settings_fingerprint"], "updated": manifest.get("updated"),
     }
 
@@ -555,4 +575,6 @@ def format_status(report: dict) -> str:
              + (f", missing: {compact_frames(w['missing'])}" if w["missing"] else "")]
     for index, error in w["errors"].items():
         lines.append(f"        window {index} failed: {error}")
+    for frame, error in f["errors"].items():
+        lines.append(f"        frame {frame} failed: {error}")
     return "\n".join(lines)

@@ -43,38 +43,47 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run_command(build_parser(), argv)
+
+
+def run_command(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
+    """Parse, run `args.func`, and turn every failure into one line on stderr and an exit code.
+
+    Shared by every Vera console script (`vera-render`, `vera-train`) so they fail the same way.
+    """
+    prog = parser.prog
+    args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except VeraError as exc:
-        print(f"vera-render: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("vera-render: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except (MemoryError, RuntimeError) as exc:
         if isinstance(exc, MemoryError) or _is_out_of_memory(exc):
-            print(f"vera-render: error: out of memory ({exc}); retry on a bigger node or lower the window",
+            print(f"{prog}: error: out of memory ({exc}); retry on a bigger node or lower the window",
                   file=sys.stderr)
             return EXIT_TRANSIENT
-        return _internal(exc)
+        return _internal(prog, exc)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
-        return _internal(exc)
+        return _internal(prog, exc)
 
 
-def _internal(exc: BaseException) -> int:
+def _internal(prog: str, exc: BaseException) -> int:
     import os
     import traceback
 
-    print(f"vera-render: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+    print(f"{prog}: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
     if os.environ.get("VERA_DEBUG"):
         traceback.print_exc()
     else:
-        print("vera-render: set VERA_DEBUG=1 for the traceback", file=sys.stderr)
+        print(f"{prog}: set VERA_DEBUG=1 for the traceback", file=sys.stderr)
     return EXIT_INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
 
-__all__ = ["main", "build_parser", "EXIT_BAD_INPUT"]
+__all__ = ["main", "build_parser", "run_command", "EXIT_BAD_INPUT"]

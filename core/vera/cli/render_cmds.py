@@ -48,6 +48,7 @@ def register(subparsers) -> None:
     p.add_argument("--group", default="", help="Deadline group")
     p.add_argument("--show", default="", help="OpenCue show (default: $SHOW or 'vera')")
     p.add_argument("--json", action="store_true", help="print what was written as JSON")
+    _add_force(p)
     p.set_defaults(func=_submit)
 
 
@@ -108,7 +109,7 @@ def _submit(args) -> int:
 
     options = {"executable": args.executable, "priority": args.priority, "pool": args.pool, "group": args.group,
                "show": args.show}
-    info = submit(args.spec, args.farm, args.out, launch=args.launch, **options)
+    info = submit(args.spec, args.farm, args.out, launch=args.launch, force=args.force, **options)
     if args.json:
         print(json.dumps(info.to_dict(), indent=2))
     else:

@@ -80,16 +80,20 @@ def job_name(shot) -> str:
     return f"vera_{shot.spec.name}"
 
 
-def submit(spec_path: str | Path, backend: str, jobdir: str | Path, launch: bool = False, **options) -> JobInfo:
+def submit(spec_path: str | Path, backend: str, jobdir: str | Path, launch: bool = False, force: bool = False,
+           **options) -> JobInfo:
     """Validate the shot, write `backend`'s job files into `jobdir`, and (launch) submit them.
 
+    The shot's output folder is registered first: outputs rendered there with other settings make the
+    submission fail now (every task would refuse them) unless `force`, which discards them here, once.
     options: executable (vera-render as the nodes see it), priority, pool, group (Deadline), show (OpenCue).
     """
     if backend not in BACKENDS:
         raise BadInput(f"unknown farm '{backend}' (one of: {', '.join(BACKENDS)})")
-    from vera.render import load_shot
+    from vera.render import load_shot, prepare_manifest
 
     shot = load_shot(spec_path)
+    prepare_manifest(shot, force)
     jobdir = Path(jobdir).resolve()
     jobdir.mkdir(parents=True, exist_ok=True)
     module = importlib.import_module(BACKENDS[backend])

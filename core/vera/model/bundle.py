@@ -165,54 +165,58 @@ def _inside(folder: Path, relative: str) -> Path:
     return path if path.is_absolute() else folder / path
 
 
-def save_bundle(folder: str | Path, config: VeraConfig, transformer: torch.nn.Module, vae: VideoVAE,
-                text_encoder: str | Path, defaults: dict | None = None, name: str | None = None) -> Path:
-    """Write a bundle: the VeraMoT (vera.model.checkpoint format), the VAE (a folder for Wan, a line for PatchVAE), a copy
-    of the text-encoder folder (unless it already is `folder/text_encoder`), then bundle.json last."""
+def save_bundle(bundle: Bundle, folder: str | Path, defaults: dict | None = None, name: str | None = None) -> Path:
+    """Write `bundle` to `folder`: the VeraMoT (vera.model.checkpoint format), the VAE (a diffusers folder for
+    Wan, one line for PatchVAE), a copy of the text encoder (unless it already lives in `folder/text_encoder`),
+    then bundle.json last. `defaults` override the bundle's own (e.g. what training found works)."""
     from vera.model.checkpoint import save_vera
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    if transformer.cfg != config:
-        raise ValueError(f"save_bundle: the transformer's config {transformer.cfg} is not {config}")
-    save_vera(transformer, folder / TRANSFORMER_FILE)
-    if isinstance(vae, PatchVAE):
-        vae_entry = {"type": "patch", "patch": vae.patch}
-    elif isinstance(vae, WanVAE):
-        vae.save(folder / "vae")
+    if bundle.transformer.cfg != bundle.config:
+        raise ValueError(f"save_bundle: the transformer's config {bundle.transformer.cfg} is not {bundle.config}")
+    save_vera(bundle.transformer, folder / TRANSFORMER_FILE)
+    if isinstance(bundle.vae, PatchVAE):
+        vae_entry = {"type": "patch", "patch": bundle.vae.patch}
+    elif isinstance(bundle.vae, WanVAE):
+        bundle.vae.save(folder / "vae")
         vae_entry = {"type": "wan", "path": "vae"}
     else:
-        raise TypeError(f"save_bundle: cannot save a {type(vae).__name__}")
+        raise TypeError(f"save_bundle: cannot save a {type(bundle.vae).__name__}")
     text_target = folder / "text_encoder"
-    if Path(text_encoder).resolve() != text_target.resolve():
-        shutil.copytree(text_encoder, text_target, dirs_exist_ok=True)
-    manifest = {"config": config.to_dict(), "transformer": TRANSFORMER_FILE, "vae": vae_entry,
-                "text_encoder": "text_encoder", "defaults": dict(DEFAULTS, **(defaults or {}))}
-    if name:
-        manifest["name"] = name
+    if bundle.text.folder.resolve() != text_target.resolve():
+        shutil.copytree(bundle.text.folder, text_target, dirs_exist_ok=True)
+        if bundle.text.tokenizer_folder.resolve() != bundle.text.folder.resolve():
+            shutil.copytree(bundle.text.tokenizer_folder, text_target / "tokenizer", dirs_exist_ok=True)
+    manifest = {"name": name or bundle.name, "config": bundle.config.to_dict(), "transformer": TRANSFORMER_FILE,
+                "vae": vae_entry, "text_encoder": "text_encoder",
+                "defaults": {**DEFAULTS, **bundle.defaults, **(defaults or {})}}
     atomic_write_text(folder / BUNDLE_FILE, json.dumps(manifest, indent=2) + "\n")
     return folder
 
 
 def create_random_bundle(folder: str | Path, config: str | VeraConfig = "vera-tiny", seed: int = 0,
                          resolution: tuple[int, int] = (64, 48), window: int = 9, patch: int = 4,
-                         vocab_words=TEST_WORDS, defaults: dict | None = None) -> Path:
-    """A randomly initialised (seeded) bundle: small VeraMoT + PatchVAE(patch) + tiny text encoder.
+                         vocab_words=TEST_WORDS, defaults: dict | None = None, vae: VideoVAE | None = None) -> Path:
+    """Write a randomly initialised (seeded) bundle to `folder`: VeraMoT + PatchVAE(patch) (or the given `vae`)
+    + a tiny text encoder. Returns the folder; `load_bundle(folder)` loads it.
 
-    The config's z_dim / mask_channels / text width are set to what the PatchVAE and the tiny encoder need
-    (z_dim = 3*patch^2, mask_channels = 1 because PatchVAE keeps every frame). For tests and for end-to-end
-    runs of the whole product without trained weights.
+    The config's z_dim, mask_channels and text width are set to what the VAE and the tiny encoder need
+    (PatchVAE: z_dim = 3*patch^2 and mask_channels = 1, since it keeps every frame). For tests, end-to-end runs
+    without trained weights, and the start of training.
     """
     from vera.model.dit import VeraMoT
 
     cfg = get_config(config) if isinstance(config, str) else config
-    vae = PatchVAE(patch)
+    vae = vae or PatchVAE(patch)
     cfg = dataclasses.replace(cfg, z_dim=vae.z_dim, mask_channels=vae.temporal_stride)
     folder = Path(folder)
-    build_tiny_text_encoder(folder / "text_encoder", vocab_words, d_model=cfg.text_dim, seed=seed)
+    text_folder = build_tiny_text_encoder(folder / "text_encoder", vocab_words, d_model=cfg.text_dim, seed=seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = VeraMoT(cfg)
-    settings = {"resolution": list(resolution), "window": window, "steps": 2, "guidance": 3.0, "shift": 3.0,
-                "sampler": "unipc", **(defaults or {})}
-    return save_bundle(folder, cfg, model, vae, folder / "text_encoder", settings, name=f"random-{seed}")
+    settings = {**DEFAULTS, "resolution": list(resolution), "window": window, "steps": 2, "guidance": 3.0,
+                "shift": 3.0, **(defaults or {})}
+    bundle = Bundle(name=f"random-{seed}", path=folder, config=cfg, transformer=model, vae=vae,
+                    text=TextEncoder(text_folder, max_length=cfg.text_len), defaults=settings)
+    return save_bundle(bundle, folder)

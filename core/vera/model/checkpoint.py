@@ -27,65 +27,43 @@ FORMAT = "vera-mot-1"
 
 # --------------------------------------------------------------------------------------------- key names
 
-# Wan2.1's original names (ours, inside a stream) -> diffusers' WanTransformer3DModel names. Each pattern
-# matches a key's prefix; the rest of the key (`.weight`, `.bias`) is kept.
-_WAN_TO_DIFFUSERS = [
-    (r"time_embedding\.0\.", "condition_embedder.time_embedder.linear_1."),
-    (r"time_embedding\.2\.", "condition_embedder.time_embedder.linear_2."),
-    (r"text_embedding\.0\.", "condition_embedder.text_embedder.linear_1."),
-    (r"text_embedding\.2\.", "condition_embedder.text_embedder.linear_2."),
-    (r"time_projection\.1\.", "condition_embedder.time_proj."),
-    (r"blocks\.(\d+)\.self_attn\.q\.", r"blocks.\1.attn1.to_q."),
-    (r"blocks\.(\d+)\.self_attn\.k\.", r"blocks.\1.attn1.to_k."),
-    (r"blocks\.(\d+)\.self_attn\.v\.", r"blocks.\1.attn1.to_v."),
-    (r"blocks\.(\d+)\.self_attn\.o\.", r"blocks.\1.attn1.to_out.0."),
-    (r"blocks\.(\d+)\.self_attn\.norm_(q|k)\.", r"blocks.\1.attn1.norm_\2."),
-    (r"blocks\.(\d+)\.cross_attn\.q\.", r"blocks.\1.attn2.to_q."),
-    (r"blocks\.(\d+)\.cross_attn\.k\.", r"blocks.\1.attn2.to_k."),
-    (r"blocks\.(\d+)\.cross_attn\.v\.", r"blocks.\1.attn2.to_v."),
-    (r"blocks\.(\d+)\.cross_attn\.o\.", r"blocks.\1.attn2.to_out.0."),
-    (r"blocks\.(\d+)\.cross_attn\.norm_(q|k)\.", r"blocks.\1.attn2.norm_\2."),
-    (r"blocks\.(\d+)\.norm3\.", r"blocks.\1.norm2."),  # the cross-attention's affine norm: norm3 in Wan, norm2 here
-    (r"blocks\.(\d+)\.ffn\.0\.", r"blocks.\1.ffn.net.0.proj."),
-    (r"blocks\.(\d+)\.ffn\.2\.", r"blocks.\1.ffn.net.2."),
-    (r"blocks\.(\d+)\.modulation$", r"blocks.\1.scale_shift_table"),
-    (r"head\.head\.", "proj_out."),
-    (r"head\.modulation$", "scale_shift_table"),
-    (r"patch_embedding\.", "patch_embedding."),
+# Wan2.1's original names (ours, inside a stream) <-> diffusers' WanTransformer3DModel names. `{n}` is a block
+# index. A name ending in "." is a module prefix (the rest of the key, `weight`/`bias`, is kept); any other
+# name is a whole key.
+_ATTENTION = [("q", "to_q"), ("k", "to_k"), ("v", "to_v"), ("o", "to_out.0"), ("norm_q", "norm_q"),
+              ("norm_k", "norm_k")]
+KEY_PAIRS = [
+    ("patch_embedding.", "patch_embedding."),
+    ("time_embedding.0.", "condition_embedder.time_embedder.linear_1."),
+    ("time_embedding.2.", "condition_embedder.time_embedder.linear_2."),
+    ("text_embedding.0.", "condition_embedder.text_embedder.linear_1."),
+    ("text_embedding.2.", "condition_embedder.text_embedder.linear_2."),
+    ("time_projection.1.", "condition_embedder.time_proj."),
+    *[(f"blocks.{{n}}.{wan_attn}.{wan}.", f"blocks.{{n}}.{diff_attn}.{diff}.")
+      for wan_attn, diff_attn in (("self_attn", "attn1"), ("cross_attn", "attn2")) for wan, diff in _ATTENTION],
+    ("blocks.{n}.norm3.", "blocks.{n}.norm2."),  # the cross-attention's affine norm: norm3 in Wan, norm2 there
+    ("blocks.{n}.ffn.0.", "blocks.{n}.ffn.net.0.proj."),
+    ("blocks.{n}.ffn.2.", "blocks.{n}.ffn.net.2."),
+    ("blocks.{n}.modulation", "blocks.{n}.scale_shift_table"),
+    ("head.head.", "proj_out."),
+    ("head.modulation", "scale_shift_table"),
 ]
-_DIFFUSERS_TO_WAN = [
-    (r"condition_embedder\.time_embedder\.linear_1\.", "time_embedding.0."),
-    (r"condition_embedder\.time_embedder\.linear_2\.", "time_embedding.2."),
-    (r"condition_embedder\.text_embedder\.linear_1\.", "text_embedding.0."),
-    (r"condition_embedder\.text_embedder\.linear_2\.", "text_embedding.2."),
-    (r"condition_embedder\.time_proj\.", "time_projection.1."),
-    (r"blocks\.(\d+)\.attn1\.to_q\.", r"blocks.\1.self_attn.q."),
-    (r"blocks\.(\d+)\.attn1\.to_k\.", r"blocks.\1.self_attn.k."),
-    (r"blocks\.(\d+)\.attn1\.to_v\.", r"blocks.\1.self_attn.v."),
-    (r"blocks\.(\d+)\.attn1\.to_out\.0\.", r"blocks.\1.self_attn.o."),
-    (r"blocks\.(\d+)\.attn1\.norm_(q|k)\.", r"blocks.\1.self_attn.norm_\2."),
-    (r"blocks\.(\d+)\.attn2\.to_q\.", r"blocks.\1.cross_attn.q."),
-    (r"blocks\.(\d+)\.attn2\.to_k\.", r"blocks.\1.cross_attn.k."),
-    (r"blocks\.(\d+)\.attn2\.to_v\.", r"blocks.\1.cross_attn.v."),
-    (r"blocks\.(\d+)\.attn2\.to_out\.0\.", r"blocks.\1.cross_attn.o."),
-    (r"blocks\.(\d+)\.attn2\.norm_(q|k)\.", r"blocks.\1.cross_attn.norm_\2."),
-    (r"blocks\.(\d+)\.norm2\.", r"blocks.\1.norm3."),
-    (r"blocks\.(\d+)\.ffn\.net\.0\.proj\.", r"blocks.\1.ffn.0."),
-    (r"blocks\.(\d+)\.ffn\.net\.2\.", r"blocks.\1.ffn.2."),
-    (r"blocks\.(\d+)\.scale_shift_table$", r"blocks.\1.modulation"),
-    (r"proj_out\.", "head.head."),
-    (r"scale_shift_table$", "head.modulation"),
-    (r"patch_embedding\.", "patch_embedding."),
-]
-_WAN_TO_DIFFUSERS = [(re.compile(p), r) for p, r in _WAN_TO_DIFFUSERS]
-_DIFFUSERS_TO_WAN = [(re.compile(p), r) for p, r in _DIFFUSERS_TO_WAN]
+
+
+def _pattern(template: str) -> re.Pattern:
+    body = re.escape(template).replace(re.escape("{n}"), r"(?P<n>\d+)")
+    return re.compile(body if template.endswith(".") else body + "$")
+
+
+_TO_DIFFUSERS = [(_pattern(wan), diffusers) for wan, diffusers in KEY_PAIRS]
+_TO_WAN = [(_pattern(diffusers), wan) for wan, diffusers in KEY_PAIRS]
 
 
 def _rename(key: str, table) -> str | None:
-    for pattern, replacement in table:
+    for pattern, template in table:
         match = pattern.match(key)
         if match:
-            return match.expand(replacement) + key[match.end():]
+            return template.replace("{n}", match.groupdict().get("n") or "") + key[match.end():]
     return None
 
 
@@ -94,12 +72,12 @@ def wan_key_to_diffusers(key: str) -> str | None:
 
     None when the key is not part of a Wan2.1 T2V transformer (e.g. I2V's image embedder).
     """
-    return _rename(key, _WAN_TO_DIFFUSERS)
+    return _rename(key, _TO_DIFFUSERS)
 
 
 def diffusers_key_to_wan(key: str) -> str | None:
     """diffusers' WanTransformer3DModel key -> Wan2.1's original name (None when it is not a T2V key)."""
-    return _rename(key, _DIFFUSERS_TO_WAN)
+    return _rename(key, _TO_WAN)
 
 
 def stream_state_from_diffusers(state: dict) -> dict:
@@ -158,16 +136,21 @@ def save_vera(model: VeraMoT, path: str | Path, extra_metadata: dict | None = No
     return path
 
 
-def load_vera(path: str | Path, device="cpu", dtype: torch.dtype = torch.float32) -> VeraMoT:
-    """A VeraMoT from a Vera checkpoint (safetensors only; the config comes from its own metadata)."""
+def load_vera(path: str | Path, device="cpu", dtype: torch.dtype | str = torch.float32) -> VeraMoT:
+    """A VeraMoT in eval mode from a Vera checkpoint (safetensors only; the config comes from its metadata).
+
+    On a GPU use dtype=torch.bfloat16: norms, modulation and the time embedding still compute in float32.
+    """
     path = Path(path)
     device = torch.device(device)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
     with _open_safetensors(path) as f:
         cfg = _config_from_metadata(path, f.metadata())
-        state = {key: f.get_tensor(key) for key in f.keys()}
-    model = build_on_meta(cfg)
-    _check_state(path, _shapes(model), state)
-    state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
+        model = build_on_meta(cfg)
+        _check_state(path, _shapes(model), {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()})
+        # One tensor at a time straight to its device and dtype: peak host memory is one tensor, not the model.
+        state = {key: f.get_tensor(key).to(device=device, dtype=dtype) for key in f.keys()}
     model.load_state_dict(state, assign=True)
     return model.eval()
 
@@ -176,11 +159,11 @@ def _shapes(model: torch.nn.Module) -> dict:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def _check_state(source, expected: dict, state: dict, renamed: dict | None = None) -> None:
-    """Missing, unexpected and wrongly shaped keys (against expected: name -> shape), all named in one BadInput."""
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(state) & set(expected) if tuple(state[k].shape) != expected[k])
+def _check_state(source, expected: dict, found: dict, renamed: dict | None = None) -> None:
+    """Missing, unexpected and wrongly shaped keys (expected, found: name -> shape), all named in one BadInput."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    wrong = sorted(k for k in set(found) & set(expected) if tuple(found[k]) != tuple(expected[k]))
     if not (missing or unexpected or wrong):
         return
     name = (lambda k: (renamed or {}).get(k, k))
@@ -191,7 +174,7 @@ def _check_state(source, expected: dict, state: dict, renamed: dict | None = Non
         problems.append("unexpected " + ", ".join(name(k) for k in unexpected))
     if wrong:
         problems.append("wrong shape " + ", ".join(
-            f"{name(k)} {list(state[k].shape)} (expected {list(expected[k])})" for k in wrong))
+            f"{name(k)} {list(found[k])} (expected {list(expected[k])})" for k in wrong))
     raise BadInput(f"{source}: " + "; ".join(problems))
 
 
@@ -283,11 +266,32 @@ class _DiffusersNames(dict):
         return super().get(key) or wan_key_to_diffusers(key) or default
 
 
-def infer_wan_config(state: dict) -> VeraConfig:
-    """The named configuration whose stream sizes match a Wan2.1 state dict (in Wan's original names)."""
+def _source_config_json(source: Path) -> dict:
+    """The config.json shipped beside Wan2.1 weights (Wan's own or diffusers'), or {} when there is none."""
+    folder = source if source.is_dir() else source.parent
+    path = folder / "config.json"
+    if not path.is_file():
+        return {}
     try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"{path}: unreadable config ({exc})") from None
+    return data if isinstance(data, dict) else {}
+
+
+def infer_wan_config(state: dict, source_config: dict | None = None) -> VeraConfig:
+    """The configuration whose stream sizes match a Wan2.1 state dict (in Wan's original names).
+
+    A named configuration when one matches; otherwise one built from the weights' sizes and the head count in
+    the source's config.json (`num_heads` in Wan's, `num_attention_heads` in diffusers').
+    """
+    source_config = source_config or {}
+    try:
+        patch = state["patch_embedding.weight"]
         sizes = {
-            "dim": state["patch_embedding.weight"].shape[0],
+            "dim": patch.shape[0],
+            "z_dim": patch.shape[1],
+            "patch_size": tuple(patch.shape[2:]),
             "ffn_dim": state["blocks.0.ffn.0.weight"].shape[0],
             "text_dim": state["text_embedding.0.weight"].shape[1],
             "freq_dim": state["time_embedding.0.weight"].shape[1],
@@ -295,22 +299,26 @@ def infer_wan_config(state: dict) -> VeraConfig:
         }
     except (KeyError, IndexError, ValueError):
         raise BadInput("cannot infer the model size from these weights; pass --config") from None
+    heads = source_config.get("num_heads") or source_config.get("num_attention_heads")
     for cfg in CONFIGS.values():
-        if all(getattr(cfg, key) == value for key, value in sizes.items()):
+        if all(getattr(cfg, key) == value for key, value in sizes.items()) and heads in (None, cfg.num_heads):
             return cfg
     described = ", ".join(f"{k} {v}" for k, v in sizes.items())
-    raise BadInput(f"no named config has {described}; pass --config")
+    if not heads:
+        raise BadInput(f"no named config has {described}, and no config.json gives the head count; pass --config")
+    extra = {key: source_config[key] for key in ("eps", "text_len") if key in source_config}
+    return VeraConfig(num_heads=int(heads), **sizes, **extra)
 
 
 def convert_wan(source: str | Path, config: VeraConfig | None = None) -> VeraMoT:
     """A Vera model (on the CPU, in the source's dtype) whose three streams are copies of a Wan2.1 T2V DiT."""
     source = Path(source)
     wan, source_names = read_wan_state(source)
-    cfg = config or infer_wan_config(wan)
+    cfg = config or infer_wan_config(wan, _source_config_json(source))
     expected = _shapes(build_on_meta(cfg).edit)
     target = expected["patch_embedding.weight"]
     expected_wan = {**expected, "patch_embedding.weight": (target[0], cfg.z_dim, *target[2:])}
-    _check_state(source, expected_wan, wan, source_names)
+    _check_state(source, expected_wan, {k: tuple(v.shape) for k, v in wan.items()}, source_names)
     # Wan reads z_dim input channels; the conditioning channels are ours and start at zero.
     patch = wan["patch_embedding.weight"]
     wan["patch_embedding.weight"] = torch.cat([patch, patch.new_zeros(target[0], cfg.in_dim - cfg.z_dim,

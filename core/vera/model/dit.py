@@ -47,10 +47,11 @@ def rope_cos_sin(head_dim: int, grid: tuple[int, int, int], device, theta: float
 
     The angles are computed in float64 and rounded once (as diffusers does), so they match it exactly.
     """
+    angle_dtype = torch.float32 if torch.device(device).type == "mps" else torch.float64  # MPS has no float64
     angles = []
     for axis, (part, size) in enumerate(zip(rope_split(head_dim), grid)):
-        inv_freq = 1.0 / theta ** (torch.arange(0, part, 2, dtype=torch.float64, device=device) / part)
-        axis_angles = torch.outer(torch.arange(size, dtype=torch.float64, device=device), inv_freq)
+        inv_freq = 1.0 / theta ** (torch.arange(0, part, 2, dtype=angle_dtype, device=device) / part)
+        axis_angles = torch.outer(torch.arange(size, dtype=angle_dtype, device=device), inv_freq)
         shape = [1, 1, 1, part // 2]
         shape[axis] = size
         angles.append(axis_angles.view(shape).expand(*grid, part // 2))
@@ -326,7 +327,8 @@ def pack_mask(mask: torch.Tensor, temporal_stride=4, spatial_stride: int = 8, *,
     Each latent frame covers `temporal_stride` video frames, which become its channels; the first latent frame
     covers only frame 0 (causal VAE), so frame 0 is repeated to fill its group (as Wan2.1 I2V packs its mask).
     Spatially each latent cell gets the mean mask over its pixels ("area"), so partial coverage stays visible.
-    The latent size may be given instead of the strides: `pack_mask(mask, latent.shape)` or `latent_shape=`.
+    The latent size may be given instead of the strides: `pack_mask(mask, latent.shape)` or `latent_shape=`
+    (the temporal stride then follows from the frame counts; for a one-frame clip pass `temporal_stride` too).
     """
     if isinstance(temporal_stride, (tuple, list, torch.Size)):
         latent_shape, temporal_stride = temporal_stride, 4

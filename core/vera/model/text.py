@@ -19,6 +19,7 @@ import json
 import os
 import re
 import struct
+import sys
 from pathlib import Path
 
 import torch
@@ -148,9 +149,12 @@ class TextEncoder:
     def _write_cache(self, prompt: str, embeddings: torch.Tensor) -> None:
         from safetensors.torch import save_file
 
-        with atomic_path(self.cache_path(prompt)) as tmp:
-            save_file({"embeddings": embeddings.contiguous()}, tmp,
-                      metadata={"prompt": prompt, "encoder": self.fingerprint})
+        try:
+            with atomic_path(self.cache_path(prompt)) as tmp:
+                save_file({"embeddings": embeddings.contiguous()}, tmp,
+                          metadata={"prompt": prompt, "encoder": self.fingerprint})
+        except OSError as exc:  # a read-only or full cache costs time, not the render
+            print(f"vera: warning: prompt cache {self.cache_dir} not written ({exc})", file=sys.stderr)
 
     @torch.no_grad()
     def _run_encoder(self, prompts: list[str]) -> list[torch.Tensor]:

@@ -10,7 +10,7 @@ import json
 import sys
 
 from vera import __version__
-from vera.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, BadInput, VeraError
+from vera.errors import EXIT_BAD_INPUT, EXIT_OK, BadInput
 from vera.progress import Progress, add_progress_argument
 
 SUBCOMMAND_MODULES = [
@@ -94,23 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except VeraError as exc:
-        print(f"vera-train: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("vera-train: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # noqa: BLE001 - one line, not a traceback
-        import os
-        import traceback
+    from vera.cli import run_command
 
-        print(f"vera-train: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        if os.environ.get("VERA_DEBUG"):
-            traceback.print_exc()
-        return EXIT_INTERNAL
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

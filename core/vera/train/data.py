@@ -121,6 +121,12 @@ def unpremultiply(rgba: np.ndarray, fill: float = 0.0) -> np.ndarray:
     return np.maximum(straight, 0.0).astype(np.float32)  # the upper clamp happens in model space
 
 
+def edit_in_model_space(element_rgba: np.ndarray, colorspace: str, fill: float = 0.0, where="") -> np.ndarray:
+    """The element's straight colour in the model's space; `fill` (model space) where it has no alpha."""
+    straight = to_model_colour(unpremultiply(element_rgba), colorspace, where)
+    return np.where(element_rgba[..., 3:4] > 1.0 / 1024, straight, np.float32(fill)).astype(np.float32)
+
+
 def over(element_rgba: np.ndarray, plate_rgb: np.ndarray) -> np.ndarray:
     """Premultiplied element over the (opaque) plate, A + B(1 - a), through vera.comp.over: RGB out."""
     from vera.comp import over as comp_over
@@ -215,6 +221,8 @@ def read_exr_sample(folder, start: int = 0, count: int | None = None, edit_fill:
     total = meta["last"] - meta["first"] + 1
     count = total - start if count is None else count
     frames = [meta["first"] + i for i in range(start, min(start + count, total))]
+    if not frames:
+        raise BadInput(f"{folder}: no frames from index {start} ({total} frames)")
     colorspace = str(meta.get("colorspace", DEFAULT_COLORSPACE))
     plate = read_exr_frames(folder, "plate", frames)[0][..., :3]
     element, element_has_alpha = read_exr_frames(folder, "element", frames)
@@ -233,7 +241,7 @@ def read_exr_sample(folder, start: int = 0, count: int | None = None, edit_fill:
     return LayeredClip(
         path=where, instruction=instruction, task=meta.get("task"),
         source=to_model_colour(plate, colorspace, where),
-        edit_rgb=to_model_colour(unpremultiply(element, edit_fill), colorspace, where),
+        edit_rgb=edit_in_model_space(element, colorspace, edit_fill, where),
         alpha=np.clip(element[..., 3], 0.0, 1.0), composite=to_model_colour(composite, colorspace, where),
         mask=None if mask is None else np.clip(mask, 0.0, 1.0), meta=meta)
 
@@ -422,8 +430,8 @@ class LayeredDataset(_TorchDataset):
     """Clips of `frames` (4k+1) frames at the model resolution `size` = (width, height), from either format.
 
     Each item is a dict: `source`, `edit` (unpremultiplied edit RGB), `composite`: (3, F, H, W) float32 in
-    [-1, 1]; `alpha`, `mask`: (1, F, H, W) in [0, 1] (mattes as one-channel video, as vera.model takes them); `instruction`, `task`, `path`; `has_edit`, `has_mask`,
-    `has_composite` (streams a record lacks are zeros). Clips start at frame 0, or at a random frame
+    [-1, 1]; `alpha`, `mask`: (1, F, H, W) in [0, 1] (mattes as one-channel video, as vera.model takes them);
+    `instruction`, `task`, `path`; `has_edit`, `has_mask`, `has_composite` (streams a record lacks are zeros). Clips start at frame 0, or at a random frame
     (torch's generator, seeded per DataLoader worker) with `random_clip`. Shorter samples repeat their last
     frame, as the pipeline pads a short window. Aspect is kept: frames are scaled to fit and padded."""
 

@@ -33,6 +33,9 @@ from vera.atomic import atomic_path, atomic_write_text
 from vera.errors import BadInput
 
 STREAMS = ("edit", "alpha", "composite")
+MASK_MODES = ("dataset", "none", "placement")
+PLACEMENT_TASK = "object_addition"
+PLACEMENT_THRESHOLD = 0.02  # element alpha above this counts as the element (soft shadows included)
 CHECKPOINT_PREFIX = "step_"
 
 
@@ -67,6 +70,13 @@ class FitConfig:
     checkpoint_every: int = 250
     keep_checkpoints: int = 2
     cache_data: bool = True         # keep decoded samples in memory after the first read
+    random_clip: bool = False       # train on a random `frames`-long run of each longer sample
+    # The user-mask conditioning: "dataset" (the sample's mask), "none" (zeros, as a shot without a mask), or
+    # "placement": object-addition samples get a box around the element per frame (where to put the object,
+    # given as the shot's mask at render time), others zeros; `placement_drop` of them get zeros too.
+    mask: str = "dataset"
+    placement_margin: int = 2       # model pixels around the element's bounding box
+    placement_drop: float = 0.2
     defaults: dict = field(default_factory=dict)  # sampler defaults written into the exported bundle
 
     @classmethod
@@ -93,6 +103,8 @@ class FitConfig:
             problems.append("ema must be in (0, 1) or null")
         if set(self.loss_weights) - set(STREAMS):
             problems.append(f"loss_weights keys must be among {', '.join(STREAMS)}")
+        if self.mask not in MASK_MODES:
+            problems.append(f"mask must be one of {', '.join(MASK_MODES)}")
         if "from" not in self.bundle:
             problems.append('bundle needs "from": "random" or a bundle folder')
         if problems:
@@ -155,6 +167,35 @@ def lr_at(cfg: FitConfig, step: int) -> float:
         return cfg.lr * (step + 1) / cfg.warmup
     progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def placement_mask(alpha: np.ndarray, margin: int, threshold: float = PLACEMENT_THRESHOLD) -> np.ndarray:
+    """(F, H, W) element alpha -> (F, H, W) float32 mask: 1 inside each frame's element bounding box grown by
+    `margin` pixels, 0 elsewhere (all 0 on a frame without element). The object-addition "where" hint."""
+    alpha = np.asarray(alpha)
+    boxes = np.zeros(alpha.shape, np.float32)
+    for i, frame in enumerate(alpha):
+        rows, cols = np.nonzero(np.any(frame > threshold, axis=1)), np.nonzero(np.any(frame > threshold, axis=0))
+        if rows[0].size == 0:
+            continue
+        top, bottom = max(0, rows[0][0] - margin), min(frame.shape[0], rows[0][-1] + 1 + margin)
+        left, right = max(0, cols[0][0] - margin), min(frame.shape[1], cols[0][-1] + 1 + margin)
+        boxes[i, top:bottom, left:right] = 1.0
+    return boxes
+
+
+def conditioning_mask(cfg: "FitConfig", item: dict, step: int, position: int) -> torch.Tensor:
+    """The (1, F, H, W) user mask a sample is trained with, per `cfg.mask` (see FitConfig)."""
+    mask = torch.as_tensor(item["mask"]).float()
+    if cfg.mask == "dataset":
+        return mask
+    if cfg.mask == "none" or item.get("task") != PLACEMENT_TASK:
+        return torch.zeros_like(mask)
+    gen = torch.Generator().manual_seed(sample_seed(cfg.seed, step, position, 2))
+    if float(torch.rand((), generator=gen)) < cfg.placement_drop:
+        return torch.zeros_like(mask)
+    alpha = torch.as_tensor(item["alpha"]).float()[0].numpy()
+    return torch.from_numpy(placement_mask(alpha, cfg.placement_margin))[None]
 
 
 # ------------------------------------------------------------------------------------------ distributed
@@ -294,7 +335,7 @@ class PromptEmbeddings:
 
 
 class SampleCache:
-    """The dataset with decoded samples kept in memory after the first read (optional)."""
+    """The dataset, with decoded samples kept in memory after the first read (when clips are not random)."""
 
     def __init__(self, dataset, keep: bool):
         self.dataset = dataset
@@ -304,22 +345,25 @@ class SampleCache:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> dict:
+    def fetch(self, index: int, seed: int) -> dict:
+        """Sample `index`; its random choices (a random clip start) come from `seed`, not the global stream."""
         item = self._items.get(index)
         if item is None:
-            item = self.dataset[index]
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                item = self.dataset[index]
             if self.keep:
                 self._items[index] = item
         return item
 
 
-def collate(items: list[dict], device: torch.device) -> dict:
+def collate(items: list[dict], masks: list[torch.Tensor], device: torch.device) -> dict:
     """Stack dataset samples into model tensors: video (B,3,F,H,W) in [-1,1], matte/mask (B,1,F,H,W) in [0,1]."""
     def stack(key):
         return torch.stack([torch.as_tensor(item[key]).float() for item in items]).to(device)
 
     return {"source": stack("source"), "edit": stack("edit"), "alpha": stack("alpha"),
-            "composite": stack("composite"), "mask": stack("mask"),
+            "composite": stack("composite"), "mask": torch.stack(masks).to(device),
             "instruction": [str(item["instruction"]) for item in items]}
 
 
@@ -332,7 +376,7 @@ def stream_latents(vae, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         source = vae.encode(batch["source"])
         clean = torch.stack([vae.encode(batch["edit"]), encode_matte(vae, batch["alpha"]),
                              vae.encode(batch["composite"])], dim=1)
-        cond = torch.cat([source, pack_mask(batch["mask"], source.shape)], dim=1)
+        cond = torch.cat([source, pack_mask(batch["mask"], vae.temporal_stride, vae.spatial_stride)], dim=1)
     return clean.float(), cond.float()
 
 
@@ -362,17 +406,55 @@ def batch_noise(cfg: FitConfig, step: int, positions: list[int], clean: torch.Te
     return (torch.stack(noise).to(clean.device), torch.stack(sigma).to(clean.device), drop)
 
 
-def build_bundle(cfg: FitConfig, device: torch.device):
-    """The bundle training starts from: a fresh random one, or a folder (e.g. a Wan2.1 conversion)."""
-    from vera.model import bundle as bundles
+def build_bundle(cfg: FitConfig, work_dir: Path, device: torch.device):
+    """The bundle training starts from, loaded for training (float32 weights that take gradients).
 
-    source = cfg.bundle["from"]
-    if source == "random":
-        options = {k: v for k, v in cfg.bundle.items() if k != "from"}
-        return bundles.create_random_bundle(seed=cfg.seed, **options).to(device) \
-            if hasattr(bundles.create_random_bundle(seed=cfg.seed, **options), "to") else \
-            bundles.create_random_bundle(seed=cfg.seed, **options)
-    return bundles.load_bundle(source, device=str(device))
+    {"from": "random", ...} writes a fresh seeded bundle to work_dir/init_bundle first
+    (vera.model.bundle.create_random_bundle: VeraMoT + PatchVAE + tiny text encoder); a folder is loaded as it is
+    (e.g. a bundle built from a Wan2.1 conversion).
+    """
+    from vera.model.bundle import create_random_bundle, load_bundle
+
+    spec = cfg.bundle
+    folder = spec["from"]
+    if folder == "random":
+        folder = work_dir / "init_bundle"
+        if not (folder / "bundle.json").is_file():
+            create_random_bundle(folder, config=model_config(spec.get("model", "vera-demo")),
+                                 seed=int(spec.get("seed", cfg.seed)), resolution=(cfg.width, cfg.height),
+                                 window=cfg.frames, patch=int(spec.get("patch", 4)),
+                                 vocab_words=vocabulary(spec.get("vocab", "synth")))
+    bundle = load_bundle(folder, device=str(device), cache_dir=work_dir / "prompt_cache")
+    bundle.transformer.float().requires_grad_(True).train()
+    return bundle
+
+
+def model_config(spec):
+    """A VeraConfig from a name ("vera-demo") or {"base": name, **fields to change}."""
+    import dataclasses
+
+    from vera.model.configs import VeraConfig, get_config
+
+    if isinstance(spec, str):
+        return get_config(spec)
+    if not isinstance(spec, dict):
+        raise BadInput(f"bundle.model must be a config name or a mapping, got {spec!r}")
+    spec = dict(spec)
+    base = spec.pop("base", None)
+    if base is None:
+        return VeraConfig.from_dict(spec)
+    return VeraConfig.from_dict({**get_config(base).to_dict(), **spec})
+
+
+def vocabulary(spec) -> list[str]:
+    """The tiny text encoder's words: "synth" (the synthetic grammar's) or an explicit list."""
+    if spec == "synth":
+        from vera.train.synth import vocabulary as synth_vocabulary
+
+        return synth_vocabulary()
+    if isinstance(spec, list) and all(isinstance(w, str) for w in spec):
+        return spec
+    raise BadInput(f'bundle.vocab must be "synth" or a list of words, got {spec!r}')
 
 
 class EMA:
@@ -407,12 +489,17 @@ def fit(cfg: FitConfig, data_dir: str | Path, out_dir: str | Path, *, device: st
     np.random.seed(cfg.seed % 2**32)
     random.seed(cfg.seed)
 
-    bundle = build_bundle(cfg, dev)
-    model = bundle.transformer.to(dev).train()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if dist.world > 1 and not dist.main:
+        _barrier(dist)  # rank 0 writes the initial bundle first
+    bundle = build_bundle(cfg, out_dir, dev)
+    if dist.world > 1 and dist.main:
+        _barrier(dist)
+    model = bundle.transformer
     vae = bundle.vae
     prompts = PromptEmbeddings(bundle.text, dev)
-    dataset = SampleCache(open_dataset(data_dir, width=cfg.width, height=cfg.height, frames=cfg.frames),
-                          cfg.cache_data)
+    dataset = SampleCache(open_dataset(data_dir, width=cfg.width, height=cfg.height, frames=cfg.frames,
+                                       random_clip=cfg.random_clip), cfg.cache_data and not cfg.random_clip)
     if len(dataset) == 0:
         raise BadInput(f"{data_dir}: no training samples")
 
@@ -450,8 +537,10 @@ def fit(cfg: FitConfig, data_dir: str | Path, out_dir: str | Path, *, device: st
             stopped_by_clock = True
             break
         positions = rank_positions(step, cfg.batch, dist.rank, dist.world)
-        items = [dataset[dataset_index(cfg.seed, p, len(dataset))] for p in positions]
-        batch = collate(items, dev)
+        items = [dataset.fetch(dataset_index(cfg.seed, p, len(dataset)), sample_seed(cfg.seed, step, p, 3))
+                 for p in positions]
+        masks = [conditioning_mask(cfg, item, step, p) for item, p in zip(items, positions)]
+        batch = collate(items, masks, dev)
         clean, cond = stream_latents(vae, batch)
         noise, sigma, drop = batch_noise(cfg, step, positions, clean)
         context = prompts(["" if d else text for d, text in zip(drop, batch["instruction"])])
@@ -517,6 +606,13 @@ def _mean_across(values: list[float], dist: Dist) -> float:
         tdist.all_reduce(mean)
         mean /= dist.world
     return float(mean.item())
+
+
+def _barrier(dist: Dist) -> None:
+    if dist.world > 1:
+        import torch.distributed as tdist
+
+        tdist.barrier()
 
 
 def _checkpoint(out_dir: Path, step: int, model, optimizer, ema, cfg: FitConfig, dist: Dist) -> None:

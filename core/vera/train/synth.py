@@ -20,6 +20,7 @@ in the model's space.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,9 +206,7 @@ def generate(out_dir, n: int, seed: int = 0, size: tuple[int, int] = (128, 96), 
     """Write samples 0..n-1 as layered EXR sample folders `out_dir/sample_#####` (docs/training.md) plus a
     `dataset.json` describing the run. Each folder appears complete or not at all. Returns the folders."""
     from vera.atomic import atomic_write_text
-    from vera.train.data import write_exr_sample
-
-    import json
+    from vera.train.data import write_exr_sample  # imports torch: only when writing
 
     if int(n) < 1:
         raise BadInput(f"--n must be at least 1, got {n}")

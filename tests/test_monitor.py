@@ -1,0 +1,150 @@
+"""The monitor panel, offscreen with pytest-qt: rows from job registries and manifests, and its actions."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import monitor_demo
+from vera_nuke import engine, jobs, monitor
+from vera_nuke.monitor import MonitorPanel
+from vera_nuke.qt import QtCore, QtGui
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def demo(tmp_path, monkeypatch):
+    monkeypatch.setenv("VERA_RENDER", os.path.join(os.path.dirname(sys.executable), "vera-render"))
+    monkeypatch.setenv("VERA_PREFS", str(tmp_path / "prefs.json"))
+    built = monitor_demo.build(tmp_path)
+    monkeypatch.setenv("VERA_JOBS", built["jobs_file"])
+    yield built
+    built["sleeper"].kill()
+    built["sleeper"].wait()
+
+
+@pytest.fixture
+def panel(qtbot, demo):
+    widget = MonitorPanel(script=demo["script"], status_fn=lambda out_dir: None, background=False,
+                          auto_refresh=False)
+    qtbot.addWidget(widget)
+    return widget
+
+
+def cell(panel, row, name):
+    return panel.table.item(row, monitor.COLUMNS.index(name)).text()
+
+
+def test_rows_come_from_the_registry_and_manifests(panel, demo):
+    assert panel.table.rowCount() == 4
+    rows = {cell(panel, r, "Node"): r for r in range(4)}
+    states = {node: cell(panel, r, "State") for node, r in rows.items()}
+    assert states == {"VeraEdit1": "running", "VeraEdit2": "running", "VeraEdit3": "done", "VeraEdit4": "failed"}
+    bars = {node: panel.table.cellWidget(r, monitor.PROGRESS_COLUMN).value() for node, r in rows.items()}
+    # local: 1 of 2 windows done + 58% of window 1, over 3 stages; farm: 12 of 48 frames in the manifest
+    assert bars == {"VeraEdit1": int(100 * 1.58 / 3), "VeraEdit2": 25, "VeraEdit3": 100, "VeraEdit4": 0}
+    assert cell(panel, rows["VeraEdit2"], "Frames") == "12/48"
+    assert cell(panel, rows["VeraEdit1"], "Note") == "window 1: 58% step 5/8"
+    assert "truncated" in cell(panel, rows["VeraEdit4"], "Note")
+    assert cell(panel, rows["VeraEdit3"], "Instruction") == "replace the sky with a golden sunset"
+    # a thumbnail of the latest layer over its plate where frames exist, none where nothing rendered
+    icons = {node: panel.table.item(r, 0).icon() for node, r in rows.items()}
+    assert not icons["VeraEdit2"].isNull() and icons["VeraEdit4"].isNull()
+    thumb = Path(demo["jobs_file"]).parent / "vera_renders/shot010_comp_v003/VeraEdit2/.vera/thumbs/thumb.001012.png"
+    image = QtGui.QImage(str(thumb))
+    assert not image.isNull() and image.width() == 2 * monitor.THUMB_W
+    # over the plate: the plate's pixels show where the layer's alpha is 0 (not black)
+    assert QtGui.QColor(image.pixel(2, 2)).value() > 20
+
+
+def test_other_scripts_jobs_are_not_listed(qtbot, demo):
+    widget = MonitorPanel(script="/another/script.nk", status_fn=lambda d: None, background=False,
+                          auto_refresh=False)
+    qtbot.addWidget(widget)
+    assert widget.table.rowCount() == 0
+    everything = MonitorPanel(script="", status_fn=lambda d: None, background=False, auto_refresh=False)
+    qtbot.addWidget(everything)
+    assert everything.table.rowCount() == 4
+
+
+def test_state_from_vera_render_status(qtbot, demo):
+    """With the real `vera-render status --json`, its frame counts drive the row."""
+    queried = []
+
+    def status(out_dir):
+        queried.append(out_dir)
+        return engine.status(out_dir)
+
+    widget = MonitorPanel(script=demo["script"], status_fn=status, background=False, auto_refresh=False)
+    qtbot.addWidget(widget)
+    assert len(queried) == 4
+    report = engine.status(queried[2])  # VeraEdit3: every frame on disk and done in the manifest
+    assert report["complete"] is True and report["frames"]["done_count"] == 10
+    rows = {cell(widget, r, "Node"): r for r in range(4)}
+    assert cell(widget, rows["VeraEdit2"], "Frames") == "12/48"
+    assert widget.table.cellWidget(rows["VeraEdit2"], monitor.PROGRESS_COLUMN).value() == 25
+    widget.refresh()
+    assert len(queried) == 4 + 2  # finished jobs (done, failed) are not asked again
+
+
+def test_open_folder_and_import_outside_nuke(panel, qtbot, qapp, monkeypatch, demo):
+    opened = []
+    monkeypatch.setattr(QtGui.QDesktopServices, "openUrl", lambda url: opened.append(url.toLocalFile()))
+    panel.select_job("job3")
+    qtbot.mouseClick(panel.buttons["open"], QtCore.Qt.MouseButton.LeftButton)
+    assert opened == [panel.selected_job()["out_dir"]]
+
+    qtbot.mouseClick(panel.buttons["import"], QtCore.Qt.MouseButton.LeftButton)
+    text = qapp.clipboard().text()
+    assert "Merge2 {" in text and f"{panel.selected_job()['out_dir']}/edit.####.exr" in text
+    assert "copied" in panel.message.text()
+
+
+def test_cancel_stops_a_local_run(panel, qtbot, demo):
+    panel.select_job("job2")
+    assert not panel.buttons["cancel"].isEnabled()  # a farm job: not ours to kill
+    panel.select_job("job1")
+    assert panel.buttons["cancel"].isEnabled()
+    qtbot.mouseClick(panel.buttons["cancel"], QtCore.Qt.MouseButton.LeftButton)
+    assert demo["sleeper"].wait(timeout=10) == -15  # SIGTERM
+    assert jobs.get("job1")["state"] == "cancelled"
+    rows = {cell(panel, r, "Node"): r for r in range(4)}
+    assert cell(panel, rows["VeraEdit1"], "State") == "cancelled"
+
+
+def test_resubmit_farm_and_local(panel, qtbot, monkeypatch, demo):
+    calls = []
+    monkeypatch.setattr(engine, "submit", lambda spec, farm, job_dir, launch=True: calls.append(
+        ("submit", spec, farm, job_dir)) or {"backend": farm, "files": []})
+    monkeypatch.setattr(engine, "start_detached_run", lambda spec, log: calls.append(("run", spec, log)) or 4242)
+    panel.select_job("job2")
+    qtbot.mouseClick(panel.buttons["resubmit"], QtCore.Qt.MouseButton.LeftButton)
+    old = jobs.get("job2")
+    assert calls[-1] == ("submit", old["spec"], "openjd", old["job_dir"])
+    panel.select_job("job4")
+    qtbot.mouseClick(panel.buttons["resubmit"], QtCore.Qt.MouseButton.LeftButton)
+    assert calls[-1] == ("run", jobs.get("job4")["spec"], jobs.get("job4")["log"])
+    added = [j for j in jobs.load() if j["id"] not in demo["ids"]]
+    assert sorted((j["kind"], j["node"]) for j in added) == [("farm", "VeraEdit2"), ("local", "VeraEdit4")]
+    assert next(j for j in added if j["kind"] == "local")["pid"] == 4242
+    assert panel.table.rowCount() == 6
+
+
+def test_vera_monitor_screenshot_cli(tmp_path, demo):
+    png = tmp_path / "shot.png"
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "vera-monitor"), "--jobs",
+                           demo["jobs_file"], "--script", demo["script"], "--screenshot", str(png)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    image = QtGui.QImage(str(png))
+    assert image.width() >= 600 and image.height() >= 200
+
+
+def test_docs_show_the_screenshot():
+    doc = (ROOT / "docs" / "nuke.md").read_text()
+    assert "images/monitor.png" in doc and (ROOT / "docs" / "images" / "monitor.png").stat().st_size > 10_000
+    assert "NUKE_PATH" in doc
