@@ -53,7 +53,7 @@ def test_rows_come_from_the_registry_and_manifests(panel, demo):
     # a thumbnail of the latest layer over its plate where frames exist, none where nothing rendered
     icons = {node: panel.table.item(r, 0).icon() for node, r in rows.items()}
     assert not icons["VeraEdit2"].isNull() and icons["VeraEdit4"].isNull()
-    thumb = Path(demo["jobs_file"]).parent / "vera_renders/shot010_comp_v003/VeraEdit2/.vera/thumbs/thumb.001012.png"
+    thumb = Path(demo["jobs_file"]).parent / "vera_renders/shot010_comp_v003/VeraEdit2/.vera_nuke/thumbs/thumb.001012.png"
     image = QtGui.QImage(str(thumb))
     assert not image.isNull() and image.width() == 2 * monitor.THUMB_W
     # over the plate: the plate's pixels show where the layer's alpha is 0 (not black)

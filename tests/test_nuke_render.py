@@ -116,6 +116,14 @@ def test_cancel_stops_the_local_run(nuke, tmp_path, monkeypatch):
     assert json.loads(node["vera_job"].value())["state"] == "cancelled"
     assert "slow window 0: 1/50 (2%) step" in (tmp_path / "out" / actions.RUN_LOG).read_text()
 
+    # the monitor's Cancel (another thread) stops this session's run the same way
+    again = actions.render_locally(node)
+    while not engine.parse_progress(again.run.lines.queue[0] if again.run.lines.queue else "") and \
+            again.thread.is_alive():
+        time.sleep(0.05)
+    assert actions.cancel_job(jobs.get(again.job["id"])) is True
+    assert again.wait(timeout=30) == "cancelled" and jobs.get(again.job["id"])["state"] == "cancelled"
+
 
 def test_a_failing_run_is_reported(nuke, tmp_path, monkeypatch):
     script = tmp_path / "failing.py"

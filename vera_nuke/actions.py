@@ -87,6 +87,7 @@ class LocalRenderJob:
         self.thread = None
         self.state = None
         self.last_error = ""
+        self._cancel_requested = False  # set from another thread (the monitor's Cancel)
 
     def start(self) -> "LocalRenderJob":
         self.run.start()
@@ -122,11 +123,11 @@ class LocalRenderJob:
                     counts = engine.manifest_counts(self.out_dir, [])
                     shown = max(shown, engine.run_percent(progress, counts[1] if counts else {}))
                     task.setProgress(shown)
-                    task.setMessage(" ".join(p for p in (progress.label, f"{progress.done}/{progress.total}"
-                                                          if progress.total else "", progress.note) if p))
+                    counter = f"{progress.done}/{progress.total}" if progress.total else ""
+                    task.setMessage(" ".join(p for p in (progress.label, counter, progress.note) if p))
                 elif line.strip():
                     self.last_error = line.strip()
-            if task.isCancelled() and not cancelled:
+            if (task.isCancelled() or self._cancel_requested) and not cancelled:
                 cancelled = True
                 self.run.terminate()
             code = self.run.poll()
@@ -160,7 +161,7 @@ class LocalRenderJob:
             nuke.message(f"Vera: {self.node_name} failed: {job['message']}")
 
     def cancel(self) -> None:
-        self.run.terminate()
+        self._cancel_requested = True  # the follower stops the process and reports "cancelled"
 
 
 def render_locally(node=None):

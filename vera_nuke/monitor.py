@@ -113,7 +113,8 @@ def thumbnail_for(job: dict, view: dict, qt_reads_exr: bool = False):
     if frame is None:
         return None
     edit = frame_path(view["pattern"], frame)
-    thumb = os.path.join(job["out_dir"], ".vera", "thumbs", f"thumb.{frame:06d}.png")
+    # beside, not inside, the engine's private .vera/ folder
+    thumb = os.path.join(job["out_dir"], ".vera_nuke", "thumbs", f"thumb.{frame:06d}.png")
     if os.path.isfile(thumb) and os.path.getmtime(thumb) >= os.path.getmtime(edit):
         return thumb
     oiiotool = engine.find_tool("oiiotool")

@@ -2,6 +2,8 @@
 
 A reader (Nuke, a compositor, another farm task) sees either the old file or the whole new one, never half.
 Temporary names start with '.' and end with '.tmp' so sequence globbing never picks them up.
+The file gets the permissions an ordinary open() would (0666 less the umask), not mkstemp's private 0600, so
+frames written on one farm node are readable by artists and other nodes.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ def atomic_path(target: str | Path):
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException:
         try:
@@ -40,3 +43,9 @@ def atomic_write_bytes(target: str | Path, data: bytes) -> None:
 
 def atomic_write_text(target: str | Path, text: str) -> None:
     atomic_write_bytes(target, text.encode("utf-8"))
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it is to set it; put it straight back
+    os.umask(mask)
+    return mask

@@ -210,7 +210,7 @@ def _matte_in_roi(alpha_content, plate_rgb, r: int, eps: float):
     h, w = alpha_content.shape
     plate = torch.as_tensor(plate_rgb)[..., :3]
     # Model-resolution guide: the plate shrunk (antialiased), then compressed like the full-resolution one.
-    small = torch.nn.functional.interpolate(plate.permute(2, 0, 1)[None].contiguous(), size=(h, w),
+    small = torch.nn.functional.interpolate(plate.permute(2, 0, 1)[None], size=(h, w),
                                             mode="bilinear", align_corners=False, antialias=True)[0]
     with _torch_threads(1):
         a, b = guided_coefficients(guide_image(small.permute(1, 2, 0)),
@@ -305,7 +305,8 @@ def rebuild_layer(edit_rgb_model: np.ndarray, alpha_model: np.ndarray, plate_rgb
     import torch
 
     H, W = fit.plate_h, fit.plate_w
-    planes = torch.zeros((4, H, W), dtype=torch.float32)
+    # np.zeros maps zero pages lazily: the untouched part of the frame costs no memory traffic until written.
+    planes = torch.from_numpy(np.zeros((4, H, W), dtype=np.float32))
     # Non-finite model output would survive premultiplication where alpha > 0: clean it at model size (cheap).
     edit = np.nan_to_num(fit.crop(np.asarray(edit_rgb_model, dtype=np.float32)[..., :3]), nan=0.0, posinf=0.0,
                          neginf=0.0)

@@ -406,20 +406,23 @@ def batch_noise(cfg: FitConfig, step: int, positions: list[int], clean: torch.Te
     return (torch.stack(noise).to(clean.device), torch.stack(sigma).to(clean.device), drop)
 
 
-def build_bundle(cfg: FitConfig, work_dir: Path, device: torch.device):
+def build_bundle(cfg: FitConfig, work_dir: Path, device: torch.device, fresh: bool = True):
     """The bundle training starts from, loaded for training (float32 weights that take gradients).
 
-    {"from": "random", ...} writes a fresh seeded bundle to work_dir/init_bundle first
-    (vera.model.bundle.create_random_bundle: VeraMoT + PatchVAE + tiny text encoder); a folder is loaded as it is
-    (e.g. a bundle built from a Wan2.1 conversion).
+    {"from": "random", ...} writes a seeded bundle to work_dir/init_bundle first (vera.model.bundle.
+    create_random_bundle: VeraMoT + PatchVAE + tiny text encoder), anew unless resuming (`fresh=False`); a
+    folder is loaded as it is (e.g. a bundle built from a Wan2.1 conversion).
     """
+    import shutil
+
     from vera.model.bundle import create_random_bundle, load_bundle
 
     spec = cfg.bundle
     folder = spec["from"]
     if folder == "random":
         folder = work_dir / "init_bundle"
-        if not (folder / "bundle.json").is_file():
+        if fresh or not (folder / "bundle.json").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
             create_random_bundle(folder, config=model_config(spec.get("model", "vera-demo")),
                                  seed=int(spec.get("seed", cfg.seed)), resolution=(cfg.width, cfg.height),
                                  window=cfg.frames, patch=int(spec.get("patch", 4)),
@@ -490,9 +493,12 @@ def fit(cfg: FitConfig, data_dir: str | Path, out_dir: str | Path, *, device: st
     random.seed(cfg.seed)
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    existing = list_checkpoints(out_dir) if resume else []
     if dist.world > 1 and not dist.main:
         _barrier(dist)  # rank 0 writes the initial bundle first
-    bundle = build_bundle(cfg, out_dir, dev)
+        bundle = build_bundle(cfg, out_dir, dev, fresh=False)
+    else:
+        bundle = build_bundle(cfg, out_dir, dev, fresh=not existing)
     if dist.world > 1 and dist.main:
         _barrier(dist)
     model = bundle.transformer
@@ -506,8 +512,7 @@ def fit(cfg: FitConfig, data_dir: str | Path, out_dir: str | Path, *, device: st
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     ema = EMA(model, cfg.ema) if cfg.ema else None
     step = 0
-    existing = list_checkpoints(out_dir)
-    if resume and existing:
+    if existing:
         step = load_checkpoint(existing[-1], model, optimizer, ema.shadow if ema else None)
     if dist.main:
         out_dir.mkdir(parents=True, exist_ok=True)
