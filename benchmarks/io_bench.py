@@ -13,7 +13,9 @@ What is timed (median of --repeat runs, interleaved so machine load hits all row
   (header scan, decode, NaN/inf check, conversion).
 - oiiotool read: `oiiotool -i:now=1 plate.exr` `-i` step from `--runstats` (decodes into float, as ours does).
 - post-model step: `vera.rebuild.rebuild_layer` from an 832x480 model output (edit RGB + matte, letterboxed)
-  with the full-resolution plate as guide, then `write_layers`.
+  with the full-resolution plate as guide, then `write_layers`; for an object (a soft ellipse over ~1/4 of
+  the frame: full-resolution work is limited to where the matte can be non-zero) and for a full-frame matte
+  (background change: the whole frame is rebuilt).
 Targets (issue 2): ours write <= 1.3x oiiotool's; post-model step < 3x our plain write.
 """
 
@@ -92,6 +94,7 @@ def main(argv=None) -> int:
     dist = np.hypot((mx - fit.model_w / 2) / (fit.model_w / 5), (my - fit.model_h / 2) / (fit.model_h / 4))
     matte_model = np.clip(1.5 - dist, 0, 1).astype(np.float32)
     edit_model = np.random.default_rng(1).random((fit.model_h, fit.model_w, 3)).astype(np.float32)
+    matte_full = np.full((fit.model_h, fit.model_w), 0.9, np.float32)  # background change: the whole frame
     layer = rebuild_layer(edit_model, matte_model, plate[..., :3], fit)
     # The same five half channels ours writes, as oiiotool's input.
     layer_half = layer.astype(np.float16)
@@ -100,8 +103,9 @@ def main(argv=None) -> int:
 
     pattern = str(tmp / "plate.####.exr")
     attrs = {"prompt": "benchmark", "seed": 0, "model": "none", "source": str(tmp / "plate.1001.exr")}
-    rows = {name: [] for name in ("ours write", "oiiotool write", "ours read", "oiiotool read", "post-model step",
-                                  "  of which rebuild")}
+    rows = {name: [] for name in ("ours write", "oiiotool write", "ours read", "oiiotool read",
+                                  "post-model (object)", "  of which rebuild", "post-model (full frame)",
+                                  "  of which rebuild ")}
     plates.open_sequence(pattern).read(1001)  # warm up imports and the file cache
     for _ in range(args.repeat):
         rows["ours write"].append(timed(lambda: exr.write_layers(tmp / "ours.exr", layer, window, attrs)))
@@ -109,12 +113,14 @@ def main(argv=None) -> int:
             ["-i:now=1", str(tmp / "layer.exr"), "--compression", "zip", "-o", str(tmp / "oiio.exr")], "-o"))
         rows["ours read"].append(timed(lambda: plates.open_sequence(pattern).read(1001)))
         rows["oiiotool read"].append(oiiotool_step(["-i:now=1", str(tmp / "plate.1001.exr")], "-i"))
-        t0 = time.perf_counter()
-        rgba = rebuild_layer(edit_model, matte_model, plate[..., :3], fit)
-        t1 = time.perf_counter()
-        exr.write_layers(tmp / "post.exr", rgba, window, attrs)
-        rows["post-model step"].append(time.perf_counter() - t0)
-        rows["  of which rebuild"].append(t1 - t0)
+        for matte, total, part in ((matte_model, "post-model (object)", "  of which rebuild"),
+                                   (matte_full, "post-model (full frame)", "  of which rebuild ")):
+            t0 = time.perf_counter()
+            rgba = rebuild_layer(edit_model, matte, plate[..., :3], fit)
+            t1 = time.perf_counter()
+            exr.write_layers(tmp / "post.exr", rgba, window, attrs)
+            rows[total].append(time.perf_counter() - t0)
+            rows[part].append(t1 - t0)
 
     med = {k: statistics.median(v) for k, v in rows.items()}
     base = med["ours write"]
@@ -125,10 +131,10 @@ def main(argv=None) -> int:
         print(f"{name:<22}{seconds:>9.3f}{seconds / base:>13.2f}")
     write_ratio = med["ours write"] / med["oiiotool write"]
     read_ratio = med["ours read"] / med["oiiotool read"]
-    post_ratio = med["post-model step"] / base
+    post_ratio = max(med["post-model (object)"], med["post-model (full frame)"]) / base
     print(f"ours write / oiiotool write = {write_ratio:.2f} (target <= 1.3)")
     print(f"ours read / oiiotool read   = {read_ratio:.2f}")
-    print(f"post-model step / our write = {post_ratio:.2f} (target < 3)")
+    print(f"post-model step / our write = {post_ratio:.2f}, the slower case (target < 3)")
     if args.json:
         Path(args.json).write_text(json.dumps({"median_seconds": med, "runs": rows, "write_ratio": write_ratio,
                                                "read_ratio": read_ratio, "post_model_ratio": post_ratio},

@@ -118,8 +118,8 @@ def test_cancel_stops_the_local_run(nuke, tmp_path, monkeypatch):
 
     # the monitor's Cancel (another thread) stops this session's run the same way
     again = actions.render_locally(node)
-    while not engine.parse_progress(again.run.lines.queue[0] if again.run.lines.queue else "") and \
-            again.thread.is_alive():
+    deadline = time.time() + 30
+    while time.time() < deadline and not (len(nuke.progress_tasks) == 2 and nuke.progress_tasks[-1].progress):
         time.sleep(0.05)
     assert actions.cancel_job(jobs.get(again.job["id"])) is True
     assert again.wait(timeout=30) == "cancelled" and jobs.get(again.job["id"])["state"] == "cancelled"
