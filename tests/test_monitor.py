@@ -48,12 +48,14 @@ def test_rows_come_from_the_registry_and_manifests(panel, demo):
     assert bars == {"VeraEdit1": int(100 * 1.58 / 3), "VeraEdit2": 25, "VeraEdit3": 100, "VeraEdit4": 0}
     assert cell(panel, rows["VeraEdit2"], "Frames") == "12/48"
     assert cell(panel, rows["VeraEdit1"], "Note") == "window 1: 58% step 5/8"
+    assert cell(panel, rows["VeraEdit2"], "Note") == "windows 1/3 done, 1 running"
     assert "truncated" in cell(panel, rows["VeraEdit4"], "Note")
     assert cell(panel, rows["VeraEdit3"], "Instruction") == "replace the sky with a golden sunset"
     # a thumbnail of the latest layer over its plate where frames exist, none where nothing rendered
     icons = {node: panel.table.item(r, 0).icon() for node, r in rows.items()}
     assert not icons["VeraEdit2"].isNull() and icons["VeraEdit4"].isNull()
-    thumb = Path(demo["jobs_file"]).parent / "vera_renders/shot010_comp_v003/VeraEdit2/.vera_nuke/thumbs/thumb.001012.png"
+    out_dir = Path(demo["jobs_file"]).parent / "vera_renders" / "shot010_comp_v003" / "VeraEdit2"
+    thumb = out_dir / ".vera_nuke" / "thumbs" / "thumb.001012.png"
     image = QtGui.QImage(str(thumb))
     assert not image.isNull() and image.width() == 2 * monitor.THUMB_W
     # over the plate: the plate's pixels show where the layer's alpha is 0 (not black)

@@ -167,4 +167,5 @@ def test_copy_as_nk_is_the_same_stack(nuke, tmp_path, qapp):
         for key, value in by_class[cls]["knobs"].items():
             if key in ("xpos", "ypos", "mappings"):
                 continue
-            assert str(layers.tcl_value(stack[role][key].value())).strip('"') == str(layers.tcl_value(value)).strip('"'), key
+            api_value = layers.tcl_value(stack[role][key].value()).strip('"')
+            assert api_value == layers.tcl_value(value).strip('"'), key

@@ -81,7 +81,8 @@ def test_render_locally_drives_a_progress_task_from_vera_render(nuke, tmp_path, 
 
     stack = actions.import_layers(node)
     read = stack["read"]
-    assert all(os.path.isfile(read["file"].evaluate(f)) for f in range(read["first"].value(), read["last"].value() + 1))
+    frames = range(read["first"].value(), read["last"].value() + 1)
+    assert all(os.path.isfile(read["file"].evaluate(f)) for f in frames)
 
 
 SLOW_RENDER = """
@@ -134,7 +135,8 @@ def test_a_failing_run_is_reported(nuke, tmp_path, monkeypatch):
     monkeypatch.setenv("VERA_RENDER", f"{sys.executable} {script}")
     run = actions.render_locally(node)
     assert run.wait(timeout=30) == "failed"
-    assert nuke.messages[-1] == f"Vera: {node.name()} failed: vera-render: error: plate.1003.exr (frame 1003): truncated"
+    error = "vera-render: error: plate.1003.exr (frame 1003): truncated"
+    assert nuke.messages[-1] == f"Vera: {node.name()} failed: {error}"
 
 
 def test_submit_to_farm_records_the_job(nuke, tmp_path, bundle_dir):

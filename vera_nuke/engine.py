@@ -147,11 +147,7 @@ class LocalRun:
     def start(self) -> "LocalRun":
         argv = command() + ["run", self.spec_path, "--progress", "log"]
         os.makedirs(os.path.dirname(os.path.abspath(self.log_path)), exist_ok=True)
-        kwargs = {}
-        if os.name == "nt":
-            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
-        else:
-            kwargs["start_new_session"] = True
+        kwargs = _new_process_group()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         try:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -200,6 +196,13 @@ class LocalRun:
                 self.proc.wait()
 
 
+def _new_process_group() -> dict:
+    """Popen arguments that make the run its own process group, so cancelling stops its children too."""
+    if os.name == "nt":
+        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+    return {"start_new_session": True}
+
+
 def terminate_pid(pid: int) -> bool:
     """Ask a local run (and its process group) to stop. False when it is not running."""
     try:
@@ -234,7 +237,7 @@ def start_detached_run(spec_path: str, log_path: str) -> int:
     """Start a local run that outlives the caller (the monitor's Resubmit). Returns its pid."""
     argv = command() + ["run", spec_path, "--progress", "log"]
     os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
-    kwargs = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt" else {"start_new_session": True}
+    kwargs = _new_process_group()
     with open(log_path, "a", encoding="utf-8") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, **kwargs)
     return proc.pid

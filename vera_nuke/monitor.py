@@ -91,13 +91,18 @@ def job_view(job: dict, report: dict | None = None) -> dict:
             state = "running"
     if state == "done" and complete:
         percent = 100
+    if not message and windows and state not in jobs.FINAL_STATES:
+        n = sum(windows.values())
+        message = f"windows {windows.get('done', 0)}/{n} done" + (
+            f", {windows['running']} running" if windows.get("running") else "")
     return {"state": state, "percent": percent, "done": done, "total": total, "latest": latest,
             "message": message, "pattern": pattern, "spec": spec}
 
 
 def _contact_sheet(out_dir: str):
     try:
-        names = sorted(n for n in os.listdir(out_dir) if n.lower().startswith("contact") and n.lower().endswith(".png"))
+        names = sorted(n for n in os.listdir(out_dir)
+                       if n.lower().startswith("contact") and n.lower().endswith(".png"))
     except OSError:
         return None
     return os.path.join(out_dir, names[-1]) if names else None

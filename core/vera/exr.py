@@ -229,7 +229,7 @@ def _plain_attributes(header: dict) -> dict:
 
 
 def read_header(path, frame=None, layer: str = "rgba") -> dict:
-    """Header facts of the part holding `layer`: display_window, data_window, pixel_type-free (no pixels read)."""
+    """display_window, data_window and part index of the part holding `layer`, from the header alone."""
     exr = _open_exr(path, frame, header_only=True)
     parts = [(exr.header(i).get("name", ""), _part_channel_names(exr, i)) for i in range(len(exr.parts))]
     index, _ = _find_layer(parts, layer)

@@ -1,0 +1,116 @@
+"""The training loop: loss falls, exact resume, DDP on two CPU processes, config errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vera.train.fit import FitConfig, fit, list_checkpoints, load_config, placement_mask
+
+TINY = {"bundle": {"from": "random", "model": {"base": "vera-tiny"}, "patch": 8},
+        "width": 32, "height": 32, "frames": 5, "batch": 2, "lr": 2e-3, "warmup": 2, "log_every": 2,
+        "checkpoint_every": 1000, "ema": 0.9, "mask": "placement", "placement_drop": 0.5}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    from vera.train.synth import generate
+
+    root = tmp_path_factory.mktemp("synth")
+    generate(root, 6, seed=3, size=(32, 32), frames=5)
+    return root
+
+
+def tiny(**changes) -> FitConfig:
+    return FitConfig.from_dict({**TINY, **changes})
+
+
+def read_log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def checkpoint_tensors(out: Path) -> dict:
+    return load_file(str(list_checkpoints(out)[-1]))
+
+
+def test_loss_falls_on_a_tiny_run(dataset, tmp_path):
+    summary = fit(tiny(steps=40, prompt_drop=0.0), dataset, tmp_path / "run", progress="none")
+    log = read_log(tmp_path / "run")
+    assert summary["steps"] == 40 and log[-1]["step"] == 40
+    first, last = sum(r["loss"] for r in log[:3]) / 3, sum(r["loss"] for r in log[-3:]) / 3
+    assert last < 0.85 * first, (first, last)
+    # the exported bundle loads and holds the EMA weights, not the last raw weights
+    from vera.model.bundle import load_bundle
+
+    bundle = load_bundle(tmp_path / "run" / "bundle", device="cpu")
+    ckpt = checkpoint_tensors(tmp_path / "run")
+    for name, value in bundle.transformer.state_dict().items():
+        assert torch.equal(value, ckpt[f"ema.{name}"])
+    assert not all(torch.equal(ckpt[f"ema.{k}"], ckpt[f"model.{k}"]) for k in bundle.transformer.state_dict())
+
+
+def test_resume_continues_to_identical_weights(dataset, tmp_path):
+    cfg = tiny(steps=6, prompt_drop=0.5, random_clip=True)
+    fit(cfg, dataset, tmp_path / "straight", progress="none")
+    fit(cfg, dataset, tmp_path / "resumed", max_steps=3, progress="none")
+    assert [p.name for p in list_checkpoints(tmp_path / "resumed")] == ["step_00000003.safetensors"]
+    summary = fit(cfg, dataset, tmp_path / "resumed", progress="none")
+    assert summary["steps"] == 6
+    straight, resumed = checkpoint_tensors(tmp_path / "straight"), checkpoint_tensors(tmp_path / "resumed")
+    assert straight.keys() == resumed.keys()
+    for key in straight:  # model, optimiser moments, EMA and RNG states
+        assert torch.equal(straight[key], resumed[key]), key
+    assert read_log(tmp_path / "straight")[-1]["loss"] == read_log(tmp_path / "resumed")[-1]["loss"]
+
+
+def test_two_process_gloo_ddp_matches_one_process(dataset, tmp_path):
+    """torchrun, 2 CPU processes x batch 1 == 1 process x batch 2: the same samples, noise and update."""
+    config = tmp_path / "ddp.json"
+    config.write_text(json.dumps({**TINY, "steps": 3, "batch": 1}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = Path(sys.executable).with_name("torchrun")
+    result = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "vera.train.cli", "fit",
+         "--config", str(config), "--data", str(dataset), "--out", str(tmp_path / "ddp"), "--progress", "none"],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    fit(tiny(steps=3, batch=2), dataset, tmp_path / "single", progress="none")
+    ddp, single = checkpoint_tensors(tmp_path / "ddp"), checkpoint_tensors(tmp_path / "single")
+    for key in (k for k in single if k.startswith("model.")):
+        torch.testing.assert_close(ddp[key], single[key], rtol=1e-4, atol=1e-5, msg=key)
+    assert json.loads((tmp_path / "ddp" / "summary.json").read_text())["steps"] == 3
+
+
+def test_wall_clock_budget_stops_and_exports(dataset, tmp_path):
+    summary = fit(tiny(steps=10_000), dataset, tmp_path / "run", max_minutes=0.0, progress="none")
+    assert summary["stopped_by_clock"] and summary["steps"] == 0
+    assert (tmp_path / "run" / "bundle" / "bundle.json").is_file()
+
+
+def test_placement_mask_is_the_grown_bounding_box():
+    alpha = torch.zeros(2, 10, 12).numpy()
+    alpha[0, 3:5, 4:7] = 0.5
+    boxes = placement_mask(alpha, margin=1)
+    assert boxes[0, 2:6, 3:8].all() and boxes[0].sum() == 4 * 5
+    assert boxes[1].sum() == 0  # no element on that frame: no placement
+
+
+def test_config_errors_are_bad_input(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("steps: 10\nfrmes: 5\n")
+    result = subprocess.run([sys.executable, "-m", "vera.train.cli", "fit", "--config", str(bad), "--data",
+                             str(tmp_path), "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "frmes" in result.stderr and "Traceback" not in result.stderr
+    good = tmp_path / "good.yaml"
+    good.write_text("steps: 10\nframes: 9\nloss_weights: {alpha: 2.0}\n")
+    assert load_config(good).loss_weights == {"alpha": 2.0}
+    with pytest.raises(Exception, match="4k\\+1"):
+        FitConfig.from_dict({"frames": 4})
