@@ -12,7 +12,7 @@ import pytest
 
 from vera import exr
 from vera.cli import main
-from vera.comp import EXIT_QC_FAILED
+from vera.errors import EXIT_QC_FAILED
 from vera.rebuild import Fit, rebuild_layer
 
 from images import pattern_image, rgba_channels, write_exr, write_exr_sequence

@@ -52,6 +52,16 @@ def test_display_window_not_at_origin(tmp_path):
     np.testing.assert_array_equal(im.pixels, _as(img, "half"))
 
 
+def test_tiled_exr(tmp_path):
+    img = pattern_image(H, W)
+    tiles = OpenEXR.TileDescription()
+    tiles.xSize, tiles.ySize, tiles.mode = 8, 8, OpenEXR.ONE_LEVEL
+    write_exr(tmp_path / "p.0001.exr", rgba_channels(img), DISPLAY, pixel_type="float",
+              header_extra={"type": OpenEXR.tiledimage, "tiles": tiles})
+    assert OpenEXR.File(str(tmp_path / "p.0001.exr"), header_only=True).header()["type"] == OpenEXR.tiledimage
+    np.testing.assert_array_equal(plates.open_sequence(str(tmp_path / "p.####.exr")).read(1).pixels, img)
+
+
 def test_missing_alpha_reads_as_one_inside_the_data_window(tmp_path):
     img = pattern_image(6, 7, channels=3)
     write_exr(tmp_path / "p.0001.exr", rgba_channels(img), DISPLAY, (3, 2, 9, 7), "half")

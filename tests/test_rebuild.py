@@ -107,3 +107,43 @@ def test_plate_size_must_match_the_fit():
     with pytest.raises(ValueError):
         rebuild_layer(np.zeros((60, 100, 3), np.float32), np.zeros((60, 100), np.float32),
                       np.zeros((100, 100, 3), np.float32), fit)
+
+
+def test_work_limited_to_the_matte_region_changes_nothing():
+    """rebuild only evaluates the region where the guided filter's coefficients can be non-zero; a plain
+    whole-frame evaluation (interpolate over the full frame) must agree, and be exactly 0 outside it."""
+    import torch
+
+    plate, disc, fit, alpha_model = _disc_scene()
+    small_alpha = np.zeros_like(alpha_model)
+    small_alpha[20:26, 30:40] = alpha_model[20:26, 30:40] + 0.5  # a small blob: a small region of work
+    content = fit.crop(small_alpha)
+    ours = rebuild.upsample_matte(content, plate)
+    h, w = content.shape
+    small = torch.nn.functional.interpolate(torch.from_numpy(plate).permute(2, 0, 1)[None], size=(h, w),
+                                            mode="bilinear", align_corners=False, antialias=True)[0]
+    a, b = rebuild.guided_coefficients(rebuild.guide_image(small.permute(1, 2, 0)), torch.from_numpy(content))
+    coeffs = torch.nn.functional.interpolate(torch.cat([a, b[None]])[None], size=plate.shape[:2],
+                                             mode="bilinear", align_corners=False)[0]
+    whole = (coeffs[3] + (coeffs[:3] * rebuild.guide_image(plate)).sum(0)).numpy()
+    assert (ours == 0).mean() > 0.5
+    assert (whole[ours == 0] == 0).all()
+    np.testing.assert_allclose(ours, whole, atol=1e-4)
+
+
+def test_empty_matte_gives_an_empty_layer():
+    plate, disc, fit, alpha_model = _disc_scene()
+    edit_rgb = np.full((fit.model_h, fit.model_w, 3), 0.5, np.float32)
+    rgba = rebuild_layer(edit_rgb, np.zeros_like(alpha_model), plate, fit)
+    assert rgba.shape == (240, 400, 4) and not rgba.any()
+    tiny = np.full_like(alpha_model, 0.5 / 255)  # everywhere below the default threshold
+    assert not rebuild_layer(edit_rgb, tiny, plate, fit).any()
+
+
+def test_premultiply_zeroes_nonfinite_colour_where_alpha_is_zero():
+    rgb = np.array([[[np.nan, np.inf, -2.0], [0.5, -0.25, 1.0]]], np.float32)
+    alpha = np.array([[0.0, 0.5]], np.float32)
+    out = rebuild.premultiply(rgb, alpha)
+    np.testing.assert_array_equal(out[0, 0], [0, 0, 0, 0])
+    assert not np.signbit(out[0, 0]).any()
+    np.testing.assert_array_equal(out[0, 1], [0.25, -0.125, 0.5, 0.5])

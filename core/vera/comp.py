@@ -5,7 +5,7 @@
 the plate's pixel type, so wherever the edit's alpha is 0 the written value is the plate's value, bit for bit.
 
 QC reports, per frame, the fraction of pixels the edit touches (alpha > 0) and the largest difference between
-composite and plate where alpha is 0, which must be exactly 0. A failed QC exits with EXIT_QC_FAILED.
+composite and plate where alpha is 0, which must be exactly 0. A failed QC exits with vera.errors.EXIT_QC_FAILED (4).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from vera import exr as exr_io
 from vera import plates
 from vera.errors import BadInput, frame_error
 
-EXIT_QC_FAILED = 4  # `vera-render qc`: an untouched pixel changed (docs/output-format.md)
 
 
 def over(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -1,13 +1,15 @@
 """Errors that reach the user as one line and an exit code.
 
 Exit codes are part of the farm contract (docs/farm.md):
-0 done, 1 internal error, 2 bad input (do not retry), 3 transient resource failure (retry).
+0 done, 1 internal error, 2 bad input (do not retry), 3 transient resource failure (retry),
+4 QC failed (`vera-render qc`: an untouched pixel changed).
 """
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_BAD_INPUT = 2
 EXIT_TRANSIENT = 3
+EXIT_QC_FAILED = 4
 
 
 class VeraError(Exception):

@@ -218,6 +218,11 @@ def _layers_present(parts) -> str:
     return ", ".join(sorted(layers)) or "none"
 
 
+def _no_layer(path, layer, parts, frame):
+    return frame_error(path, f"no RGB channels in layer '{layer}' (layers present: {_layers_present(parts)})",
+                       frame)
+
+
 def _part_channel_names(exr, index) -> list[str]:
     return [c.name for c in exr.header(index)["channels"]]
 
@@ -234,8 +239,7 @@ def read_header(path, frame=None, layer: str = "rgba") -> dict:
     parts = [(exr.header(i).get("name", ""), _part_channel_names(exr, i)) for i in range(len(exr.parts))]
     index, _ = _find_layer(parts, layer)
     if index is None:
-        raise frame_error(path, f"no RGB channels in layer '{layer}' (layers present: {_layers_present(parts)})",
-                          frame)
+        raise _no_layer(path, layer, parts, frame)
     header = exr.header(index)
     return {"display_window": _window_from_header(header["displayWindow"]),
             "data_window": _window_from_header(header["dataWindow"]),
@@ -252,8 +256,7 @@ def read_layer(path, layer: str = "rgba", frame=None) -> ExrLayer:
     parts = [(p.name() if callable(getattr(p, "name", None)) else "", list(p.channels.keys())) for p in exr.parts]
     index, found = _find_layer(parts, layer)
     if index is None:
-        raise frame_error(path, f"no RGB channels in layer '{layer}' (layers present: {_layers_present(parts)})",
-                          frame)
+        raise _no_layer(path, layer, parts, frame)
     part = exr.parts[index]
     header = part.header
     data_window = _window_from_header(header["dataWindow"])
@@ -317,12 +320,13 @@ def vera_attributes(attributes: dict | None) -> dict:
 
 def _stored(array: np.ndarray, dtype) -> np.ndarray:
     """A contiguous array of `dtype`; for half, finite values beyond its range become +-65504, not inf."""
-    out = np.ascontiguousarray(array, dtype=dtype)
+    with np.errstate(over="ignore"):  # overflow to inf is detected and fixed just below
+        out = np.ascontiguousarray(array, dtype=dtype)
     if dtype is np.float16 and array.dtype != np.float16:
         overflow = np.isinf(out)
-        if overflow.any():  # rare: only then pay for a second pass
-            out[overflow & np.isfinite(array)] = 0
-            out = np.where(overflow & np.isfinite(array), np.clip(array, -HALF_MAX, HALF_MAX), out).astype(dtype)
+        if overflow.any():  # rare: only then pay for the fix-up
+            fix = overflow & np.isfinite(array)
+            out[fix] = np.clip(array[fix], -HALF_MAX, HALF_MAX)
     return out
 
 

@@ -127,7 +127,9 @@ def render_window(bundle, spec: ShotSpec, frames: list[int], seed: int, progress
     plate_rgb, source = {}, []
     for frame in frames:
         plate_rgb[frame] = plate.read(frame).pixels[..., :3]
-        source.append(fit.to_model(colour.to_model(plate_rgb[frame], spec.plate.colorspace)))
+        # Resample first, then encode: cheaper (model size, not 4K) and, for linear plates, the filter
+        # averages light rather than encoded values.
+        source.append(colour.to_model(fit.to_model(plate_rgb[frame]), spec.plate.colorspace))
 
     garbage = {}
     if spec.mask is not None:

@@ -227,14 +227,15 @@ class PlateSequence:
         reader = _read_exr if path.lower().endswith(".exr") else _read_oiio
         image = reader(path, frame, region, self.nonfinite, self.layer)
         if exr_io.window_size(image.display_window) != (self.width, self.height):
-            raise _size_mismatch(path, frame, image.display_window, self)
+            raise _size_mismatch(path, frame, image.display_window, self.display_window, self.frames[0])
         return image
 
 
-def _size_mismatch(path, frame, window, seq) -> BadInput:
+def _size_mismatch(path, frame, window, reference_window, reference_frame) -> BadInput:
     w, h = exr_io.window_size(window)
-    return frame_error(path, f"size {w}x{h} differs from {seq.width}x{seq.height} of frame {seq.frames[0]} "
-                             f"in this sequence", frame)
+    w0, h0 = exr_io.window_size(reference_window)
+    return frame_error(path, f"size {w}x{h} differs from {w0}x{h0} of frame {reference_frame} in this sequence",
+                       frame)
 
 
 def _check_nonfinite_option(nonfinite: str) -> None:
@@ -299,10 +300,7 @@ def open_sequence(pattern: str, first: int | None = None, last: int | None = Non
         if display_window is None:
             display_window, first_frame = window, frame
         elif exr_io.window_size(window) != exr_io.window_size(display_window):
-            w0, h0 = exr_io.window_size(display_window)
-            w, h = exr_io.window_size(window)
-            raise frame_error(path, f"size {w}x{h} differs from {w0}x{h0} of frame {first_frame} in this sequence",
-                              frame)
+            raise _size_mismatch(path, frame, window, display_window, first_frame)
     return PlateSequence(pattern, frames, display_window, layer, nonfinite, path_of=path_of)
 
 

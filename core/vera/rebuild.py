@@ -12,7 +12,12 @@ premultiplied layer:
 3. clip to [0, 1], multiply by the garbage matte, and set alpha below `threshold` to exactly 0;
 4. premultiply; RGB is exactly 0 wherever alpha is 0 (so edit-over-plate leaves those pixels bit for bit).
 
-Resampling and the box means use torch (multi-threaded; the box is avg_pool2d normalised at the borders).
+Speed (4096x2160 is the target): the coefficients are exactly 0 wherever the model's matte is 0 around a
+pixel, so the full-resolution work (guide, coefficients, RGB resampling, premultiplication) runs only over
+the rectangle where the layer can be non-zero; the rest of the frame is exactly 0 without being computed.
+Resampling is torch (`interpolate` when shrinking, `grid_sample` over that rectangle when enlarging, same
+pixel-centre convention); the box means are `avg_pool2d` normalised at the borders. benchmarks/io_bench.py
+measures it (docs/performance.md).
 """
 
 from __future__ import annotations

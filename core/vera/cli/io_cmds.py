@@ -65,7 +65,8 @@ def run_comp(args) -> int:
 
 def run_qc(args) -> int:
     from vera.atomic import atomic_write_text
-    from vera.comp import EXIT_QC_FAILED, qc_sequence
+    from vera.comp import qc_sequence
+    from vera.errors import EXIT_QC_FAILED
 
     inputs = _inputs(args)
     with Progress(len(inputs.frames), "qc", args.progress) as progress:

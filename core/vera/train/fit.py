@@ -561,15 +561,15 @@ def fit(cfg: FitConfig, data_dir: str | Path, out_dir: str | Path, *, device: st
         step += 1
         losses.append(float(loss.detach()))
         bar.advance(1, f"loss {losses[-1]:.4f}")
-        if dist.main and (step % cfg.log_every == 0 or step == last_step):
-            record = {"step": step, "loss": _mean_across(losses[-cfg.log_every:], dist),
-                      **{f"loss_{k}": v for k, v in parts.items()}, "lr": lr_at(cfg, step - 1),
-                      "grad_norm": grad_norm, "elapsed_s": round(time.monotonic() - started, 2),
-                      "steps_per_s": round((step - start_step) / max(1e-9, time.monotonic() - run_started), 4)}
-            with open(log_path, "a") as log:
-                log.write(json.dumps(record) + "\n")
-        elif dist.world > 1 and step % cfg.log_every == 0:
-            _mean_across(losses[-cfg.log_every:], dist)
+        if step % cfg.log_every == 0 or step == last_step:
+            mean_loss = _mean_across(losses[-cfg.log_every:], dist)  # every rank joins the all-reduce
+            if dist.main:
+                record = {"step": step, "loss": mean_loss, **{f"loss_{k}": v for k, v in parts.items()},
+                          "lr": lr_at(cfg, step - 1), "grad_norm": grad_norm,
+                          "elapsed_s": round(time.monotonic() - started, 2),
+                          "steps_per_s": round((step - start_step) / max(1e-9, time.monotonic() - run_started), 4)}
+                with open(log_path, "a") as log:
+                    log.write(json.dumps(record) + "\n")
         if step % cfg.checkpoint_every == 0 and step < last_step:
             _checkpoint(out_dir, step, model, optimizer, ema, cfg, dist)
     bar.close()
