@@ -4,10 +4,14 @@
     bundle_dir = random_bundle(tmp_path / "bundle")                # vera-tiny, PatchVAE(4), 64x48, window 9
     pattern = write_plate(tmp_path / "plate", 1001, 1009, 128, 72)  # plate.####.exr, RGBA half
     spec = make_shot(tmp_path, bundle_dir, pattern, 1001, 1009)    # saved as tmp_path/shot.json
+
+The farm tests' small shot (13 frames of 24x16, windows of 9 overlapping by 2) is `write_plates` + `base_spec`
++ `write_spec`, with the session fixture `tiny_bundle` (conftest.py).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -61,3 +65,36 @@ def make_shot(folder, bundle, pattern: str, first: int, last: int, **overrides) 
         setattr(spec, key, value)
     spec.save(folder / "shot.json")
     return spec
+
+
+# ------------------------------------------------------------------------- the farm tests' small shot
+FIRST, LAST = 1001, 1013
+SMALL_WIDTH, SMALL_HEIGHT = 24, 16
+
+
+def write_plates(folder, first: int = FIRST, last: int = LAST, name: str = "plate", seed: int = 0) -> str:
+    """Small RGB EXR frames folder/name.####.exr; returns the pattern relative to folder."""
+    write_plate(folder, first, last, SMALL_WIDTH, SMALL_HEIGHT, seed=seed, name=name, channels="RGB")
+    return f"{name}.####.exr"
+
+
+def base_spec(bundle="demo", **window) -> dict:
+    """The small shot's spec as JSON data (relative paths: it lives beside its plates)."""
+    return {
+        "vera_shot": 1,
+        "name": "sh010",
+        "plate": {"path": "plate.####.exr", "first": FIRST, "last": LAST, "colorspace": "sRGB - Texture"},
+        "task": "object_addition",
+        "instruction": "add a red ball",
+        "output": {"dir": "out"},
+        "model": {"bundle": str(bundle), "device": "cpu"},
+        "sampler": {"name": "unipc", "steps": 2},
+        "seed": 7,
+        "window": {"frames": 9, "overlap": 2, **window},
+    }
+
+
+def write_spec(folder, spec: dict, name: str = "shot.json") -> Path:
+    path = Path(folder) / name
+    path.write_text(json.dumps(spec, indent=1))
+    return path

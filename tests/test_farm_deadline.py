@@ -10,17 +10,17 @@ from vera.cli import main
 from vera.farm import submit
 from vera.farm.deadline import read_info
 
-from test_shot_spec import base_spec, random_bundle, write_plates, write_spec
+from bundles import base_spec, write_plates, write_spec
 
 EXE = "/opt/vera/bin/vera-render"
 
 
 @pytest.fixture
-def shot(tmp_path, tmp_path_factory):
+def shot(tmp_path, tiny_bundle):
     folder = tmp_path / "shot folder"
     folder.mkdir()
     write_plates(folder)
-    return write_spec(folder, base_spec(random_bundle(tmp_path_factory)))
+    return write_spec(folder, base_spec(tiny_bundle))
 
 
 def test_info_files_key_by_key(tmp_path, shot):

@@ -9,13 +9,13 @@ import pytest
 from vera.cli import main
 from vera.farm import submit
 
-from test_shot_spec import base_spec, random_bundle, write_plates, write_spec
+from bundles import base_spec, write_plates, write_spec
 
 EXE = "/opt/vera tools/bin/vera-render"  # a space, to check the shell quoting
 
 
 @pytest.fixture
-def shot(tmp_path, tmp_path_factory, monkeypatch):
+def shot(tmp_path, tiny_bundle, monkeypatch):
     # PyOutline must not write to the user's home, nor find a Cuebot of this machine.
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     for var in ("CUEBOT_HOSTS", "OPENCUE_CONFIG_FILE", "OPENCUE_CONF", "SHOW"):
@@ -23,7 +23,7 @@ def shot(tmp_path, tmp_path_factory, monkeypatch):
     folder = tmp_path / "shot folder"
     folder.mkdir()
     write_plates(folder)
-    return write_spec(folder, base_spec(random_bundle(tmp_path_factory)))
+    return write_spec(folder, base_spec(tiny_bundle))
 
 
 def test_job_xml_key_by_key(tmp_path, shot):

@@ -12,15 +12,15 @@ from vera.cli import main
 from vera.farm import BACKENDS, submit
 from vera.render import status
 
-from test_shot_spec import FIRST, LAST, base_spec, random_bundle, write_plates, write_spec
+from bundles import FIRST, LAST, base_spec, write_plates, write_spec
 
 OPENJD = str(Path(sys.executable).parent / "openjd")
 
 
 @pytest.fixture
-def shot(tmp_path, tmp_path_factory):
+def shot(tmp_path, tiny_bundle):
     write_plates(tmp_path)
-    return write_spec(tmp_path, base_spec(random_bundle(tmp_path_factory)))
+    return write_spec(tmp_path, base_spec(tiny_bundle))
 
 
 def test_template_is_valid_and_has_one_task_per_window(tmp_path, shot, capsys):
@@ -56,9 +56,9 @@ def test_template_is_valid_and_has_one_task_per_window(tmp_path, shot, capsys):
 
 
 @pytest.mark.parametrize("last, frames, overlap, windows", [(1005, 9, 2, 1), (1040, 9, 2, 6), (1013, 13, 2, 1)])
-def test_task_range_follows_the_window_plan(tmp_path, tmp_path_factory, last, frames, overlap, windows):
+def test_task_range_follows_the_window_plan(tmp_path, tiny_bundle, last, frames, overlap, windows):
     write_plates(tmp_path, FIRST, last)
-    spec = base_spec(random_bundle(tmp_path_factory), frames=frames, overlap=overlap)
+    spec = base_spec(tiny_bundle, frames=frames, overlap=overlap)
     spec["plate"]["last"] = last
     info = submit(write_spec(tmp_path, spec), "openjd", tmp_path / "job", executable="/opt/vera/bin/vera-render")
     assert info.windows == windows
@@ -86,11 +86,11 @@ def test_openjd_run_renders_the_whole_shot(tmp_path, shot):
     assert report["complete"] and report["windows"]["done"] == [0, 1]
 
 
-def test_submit_refuses_an_output_folder_rendered_differently(tmp_path, tmp_path_factory, shot, capsys):
+def test_submit_refuses_an_output_folder_rendered_differently(tmp_path, tiny_bundle, shot, capsys):
     from vera.render import load_shot, prepare_manifest, read_manifest
 
     prepare_manifest(load_shot(shot))  # as a first task would
-    spec = base_spec(random_bundle(tmp_path_factory))
+    spec = base_spec(tiny_bundle)
     spec["instruction"] = "add a blue box"
     write_spec(tmp_path, spec)
     args = ["submit", str(shot), "--farm", "openjd", "--out", str(tmp_path / "job")]

@@ -21,7 +21,7 @@ from vera.cli import main
 from vera.errors import BadInput
 from vera.exr import read_layer
 
-from test_shot_spec import FIRST, HEIGHT, LAST, WIDTH, base_spec, random_bundle, write_plates, write_spec
+from bundles import FIRST, SMALL_HEIGHT, LAST, SMALL_WIDTH, base_spec, write_plates, write_spec
 
 OVERLAP_FRAMES = set(range(1005, 1010))  # windows 1001-1009 and 1005-1013 (the last one is pulled back)
 
@@ -29,9 +29,9 @@ OVERLAP_FRAMES = set(range(1005, 1010))  # windows 1001-1009 and 1005-1013 (the 
 def frame_layers(frame: int):
     """A premultiplied RGBA + matte that depends only on the frame (so windows agree where they overlap)."""
     rng = np.random.default_rng(frame)
-    alpha = rng.random((HEIGHT, WIDTH), dtype=np.float32)
+    alpha = rng.random((SMALL_HEIGHT, SMALL_WIDTH), dtype=np.float32)
     alpha[alpha < 0.3] = 0.0
-    rgb = rng.random((HEIGHT, WIDTH, 3), dtype=np.float32) * 4.0 * alpha[..., None]
+    rgb = rng.random((SMALL_HEIGHT, SMALL_WIDTH, 3), dtype=np.float32) * 4.0 * alpha[..., None]
     return np.dstack([rgb, alpha]), alpha
 
 
@@ -48,7 +48,7 @@ class FakeRenderer:
         for frame in frames:
             if self.per_window:  # a flat colour per window: shows the blend weights
                 value = np.float32(0.25) if frames[0] == FIRST else np.float32(0.75)
-                rgba = np.full((HEIGHT, WIDTH, 4), value, np.float32)
+                rgba = np.full((SMALL_HEIGHT, SMALL_WIDTH, 4), value, np.float32)
                 rgba[..., 3] = 1.0
                 out[frame] = (rgba, rgba[..., 3].copy())
             else:
@@ -58,14 +58,9 @@ class FakeRenderer:
 
 
 @pytest.fixture
-def bundle(tmp_path_factory):
-    return random_bundle(tmp_path_factory)
-
-
-@pytest.fixture
-def shot(tmp_path, bundle):
+def shot(tmp_path, tiny_bundle):
     write_plates(tmp_path)
-    return write_spec(tmp_path, base_spec(bundle))
+    return write_spec(tmp_path, base_spec(tiny_bundle))
 
 
 @pytest.fixture
@@ -117,7 +112,7 @@ def test_overlaps_cross_fade_linearly(tmp_path, shot, monkeypatch):
 
 def test_alpha_that_rounds_to_zero_clears_rgb(tmp_path, shot, monkeypatch):
     def faint(bundle, spec, frames, seed, progress):
-        rgba = np.full((HEIGHT, WIDTH, 4), 1e-9, np.float32)  # below half's smallest subnormal
+        rgba = np.full((SMALL_HEIGHT, SMALL_WIDTH, 4), 1e-9, np.float32)  # below half's smallest subnormal
         return {f: (rgba, rgba[..., 3].copy()) for f in frames}
 
     monkeypatch.setattr(render, "_render_frames", faint)
@@ -338,7 +333,7 @@ def test_end_to_end_with_a_random_model(tmp_path, shot):
     out = tmp_path / "out"
     assert final_frames(out) == [f"edit.{f}.exr" for f in range(FIRST, LAST + 1)]
     layer = read_layer(out / "edit.1007.exr")
-    assert layer.pixel_type == "half" and layer.display_window == (0, 0, WIDTH - 1, HEIGHT - 1)
+    assert layer.pixel_type == "half" and layer.display_window == (0, 0, SMALL_WIDTH - 1, SMALL_HEIGHT - 1)
     assert layer.attributes["vera/model"] == "random-0" and layer.attributes["vera/window"] == "0,1"
     rgba = layer.pixels
     assert np.isfinite(rgba).all() and not rgba[rgba[..., 3] == 0][:, :3].any()
@@ -355,3 +350,20 @@ def test_status_verify_catches_a_damaged_frame(tmp_path, shot, fake):
     assert not report["complete"] and report["frames"]["failed"] == "1008"
     assert "checksum" in report["frames"]["errors"]["1008"]
     assert "frame 1008 failed: checksum mismatch" in render.format_status(report)
+
+
+def test_farm_tasks_then_assemble_equal_one_run_with_the_real_model(tmp_path, shot):
+    """What a farm does (each window its own task, then assemble) gives exactly what one `run` gives:
+    per-window seeds come from the shot seed, so where a window runs does not change its pixels."""
+    assert main(["run", str(shot), "--progress", "none"]) == 0
+    whole = {f: pixels(tmp_path / "out" / f"edit.{f}.exr") for f in range(FIRST, LAST + 1)}
+
+    farm_spec = json.loads(shot.read_text())
+    farm_spec["output"]["dir"] = "farm"
+    farm_shot = write_spec(tmp_path, farm_spec, "farm.json")
+    for index in (1, 0):  # tasks may run in any order
+        assert main(["run", str(farm_shot), "--window", str(index), "--progress", "none"]) == 0
+    assert main(["assemble", str(farm_shot), "--progress", "none"]) == 0
+    for frame, expected in whole.items():
+        assert np.array_equal(pixels(tmp_path / "farm" / f"edit.{frame}.exr"), expected), frame
+    assert any(expected[..., 3].any() for expected in whole.values())  # the model really drew something

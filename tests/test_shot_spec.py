@@ -1,7 +1,4 @@
-"""Shot-spec validation: every kind of bad input is reported, all at once, with exit code 2.
-
-Also holds the small helpers the farm tests share (tiny EXR plates, a spec writer, a random model bundle).
-"""
+"""Shot-spec validation: every kind of bad input is reported, all at once, with exit code 2."""
 
 import copy
 import json
@@ -13,56 +10,7 @@ from vera.cli import main
 from vera.errors import BadInput
 from vera.shot import ShotSpec, load_valid, validate
 
-FIRST, LAST = 1001, 1013
-WIDTH, HEIGHT = 24, 16
-
-
-# ----------------------------------------------------------------------------------------------- helpers
-
-def write_plates(folder, first=FIRST, last=LAST, name="plate", seed=0):
-    """Tiny RGB EXR frames folder/name.####.exr; returns the pattern relative to folder."""
-    from vera.exr import write_exr
-
-    rng = np.random.default_rng(seed)
-    for frame in range(first, last + 1):
-        rgb = rng.random((HEIGHT, WIDTH, 3), dtype=np.float32)
-        write_exr(folder / f"{name}.{frame}.exr", {"R": rgb[..., 0], "G": rgb[..., 1], "B": rgb[..., 2]},
-                  (0, 0, WIDTH - 1, HEIGHT - 1))
-    return f"{name}.####.exr"
-
-
-def base_spec(bundle="demo", **window) -> dict:
-    return {
-        "vera_shot": 1,
-        "name": "sh010",
-        "plate": {"path": "plate.####.exr", "first": FIRST, "last": LAST, "colorspace": "sRGB - Texture"},
-        "task": "object_addition",
-        "instruction": "add a red ball",
-        "output": {"dir": "out"},
-        "model": {"bundle": str(bundle), "device": "cpu"},
-        "sampler": {"name": "unipc", "steps": 2},
-        "seed": 7,
-        "window": {"frames": 9, "overlap": 2, **window},
-    }
-
-
-def write_spec(folder, spec: dict, name="shot.json"):
-    path = folder / name
-    path.write_text(json.dumps(spec, indent=1))
-    return path
-
-
-_BUNDLES = {}
-
-
-def random_bundle(tmp_path_factory):
-    """One small random Vera bundle per test session (the real loader reads it)."""
-    if "tiny" not in _BUNDLES:
-        from vera.model.bundle import create_random_bundle
-
-        folder = tmp_path_factory.mktemp("bundle") / "tiny"
-        _BUNDLES["tiny"] = create_random_bundle(folder, "vera-tiny", seed=0, resolution=(WIDTH, HEIGHT), window=9)
-    return _BUNDLES["tiny"]
+from bundles import FIRST, LAST, base_spec, write_plates, write_spec
 
 
 @pytest.fixture

@@ -1,5 +1,42 @@
-"""Subcommands: (being built; see docs/architecture.md)."""
+"""`vera-render demo`: a real edit by the embedded demo model on a procedural plate (vera.demo)."""
+
+from __future__ import annotations
+
+import sys
 
 
 def register(subparsers) -> None:
-    """Adds nothing yet."""
+    from vera.progress import add_progress_argument
+
+    demo = subparsers.add_parser(
+        "demo", help="edit a procedural plate with the embedded demo model and write a contact sheet",
+        description="Make a procedural plate (or take --plate), render it with the embedded demo model through "
+                    "the same path as a real shot, and write DIR/shot.json, plate/, layers/, comp/, qc.json and "
+                    "contact_sheet.png. The demo model understands the grammar in docs/demo-model.md.")
+    demo.add_argument("--out", default="vera-demo", help="output folder (default ./vera-demo)")
+    demo.add_argument("--prompt", default=None, help='the edit (default "add a red ball moving left")')
+    demo.add_argument("--plate", help="a plate sequence pattern (e.g. plate.####.exr) instead of the procedural one")
+    demo.add_argument("--colorspace", help="the plate's OCIO colour space (default sRGB - Texture)")
+    demo.add_argument("--frames", type=int, help="number of frames (default: the model's window)")
+    demo.add_argument("--seed", type=int, default=0, help="plate and sampling seed (default 0)")
+    demo.add_argument("--bundle", default="demo", help=argparse_suppress())
+    add_progress_argument(demo)
+    demo.set_defaults(func=run)
+
+
+def argparse_suppress():
+    import argparse
+
+    return argparse.SUPPRESS
+
+
+def run(args) -> int:
+    from vera.demo import DEFAULT_PROMPT, run_demo
+
+    result = run_demo(out=args.out, prompt=args.prompt or DEFAULT_PROMPT, plate=args.plate,
+                      colorspace=args.colorspace, seed=args.seed, frames=args.frames, bundle=args.bundle,
+                      progress=args.progress)
+    print(f"{result['task']}: {result['prompt']!r}, {result['frames']} frames in {result['seconds']} s; "
+          f"QC {'passed' if result['qc_passed'] else 'FAILED'}; contact sheet: {result['out']}/contact_sheet.png",
+          file=sys.stderr)
+    return 0 if result["qc_passed"] else 4

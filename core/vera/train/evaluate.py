@@ -65,15 +65,15 @@ def untouched_exact(rgba: np.ndarray, plate_rgb: np.ndarray, pixel_type: str) ->
     return qc.passed, qc.changed_untouched
 
 
-def _shot_for(folder: Path, meta: dict, frames: list[int], bundle_name: str, work: Path, mask_pattern):
-    from vera.shot import MaskSpec, ModelSpec, OutputSpec, PlateSpec, ShotSpec
-
+def _shot_for(folder: Path, meta: dict, frames: list[int], bundle, work: Path, mask_pattern):
+    from vera.shot import MaskSpec, ModelSpec, OutputSpec, PlateSpec, SamplerSpec, ShotSpec
     from vera.train.data import sequence_pattern
 
     return ShotSpec(name=folder.name, task=meta["task"], instruction=meta["instruction"],
                     plate=PlateSpec(path=str(sequence_pattern(folder, "plate")), first=frames[0], last=frames[-1],
                                     colorspace=str(meta.get("colorspace", "sRGB - Texture"))),
-                    output=OutputSpec(dir=str(work / "out")), model=ModelSpec(bundle=bundle_name),
+                    output=OutputSpec(dir=str(work / "out")), model=ModelSpec(bundle=str(bundle.path)),
+                    sampler=SamplerSpec(name=bundle.defaults["sampler"]),
                     mask=MaskSpec(path=str(mask_pattern)) if mask_pattern else None)
 
 
@@ -99,7 +99,7 @@ def evaluate_shot(bundle, folder: Path, seed: int = 0, steps: int | None = None,
             mask_pattern = work / "mask" / "mask.####.exr"
             for frame, box in zip(frames, boxes):
                 write_exr_frame(work / "mask" / f"mask.{frame:04d}.exr", box, "RGBA")
-        spec = _shot_for(folder, meta, frames, str(bundle.path), work, mask_pattern)
+        spec = _shot_for(folder, meta, frames, bundle, work, mask_pattern)
         if steps is not None:
             spec.sampler.steps = int(steps)
         layers = render_frames(bundle, spec, frames, seed)
