@@ -73,7 +73,7 @@ def heldout(tmp_path_factory):
     from vera.train.synth import generate
 
     root = tmp_path_factory.mktemp("heldout")
-    generate(root, 8, seed=HELDOUT_SEED, size=(128, 96), frames=9)
+    generate(root, 8, seed=HELDOUT_SEED, size=(128, 96), frames=5)
     return root
 
 

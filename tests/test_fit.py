@@ -16,7 +16,8 @@ from vera.train.fit import FitConfig, fit, list_checkpoints, load_config, placem
 
 TINY = {"bundle": {"from": "random", "model": {"base": "vera-tiny"}, "patch": 8},
         "width": 32, "height": 32, "frames": 5, "batch": 2, "lr": 2e-3, "warmup": 2, "log_every": 2,
-        "checkpoint_every": 1000, "ema": 0.9, "mask": "placement", "placement_drop": 0.5}
+        "checkpoint_every": 1000, "ema": 0.9, "mask": "placement", "placement_drop": 0.5,
+        "element_weight": 3.0}
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +97,7 @@ def test_wall_clock_budget_stops_and_exports(dataset, tmp_path):
 
 def test_placement_mask_is_the_grown_bounding_box():
     alpha = torch.zeros(2, 10, 12).numpy()
-    alpha[0, 3:5, 4:7] = 0.5
+    alpha[0, 3:5, 4:7] = 0.8
     boxes = placement_mask(alpha, margin=1)
     assert boxes[0, 2:6, 3:8].all() and boxes[0].sum() == 4 * 5
     assert boxes[1].sum() == 0  # no element on that frame: no placement

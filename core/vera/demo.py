@@ -6,7 +6,7 @@ it with `vera.render.run`, the same windows / cache / assemble path a farm task 
 its QC. Output folder:
 
     shot.json                 the shot spec (vera.shot.ShotSpec)
-    plate/plate.####.exr      the plate (procedural, or a copy of nothing: --plate is referenced in place)
+    plate/plate.####.exr      the plate (procedural, or --plate's frames copied in as half EXR)
     mask/mask.####.exr        object addition only: where the object goes (the demo model's placement hint)
     layers/edit.####.exr      the edit layer: premultiplied RGBA + matte.A (docs/output-format.md)
     comp/comp.####.exr        edit over plate
@@ -82,7 +82,8 @@ def build_shot(out: Path, prompt: str, plate_pattern: str, first: int, last: int
                                                  colorspace=colorspace),
                     task=parsed["task"], instruction=prompt, output=OutputSpec(dir="layers", name="edit"),
                     mask=MaskSpec(path=rel(mask_pattern)) if mask_pattern else None, seed=int(seed),
-                    window=WindowSpec(frames=window, overlap=min(2, (window - 1) // 2)), base_dir=str(out))
+                    # overlap 1 for the 5-frame demo window: 2 would make 9 frames need a window thrice
+                    window=WindowSpec(frames=window, overlap=max(1, min(8, (window - 1) // 4))), base_dir=str(out))
 
 
 def _checkerboard(h: int, w: int) -> np.ndarray:
@@ -146,6 +147,7 @@ def run_demo(out: str | Path = "vera-demo", prompt: str = DEFAULT_PROMPT, plate:
     """Make (or take) a plate, render the demo shot through vera.render, comp, QC and draw the contact sheet."""
     import time
 
+    from vera.atomic import atomic_write_text
     from vera.comp import Inputs, comp_sequence, qc_sequence
     from vera.model.bundle import read_manifest
     from vera.render import load_shot, run
@@ -168,13 +170,16 @@ def run_demo(out: str | Path = "vera-demo", prompt: str = DEFAULT_PROMPT, plate:
         first, last, colorspace = FIRST_FRAME, FIRST_FRAME + count - 1, colorspace or demo.colorspace
         size = PLATE_SIZE
     else:
+        # the plate is copied in (as half EXR, frame numbers kept) so the demo folder is a self-contained shot
         from vera.plates import open_sequence
 
         sequence = open_sequence(plate)
         first, last = sequence.frames[0], sequence.frames[-1]
         if frames:
             last = min(last, first + int(frames) - 1)
-        plate_pattern, size = plate, (sequence.width, sequence.height)
+        rgb = np.stack([sequence.read(f).pixels[..., :3] for f in range(first, last + 1)])
+        plate_pattern = write_plate(out / "plate", rgb, first)
+        size = (sequence.width, sequence.height)
         colorspace = colorspace or SYNTH_COLORSPACE
 
     mask_pattern = None
@@ -184,8 +189,7 @@ def run_demo(out: str | Path = "vera-demo", prompt: str = DEFAULT_PROMPT, plate:
             write_exr_frame(out / "mask" / f"mask.{first + i:04d}.exr", box, "RGBA")
         mask_pattern = str(out / "mask" / "mask.####.exr")
 
-    spec = build_shot(out, prompt, plate_pattern, first, last, colorspace, seed, mask_pattern,
-                      min(window, last - first + 1 if (last - first) % 4 == 0 else window))
+    spec = build_shot(out, prompt, plate_pattern, first, last, colorspace, seed, mask_pattern, window)
     spec.model.bundle = bundle
     # the spec's sampler name would override the bundle's own choice (SamplerSpec defaults to unipc)
     spec.sampler.name = str(defaults["sampler"])
@@ -198,8 +202,6 @@ def run_demo(out: str | Path = "vera-demo", prompt: str = DEFAULT_PROMPT, plate:
     inputs = Inputs(spec.resolve(spec.plate.path), edit_pattern, first, last)
     comp_sequence(inputs, comp_pattern)
     qc = qc_sequence(inputs, comp=comp_pattern)
-    from vera.atomic import atomic_write_text
-
     atomic_write_text(out / "qc.json", json.dumps(qc, indent=2) + "\n")
     shown = contact_sheet(out, spec, list(range(first, last + 1)))
     return {"out": str(out), "prompt": prompt, "task": parsed["task"], "frames": last - first + 1,

@@ -106,18 +106,9 @@ class SelfAttention(nn.Module):
         return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
 
-class CrossAttention(nn.Module):
-    """Wan2.1 text cross-attention: queries from the video tokens, keys/values from the embedded prompt."""
-
-    def __init__(self, cfg: VeraConfig):
-        super().__init__()
-        self.num_heads = cfg.num_heads
-        self.q = nn.Linear(cfg.dim, cfg.dim)
-        self.k = nn.Linear(cfg.dim, cfg.dim)
-        self.v = nn.Linear(cfg.dim, cfg.dim)
-        self.o = nn.Linear(cfg.dim, cfg.dim)
-        self.norm_q = nn.RMSNorm(cfg.dim, eps=cfg.eps) if cfg.qk_norm else nn.Identity()
-        self.norm_k = nn.RMSNorm(cfg.dim, eps=cfg.eps) if cfg.qk_norm else nn.Identity()
+class CrossAttention(SelfAttention):
+    """Wan2.1 text cross-attention: queries from the video tokens, keys/values from the embedded prompt.
+    The same projections and norms as self-attention (as in Wan2.1), attended to the text without RoPE."""
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         q = self.norm_q(self.q(x)).unflatten(2, (self.num_heads, -1)).transpose(1, 2)

@@ -35,7 +35,7 @@ from vera.errors import BadInput
 STREAMS = ("edit", "alpha", "composite")
 MASK_MODES = ("dataset", "none", "placement")
 PLACEMENT_TASK = "object_addition"
-PLACEMENT_THRESHOLD = 0.02  # element alpha above this counts as the element (soft shadows included)
+PLACEMENT_THRESHOLD = 0.5  # the element's solid part: the object (and its shadow's core), not the soft tail
 CHECKPOINT_PREFIX = "step_"
 
 
@@ -77,6 +77,9 @@ class FitConfig:
     mask: str = "dataset"
     placement_margin: int = 2       # model pixels around the element's bounding box
     placement_drop: float = 0.2
+    # Extra loss weight on the element's neighbourhood (its bounding box per frame, placement_margin grown):
+    # an added object covers a few percent of the frame, so without it the loss is mostly easy background.
+    element_weight: float = 0.0
     defaults: dict = field(default_factory=dict)  # sampler defaults written into the exported bundle
 
     @classmethod
@@ -182,6 +185,15 @@ def placement_mask(alpha: np.ndarray, margin: int, threshold: float = PLACEMENT_
         left, right = max(0, cols[0][0] - margin), min(frame.shape[1], cols[0][-1] + 1 + margin)
         boxes[i, top:bottom, left:right] = 1.0
     return boxes
+
+
+def element_weight_map(cfg: "FitConfig", items: list[dict]) -> torch.Tensor | None:
+    """(B, 1, F, H, W) per-pixel loss weights 1 + element_weight * element box, or None when not weighted."""
+    if not cfg.element_weight:
+        return None
+    boxes = [placement_mask(torch.as_tensor(item["alpha"]).float()[0].numpy(), cfg.placement_margin)
+             for item in items]
+    return 1.0 + cfg.element_weight * torch.from_numpy(np.stack(boxes))[:, None]
 
 
 def conditioning_mask(cfg: "FitConfig", item: dict, step: int, position: int) -> torch.Tensor:
@@ -381,14 +393,22 @@ def stream_latents(vae, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def flow_matching_loss(model, clean: torch.Tensor, cond: torch.Tensor, context: torch.Tensor,
-                       noise: torch.Tensor, sigma: torch.Tensor, weights: dict, autocast) -> tuple:
-    """Weighted per-stream MSE between predicted and true velocity (noise - clean) at noise level sigma."""
+                       noise: torch.Tensor, sigma: torch.Tensor, weights: dict, autocast,
+                       pixel_weight: torch.Tensor | None = None) -> tuple:
+    """Weighted per-stream MSE between predicted and true velocity (noise - clean) at noise level sigma.
+
+    pixel_weight: optional (B, 1, f, h, w) weights on the latent grid (normalised to mean 1 per sample)."""
+    from vera.sampling import model_input
+
     s = sigma.view(-1, 1, 1, 1, 1, 1)
     noisy = (1 - s) * clean + s * noise
-    x = torch.cat([noisy, cond.unsqueeze(1).expand(-1, clean.shape[1], -1, -1, -1, -1)], dim=2)
     with autocast():
-        velocity = model(x, sigma * 1000.0, context)
-    err = (velocity.float() - (noise - clean)).pow(2).mean(dim=(0, 2, 3, 4, 5))  # per stream
+        velocity = model(model_input(noisy, cond), sigma * 1000.0, context)
+    err = (velocity.float() - (noise - clean)).pow(2)
+    if pixel_weight is not None:
+        pixel_weight = pixel_weight / pixel_weight.mean(dim=(1, 2, 3, 4), keepdim=True)
+        err = err * pixel_weight.unsqueeze(1)
+    err = err.mean(dim=(0, 2, 3, 4, 5))  # per stream
     per_stream = {name: err[i] for i, name in enumerate(STREAMS)}
     total = sum(weights.get(name, 1.0) * per_stream[name] for name in STREAMS)
     return total, {name: float(v.detach()) for name, v in per_stream.items()}
@@ -424,7 +444,7 @@ def build_bundle(cfg: FitConfig, work_dir: Path, device: torch.device, fresh: bo
         if fresh or not (folder / "bundle.json").is_file():
             shutil.rmtree(folder, ignore_errors=True)
             create_random_bundle(folder, config=model_config(spec.get("model", "vera-demo")),
-                                 seed=int(spec.get("seed", cfg.seed)), resolution=(cfg.width, cfg.height),
+                                 seed=cfg.seed, resolution=(cfg.width, cfg.height),
                                  window=cfg.frames, patch=int(spec.get("patch", 4)),
                                  vocab_words=vocabulary(spec.get("vocab", "synth")))
     bundle = load_bundle(folder, device=str(device), cache_dir=work_dir / "prompt_cache")
@@ -434,8 +454,6 @@ def build_bundle(cfg: FitConfig, work_dir: Path, device: torch.device, fresh: bo
 
 def model_config(spec):
     """A VeraConfig from a name ("vera-demo") or {"base": name, **fields to change}."""
-    import dataclasses
-
     from vera.model.configs import VeraConfig, get_config
 
     if isinstance(spec, str):
@@ -551,7 +569,13 @@ def fit(cfg: FitConfig, data_dir: str | Path, out_dir: str | Path, *, device: st
         context = prompts(["" if d else text for d, text in zip(drop, batch["instruction"])])
         for group in optimizer.param_groups:
             group["lr"] = lr_at(cfg, step)
-        loss, parts = flow_matching_loss(trained, clean, cond, context, noise, sigma, cfg.loss_weights, autocast)
+        weight_map = element_weight_map(cfg, items)
+        if weight_map is not None:  # pixels -> latent cells, with the mask's own packing (mean per cell)
+            from vera.model.dit import pack_mask
+
+            weight_map = pack_mask(weight_map.to(dev), vae.temporal_stride, vae.spatial_stride).mean(1, keepdim=True)
+        loss, parts = flow_matching_loss(trained, clean, cond, context, noise, sigma, cfg.loss_weights, autocast,
+                                         weight_map)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
