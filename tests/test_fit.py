@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from vera.train.fit import FitConfig, fit, list_checkpoints, load_config, placement_mask
 
-TINY = {"bundle": {"from": "random", "model": {"base": "vera-tiny"}, "patch": 8},
+TINY = {"bundle": {"from": "random", "model": {"base": "vera-tiny"}, "patch": 8}, "export_dtype": "float16",
         "width": 32, "height": 32, "frames": 5, "batch": 2, "lr": 2e-3, "warmup": 2, "log_every": 2,
         "checkpoint_every": 1000, "ema": 0.9, "mask": "placement", "placement_drop": 0.5,
         "element_weight": 3.0}
@@ -52,8 +52,11 @@ def test_loss_falls_on_a_tiny_run(dataset, tmp_path):
 
     bundle = load_bundle(tmp_path / "run" / "bundle", device="cpu")
     ckpt = checkpoint_tensors(tmp_path / "run")
+    stored = load_file(str(tmp_path / "run" / "bundle" / "transformer.safetensors"))
+    assert {v.dtype for v in stored.values()} == {torch.float16}  # export_dtype halves the bundle
     for name, value in bundle.transformer.state_dict().items():
-        assert torch.equal(value, ckpt[f"ema.{name}"])
+        assert value.dtype == torch.float32
+        assert torch.equal(value, ckpt[f"ema.{name}"].half().float())
     assert not all(torch.equal(ckpt[f"ema.{k}"], ckpt[f"model.{k}"]) for k in bundle.transformer.state_dict())
 
 

@@ -81,6 +81,7 @@ class FitConfig:
     # an added object covers a few percent of the frame, so without it the loss is mostly easy background.
     element_weight: float = 0.0
     defaults: dict = field(default_factory=dict)  # sampler defaults written into the exported bundle
+    export_dtype: str = "float32"   # weights of the exported bundle: float32 | float16 | bfloat16 (half the size)
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> "FitConfig":
@@ -106,6 +107,8 @@ class FitConfig:
             problems.append("ema must be in (0, 1) or null")
         if set(self.loss_weights) - set(STREAMS):
             problems.append(f"loss_weights keys must be among {', '.join(STREAMS)}")
+        if self.export_dtype not in ("float32", "float16", "bfloat16"):
+            problems.append("export_dtype must be float32, float16 or bfloat16")
         if self.mask not in MASK_MODES:
             problems.append(f"mask must be one of {', '.join(MASK_MODES)}")
         if "from" not in self.bundle:
@@ -605,6 +608,7 @@ def fit(cfg: FitConfig, data_dir: str | Path, out_dir: str | Path, *, device: st
     if dist.main:
         if ema:
             model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in ema.shadow.items()})
+        model.to(getattr(torch, cfg.export_dtype))  # load_bundle casts back to the device's compute dtype
         target = Path(bundle_out) if bundle_out else out_dir / "bundle"
         save_bundle(bundle, target, defaults=cfg.defaults or None)
         summary["bundle"] = str(target)
