@@ -263,3 +263,18 @@ def test_bundle_assembled_from_diffusers_wan_parts_as_documented(shot_dir, tmp_p
     layers = render_frames(bundle, spec_for(shot_dir), list(range(FIRST, FIRST + 5)), seed=0)
     assert sorted(layers) == list(range(FIRST, FIRST + 5))
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2  # prompt + negative prompt
+
+
+def test_a_shot_without_sampler_choices_uses_the_bundles(tmp_path):
+    from types import SimpleNamespace
+
+    from vera.pipeline import sampler_settings
+    from vera.shot import SamplerSpec
+
+    bundle = SimpleNamespace(defaults={"sampler": "euler", "steps": 12, "guidance": 1.0, "shift": 2.0})
+    spec = make_shot(tmp_path, "demo", "plate.####.exr", 1, 5)
+    assert spec.sampler.name is None
+    assert sampler_settings(bundle, spec).sampler == "euler"
+    spec.sampler = SamplerSpec(name="unipc", steps=3)
+    chosen = sampler_settings(bundle, spec)
+    assert (chosen.sampler, chosen.steps, chosen.guidance) == ("unipc", 3, 1.0)

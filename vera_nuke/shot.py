@@ -165,7 +165,7 @@ def build_spec(node, values: dict | None = None) -> dict:
         "negative_prompt": node["negative_prompt"].value().strip(),
         "mask": mask,
         "model": {"bundle": node["model_bundle"].value().strip() or "demo", "device": node["device"].value()},
-        "sampler": {"name": "unipc", "steps": _positive_or_none(int(node["steps"].value())),
+        "sampler": {"name": None, "steps": _positive_or_none(int(node["steps"].value())),
                     "guidance": _positive_or_none(float(node["guidance"].value())), "shift": None},
         "seed": int(node["seed"].value()),
         "window": {"frames": _positive_or_none(int(node["window_frames"].value())),

@@ -44,7 +44,7 @@ class ModelSpec:
 
 @dataclass
 class SamplerSpec:
-    name: str = "unipc"            # unipc | euler
+    name: str | None = None        # unipc | euler; None: the bundle's default
     steps: int | None = None       # None: the bundle's default
     guidance: float | None = None
     shift: float | None = None
@@ -273,7 +273,7 @@ def validate(path_or_dict, base_dir: str | Path | None = None) -> list[str]:
         problems.append(f"model.device: '{model['device']}' is not one of auto, cpu, cuda, cuda:N, mps")
 
     sampler = sections.get("sampler", {})
-    if "name" in sampler:
+    if sampler.get("name") is not None:
         from vera.sampling import SAMPLERS
 
         _one_of("sampler.name", sampler["name"], SAMPLERS, problems)
