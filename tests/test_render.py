@@ -367,3 +367,11 @@ def test_farm_tasks_then_assemble_equal_one_run_with_the_real_model(tmp_path, sh
     for frame, expected in whole.items():
         assert np.array_equal(pixels(tmp_path / "farm" / f"edit.{frame}.exr"), expected), frame
     assert any(expected[..., 3].any() for expected in whole.values())  # the model really drew something
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"\xff\xfe\x00garbage"])
+def test_a_damaged_manifest_is_bad_input_not_an_internal_error(tmp_path, capsys, content):
+    (tmp_path / "manifest.json").write_bytes(content)
+    assert main(["status", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "manifest.json: not a valid manifest" in err[0]

@@ -231,8 +231,9 @@ def read_manifest(out_dir: Path) -> dict | None:
         return None
     try:
         manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise BadInput(f"{path}: not a valid manifest ({exc.msg}); move it away to start the shot afresh") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else exc
+        raise BadInput(f"{path}: not a valid manifest ({reason}); move it away to start the shot afresh") from None
     version = manifest.get("vera_manifest") if isinstance(manifest, dict) else None
     if not isinstance(version, int) or version > MANIFEST_VERSION:
         raise BadInput(f"{path}: manifest version {version!r} is not one this vera reads ({MANIFEST_VERSION})")
