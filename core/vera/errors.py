@@ -34,3 +34,19 @@ def frame_error(path, message, frame=None) -> BadInput:
     """The standard shape of a bad-input message: names the file and, when known, the frame."""
     where = f"{path}" if frame is None else f"{path} (frame {frame})"
     return BadInput(f"{where}: {message}")
+
+
+def read_json_object(path, what: str) -> dict:
+    """The JSON object in the file `path` (a `what`: "bundle manifest", "sample.json", ...); anything else there
+    (unreadable, not UTF-8, not JSON, not an object) is the user's file and a BadInput naming it."""
+    import json
+    from pathlib import Path
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else exc
+        raise BadInput(f"{path}: not a valid {what} ({reason})") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"{path}: not a valid {what} (expected a JSON object, got {type(data).__name__})")
+    return data

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from vera.atomic import atomic_write_text
-from vera.errors import BadInput, VeraError
+from vera.errors import BadInput, VeraError, read_json_object
 from vera.progress import Progress
 from vera.plates import compact_frames, open_sequence
 from vera.shot import ShotSpec, load_valid
@@ -230,11 +230,10 @@ def read_manifest(out_dir: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else exc
-        raise BadInput(f"{path}: not a valid manifest ({reason}); move it away to start the shot afresh") from None
-    version = manifest.get("vera_manifest") if isinstance(manifest, dict) else None
+        manifest = read_json_object(path, "manifest")
+    except BadInput as exc:
+        raise BadInput(f"{exc}; move it away to start the shot afresh") from None
+    version = manifest.get("vera_manifest")
     if not isinstance(version, int) or version > MANIFEST_VERSION:
         raise BadInput(f"{path}: manifest version {version!r} is not one this vera reads ({MANIFEST_VERSION})")
     return manifest

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from vera.atomic import atomic_write_text
-from vera.errors import BadInput
+from vera.errors import BadInput, read_json_object
 from vera.model.configs import VeraConfig, get_config
 from vera.model.text import TextEncoder, build_tiny_text_encoder
 from vera.model.vae import PatchVAE, VideoVAE, WanVAE, build_vae
@@ -94,12 +94,7 @@ def read_manifest(name_or_path: str | Path) -> dict:
     """bundle.json with defaults filled in, checked for shape; no weights are loaded."""
     folder = bundle_folder(name_or_path)
     path = folder / BUNDLE_FILE
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInput(f"{path}: cannot read bundle manifest ({exc})") from None
-    if not isinstance(manifest, dict):
-        raise BadInput(f"{path}: expected a JSON object")
+    manifest = read_json_object(path, "bundle manifest")
     missing = [key for key in ("config", "transformer", "vae", "text_encoder") if key not in manifest]
     if missing:
         raise BadInput(f"{path}: missing {', '.join(missing)}")

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset as _TorchDataset
 
-from vera.errors import BadInput
+from vera.errors import BadInput, read_json_object
 from vera.shot import TASKS
 
 EXR_FORMAT = "layered-exr"
@@ -181,12 +181,7 @@ def read_sample_meta(folder) -> dict:
     path = Path(folder) / SAMPLE_FILE
     if not path.exists():
         raise BadInput(f"{path}: missing")
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInput(f"{path}: unreadable JSON ({exc})") from None
-    if not isinstance(meta, dict):
-        raise BadInput(f"{path}: not a JSON object")
+    meta = read_json_object(path, "sample description")
     for key in ("first", "last"):
         if not isinstance(meta.get(key), int):
             raise BadInput(f"{path}: '{key}' must be an integer frame number")
