@@ -20,3 +20,24 @@ def test_ci_runs_the_readme_test_command():
 def test_readme_installs_cpu_torch_first():
     for cmd in _readme_commands()[:2]:
         assert cmd.startswith("pip install torch==2.13.0 && ")
+
+
+def test_demo_training_script_and_configs_are_valid(tmp_path):
+    """scripts/train_demo.sh (docs/demo-model.md) parses, and both stage configs load as vera-train fit would load
+    them, with the global batch of the shipped model (per-process batch x the script's default 2 processes)."""
+    import subprocess
+
+    from vera.train.fit import load_config
+
+    script = ROOT / "scripts" / "train_demo.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    text = script.read_text()
+    assert 'PROCS="${VERA_TRAIN_PROCS:-2}"' in text and "--nproc-per-node" in text
+    stage1 = load_config(ROOT / "scripts" / "demo_config.json")
+    stage2_path = tmp_path / "stage2.json"
+    stage2_path.write_text((ROOT / "scripts" / "demo_finetune.json").read_text()
+                           .replace("__STAGE1_BUNDLE__", str(tmp_path / "bundle")))
+    stage2 = load_config(stage2_path)
+    assert stage1.bundle["from"] == "random" and stage2.bundle["from"] == str(tmp_path / "bundle")
+    assert stage1.batch * 2 == stage2.batch * 2 == 8
+    assert stage1.defaults == stage2.defaults
