@@ -132,6 +132,25 @@ def test_oiio_formats(tmp_path, ext, fmt, atol):
         assert np.abs(im.pixels[..., :3] - img).mean() < 0.05
 
 
+@pytest.mark.parametrize("ext,fmt", [("png", "uint8"), ("tif", "uint16")])
+def test_greyscale_plate_reads_as_equal_rgb(tmp_path, ext, fmt):
+    """A one-channel (Y) plate is grey: R = G = B = Y, as Nuke's Read shows it; Y + A keeps its alpha."""
+    levels = {"uint8": 255, "uint16": 65535}[fmt]
+    grey = np.round(np.clip(pattern_image(H, W, channels=3)[..., :1], 0, 1) * levels) / levels
+    write_oiio(tmp_path / f"g.0001.{ext}", grey, fmt)
+    im = plates.open_sequence(str(tmp_path / f"g.####.{ext}")).read(1)
+    assert not im.has_alpha
+    for c in range(3):
+        np.testing.assert_allclose(im.pixels[..., c], grey[..., 0], atol=1e-6)
+    if ext == "png":  # grey + alpha (a PNG names them Y, A)
+        alpha = np.full((H, W, 1), 1.0, np.float32)
+        alpha[:, : W // 2] = 0.0
+        write_oiio(tmp_path / "ga.0001.png", np.concatenate([grey, alpha], axis=-1), fmt)
+        im = plates.open_sequence(str(tmp_path / "ga.####.png")).read(1)
+        assert im.has_alpha and im.pixels[:, : W // 2, :4].max() == 0.0
+        np.testing.assert_allclose(im.pixels[:, W // 2:, 1], grey[:, W // 2:, 0], atol=1e-6)
+
+
 def test_png_with_alpha_reads_premultiplied(tmp_path):
     """PNG stores unassociated alpha; OIIO (like Nuke's Read) hands it over premultiplied, as EXR plates are."""
     img = np.round(np.clip(pattern_image(H, W), 0, 1) * 255) / 255

@@ -114,8 +114,11 @@ def _to_rgba(pixels: np.ndarray, channel_names: list[str], alpha_index: int, pat
     for key, aliases in (("R", ("R", "RED")), ("G", ("G", "GREEN")), ("B", ("B", "BLUE"))):
         index[key] = next((i for i, n in enumerate(names) if n in aliases), None)
     if None in index.values():
+        grey = next((i for i, n in enumerate(names) if n in ("Y", "L", "LUMINANCE", "GRAY", "GREY")), None)
         if pixels.shape[2] >= 3:
             index = {"R": 0, "G": 1, "B": 2}
+        elif grey is not None:  # a greyscale plate (OIIO names its channel Y): R = G = B, as a Read shows it
+            index = {"R": grey, "G": grey, "B": grey}
         else:
             raise frame_error(path, f"no RGB channels (channels: {', '.join(channel_names) or 'none'})", frame)
     h, w = pixels.shape[:2]
