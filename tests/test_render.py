@@ -375,3 +375,25 @@ def test_a_damaged_manifest_is_bad_input_not_an_internal_error(tmp_path, capsys,
     assert main(["status", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "manifest.json: not a valid manifest" in err[0]
+
+
+def test_movie_plate_numbered_from_its_start_frame(tmp_path, tiny_bundle):
+    """A movie's frames are 1..N unless `plate.start_frame` says where the shot's numbering starts: the shot
+    is validated, rendered and written as frames 1001.. of the movie, with the real pipeline."""
+    from images import write_mp4
+
+    from vera.shot import validate
+
+    frames = [np.full((16, 32, 3), v, np.float32) for v in (0.2, 0.4, 0.6, 0.8, 0.5)]
+    write_mp4(tmp_path / "clip.mp4", frames)
+    spec = base_spec(tiny_bundle, frames=5, overlap=0)
+    spec["plate"] = {"path": "clip.mp4", "first": 1001, "last": 1005, "colorspace": "sRGB - Texture"}
+    problems = validate(spec, base_dir=tmp_path)
+    assert len(problems) == 1 and "plate.path" in problems[0] and "missing frames 1001-1005" in problems[0]
+
+    spec["plate"]["start_frame"] = 1001
+    assert validate(spec, base_dir=tmp_path) == []
+    assert main(["run", str(write_spec(tmp_path, spec)), "--progress", "none"]) == 0
+    assert final_frames(tmp_path / "out") == [f"edit.{f}.exr" for f in range(1001, 1006)]
+    assert main(["qc", "--plate", str(tmp_path / "clip.mp4"), "--edit", str(tmp_path / "out" / "edit.####.exr"),
+                 "--start-frame", "1001"]) == 0

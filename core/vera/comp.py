@@ -55,8 +55,9 @@ class Inputs:
     """The plate and edit sequences of a comp or QC run, checked against each other."""
 
     def __init__(self, plate: str, edit: str, first: int | None = None, last: int | None = None,
-                 layer: str = "rgba", nonfinite: str = "error"):
-        self.plate = plates.open_sequence(plate, first, last, layer=layer, nonfinite=nonfinite)
+                 layer: str = "rgba", nonfinite: str = "error", start_frame: int = 1):
+        self.plate = plates.open_sequence(plate, first, last, layer=layer, nonfinite=nonfinite,
+                                          start_frame=start_frame)
         frames = self.plate.frames
         self.edit = plates.open_sequence(edit, frames[0], frames[-1], nonfinite=nonfinite)
         self.frames = frames

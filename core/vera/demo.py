@@ -128,7 +128,7 @@ def contact_sheet(out: Path, spec, frames: list[int], rows: int = SHEET_ROWS) ->
     from vera.plates import open_sequence
 
     picks = sorted({frames[round(i * (len(frames) - 1) / max(rows - 1, 1))] for i in range(min(rows, len(frames)))})
-    plate = open_sequence(spec.resolve(spec.plate.path), frames[0], frames[-1])
+    plate = spec.open_plate(frames[0], frames[-1])
     comp = open_sequence(str(out / "comp" / "comp.####.exr"), frames[0], frames[-1])
     band = []
     for frame in picks:
@@ -199,7 +199,8 @@ def run_demo(out: str | Path = "vera-demo", prompt: str = DEFAULT_PROMPT, plate:
 
     edit_pattern = str(out / spec.output.dir / f"{spec.output.name}.####.exr")
     comp_pattern = str(out / "comp" / "comp.####.exr")
-    inputs = Inputs(spec.resolve(spec.plate.path), edit_pattern, first, last)
+    inputs = Inputs(spec.resolve(spec.plate.path), edit_pattern, first, last, spec.plate.layer,
+                    start_frame=spec.plate.start_frame)
     comp_sequence(inputs, comp_pattern)
     qc = qc_sequence(inputs, comp=comp_pattern)
     atomic_write_text(out / "qc.json", json.dumps(qc, indent=2) + "\n")

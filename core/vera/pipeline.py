@@ -107,7 +107,7 @@ def _frames_out(video: torch.Tensor, count: int) -> list[np.ndarray]:
 def render_window(bundle, spec: ShotSpec, frames: list[int], seed: int, progress=None,
                   decode_composite: bool = False) -> RenderResult:
     """Render `frames` (one window) of `spec`; see the module docstring. Layers at plate resolution."""
-    from vera import colour, plates
+    from vera import colour
     from vera.rebuild import Fit, rebuild_layer
 
     if not frames:
@@ -122,7 +122,7 @@ def render_window(bundle, spec: ShotSpec, frames: list[int], seed: int, progress
     count = padded_length(len(frames))
     work = _ShareOfProgress(progress, settings.steps + 2)  # + reading/encoding + decoding/rebuilding
 
-    plate = plates.open_sequence(spec.resolve(spec.plate.path), frames[0], frames[-1], layer=spec.plate.layer)
+    plate = spec.open_plate(frames[0], frames[-1])
     fit = Fit.compute(plate.width, plate.height, model_w, model_h)
     plate_rgb, source = {}, []
     for frame in frames:
@@ -133,7 +133,7 @@ def render_window(bundle, spec: ShotSpec, frames: list[int], seed: int, progress
 
     garbage = {}
     if spec.mask is not None:
-        masks = plates.open_sequence(spec.resolve(spec.mask.path), frames[0], frames[-1])
+        masks = spec.open_mask(frames[0], frames[-1])
         if (masks.width, masks.height) != (plate.width, plate.height):
             raise BadInput(f"{spec.mask.path}: mask is {masks.width}x{masks.height}, "
                            f"the plate is {plate.width}x{plate.height}")

@@ -31,7 +31,7 @@ import numpy as np
 from vera.atomic import atomic_write_text
 from vera.errors import BadInput, VeraError, read_json_object
 from vera.progress import Progress
-from vera.plates import compact_frames, open_sequence
+from vera.plates import compact_frames
 from vera.shot import ShotSpec, load_valid
 from vera.windows import Window, blend_weights, plan_windows, window_seed
 
@@ -174,12 +174,12 @@ def _fingerprint(data) -> str:
 def inputs_of(shot: Shot) -> dict:
     """Size and mtime of every plate (and mask) file the shot reads: a changed plate invalidates renders."""
     spec = shot.spec
-    sources = {"plate": (spec.plate.path, spec.plate.layer)}
+    sources = {"plate": spec.open_plate}
     if spec.mask is not None:
-        sources["mask"] = (spec.mask.path, "rgba")
+        sources["mask"] = spec.open_mask
     result = {}
-    for kind, (pattern, layer) in sources.items():
-        seq = open_sequence(spec.resolve(pattern), spec.plate.first, spec.plate.last, layer=layer)
+    for kind, open_source in sources.items():
+        seq = open_source(spec.plate.first, spec.plate.last)
         entries = {}
         for frame in seq.frames:
             try:
@@ -409,8 +409,7 @@ def _render_window_files(shot: Shot, window: Window, progress: str, get_bundle) 
     if missing:
         raise VeraError(f"the pipeline returned no layers for frames {compact_frames(missing)}")
     spec = shot.spec
-    display_window = open_sequence(spec.resolve(spec.plate.path), window.first, window.last,
-                                   layer=spec.plate.layer).display_window
+    display_window = spec.open_plate(window.first, window.last).display_window
     attributes = dict(layer_attributes(bundle, spec, seed), shot=spec.name, window=window.index)
     hashes = {}
     for frame in window.frames:

@@ -28,12 +28,14 @@ class PlateSpec:
     last: int
     colorspace: str                # OCIO colour space name of the plate (e.g. "ACEScg", "sRGB - Texture")
     layer: str = "rgba"            # EXR layer to read
+    start_frame: int = 1           # a movie's first frame number (a movie's frames are start_frame..); not for sequences
 
 
 @dataclass
 class MaskSpec:
     path: str                      # garbage matte sequence: edits may only appear where it is > 0
     channel: str = "A"
+    start_frame: int = 1           # as plate.start_frame, for a mask movie
 
 
 @dataclass
@@ -90,6 +92,21 @@ class ShotSpec:
         """An absolute path for a path written in the spec (relative ones start at the spec's folder)."""
         p = Path(path).expanduser()
         return str(p if p.is_absolute() else (Path(self.base_dir) / p))
+
+    def open_plate(self, first: int | None = None, last: int | None = None):
+        """The plate as a vera.plates.PlateSequence (its layer, a movie's start frame), frames first..last."""
+        from vera.plates import open_sequence
+
+        return open_sequence(self.resolve(self.plate.path), first, last, layer=self.plate.layer,
+                             start_frame=self.plate.start_frame)
+
+    def open_mask(self, first: int | None = None, last: int | None = None):
+        """The garbage matte as a PlateSequence (a movie's start frame applied), or None without a mask."""
+        from vera.plates import open_sequence
+
+        if self.mask is None:
+            return None
+        return open_sequence(self.resolve(self.mask.path), first, last, start_frame=self.mask.start_frame)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -185,13 +202,14 @@ def _one_of(where: str, value: str, allowed, problems: list[str]) -> None:
 
 
 def _check_sequence(where: str, pattern: str, first: int, last: int, layer: str, base: Path,
-                    problems: list[str]) -> None:
+                    problems: list[str], start_frame: int = 1) -> None:
     """Every frame of the range present and readable as a header (vera.plates reports all missing frames)."""
     from vera.plates import open_sequence
 
     path = Path(pattern).expanduser()
     try:
-        open_sequence(str(path if path.is_absolute() else base / path), first, last, layer=layer)
+        open_sequence(str(path if path.is_absolute() else base / path), first, last, layer=layer,
+                      start_frame=start_frame)
     except BadInput as exc:
         problems.append(f"{where}: {exc}")
 
@@ -251,10 +269,11 @@ def validate(path_or_dict, base_dir: str | Path | None = None) -> list[str]:
     if "colorspace" in plate and not plate["colorspace"].strip():
         problems.append("plate.colorspace: empty (name the plate's OCIO colour space, e.g. 'ACEScg')")
     if "path" in plate and range_ok:
-        _check_sequence("plate.path", plate["path"], first, last, plate.get("layer", "rgba"), base, problems)
+        _check_sequence("plate.path", plate["path"], first, last, plate.get("layer", "rgba"), base, problems,
+                        plate.get("start_frame", 1))
     mask = sections.get("mask", {})
     if "path" in mask and range_ok:
-        _check_sequence("mask.path", mask["path"], first, last, "rgba", base, problems)
+        _check_sequence("mask.path", mask["path"], first, last, "rgba", base, problems, mask.get("start_frame", 1))
 
     model = sections.get("model", {})
     if "bundle" in model and model["bundle"] != "demo":
