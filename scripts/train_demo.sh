@@ -9,7 +9,7 @@ WORK="${1:-demo-run}"
 MINUTES="${2:-30}"
 STAGE2_MINUTES="${3:-24}"
 # Training runs as PROCS data-parallel processes of one thread each (torchrun, gloo on the CPU): this model's
-# ops are small, so two single-threaded processes do about 1.3x the work of one process with two threads. The
+# ops are small, so two single-threaded processes do about 1.25x the work of one process with two threads. The
 # configs' batch is per process (4 x 2 = 8 per step); a different PROCS changes the global batch.
 PROCS="${VERA_TRAIN_PROCS:-2}"
 # torch's OpenMP threads spin-wait by default; on a shared CPU that wastes the other jobs' cycles and ours

@@ -44,9 +44,8 @@ def read_json_object(path, what: str) -> dict:
 
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else exc
-        raise BadInput(f"{path}: not a valid {what} ({reason})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:  # the reason keeps a JSON error's line/column
+        raise BadInput(f"{path}: not a valid {what} ({exc})") from None
     if not isinstance(data, dict):
         raise BadInput(f"{path}: not a valid {what} (expected a JSON object, got {type(data).__name__})")
     return data
