@@ -61,10 +61,9 @@ def test_convert_sharded_diffusers_folder(tmp_path, capsys):
     model = load_vera(out, dtype=torch.float32)
     source = wan.state_dict()
     for name in STREAMS:
-        ours = getattr(model, name)
-        torch.testing.assert_close(ours.blocks[1].cross_attn.k.weight,
+        torch.testing.assert_close(getattr(model.blocks[1], name).cross_attn.k.weight,
                                    source["blocks.1.attn2.to_k.weight"].bfloat16().float(), rtol=0, atol=0)
-        torch.testing.assert_close(ours.blocks[0].norm3.weight, source["blocks.0.norm2.weight"].bfloat16().float())
+        torch.testing.assert_close(getattr(model.blocks[0], name).norm3.weight, source["blocks.0.norm2.weight"].bfloat16().float())
 
 
 def test_convert_errors_are_one_line_with_exit_2(tmp_path, capsys):

@@ -34,11 +34,11 @@ def register(subparsers) -> None:
 def model_info(name: str) -> dict:
     """Parameter counts of a named configuration, computed on the meta device."""
     from vera.model.configs import STREAMS, get_config
-    from vera.model.dit import build_on_meta, count_parameters
+    from vera.model.dit import build_on_meta, count_parameters, stream_parameter_count
 
     cfg = get_config(name)
     model = build_on_meta(cfg)
-    per_stream = {stream: count_parameters(getattr(model, stream)) for stream in STREAMS}
+    per_stream = {stream: stream_parameter_count(model, stream) for stream in STREAMS}
     # The conditioning adds only patch-embedding input channels (source latents + packed mask).
     conditioning = cfg.dim * (cfg.in_dim - cfg.z_dim) * math.prod(cfg.patch_size)
     total = count_parameters(model)

@@ -21,7 +21,7 @@ import torch
 from vera.atomic import atomic_path, atomic_write_text
 from vera.errors import BadInput
 from vera.model.configs import CONFIGS, STREAMS, VeraConfig
-from vera.model.dit import VeraMoT, build_on_meta
+from vera.model.dit import VeraMoT, build_on_meta, file_state_dict
 
 FORMAT = "vera-mot-1"
 
@@ -129,7 +129,7 @@ def save_vera(model: VeraMoT, path: str | Path, extra_metadata: dict | None = No
         raise BadInput(f"{path}: a Vera checkpoint must end in .safetensors")
     config_json = json.dumps(model.cfg.to_dict(), sort_keys=True)
     metadata = {"format": FORMAT, "vera_config": config_json, **(extra_metadata or {})}
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().contiguous() for k, v in file_state_dict(model).items()}
     with atomic_path(path) as tmp:
         save_file(state, tmp, metadata=metadata)
     atomic_write_text(path.with_suffix(".json"), json.dumps(model.cfg.to_dict(), indent=2, sort_keys=True) + "\n")
@@ -155,8 +155,15 @@ def load_vera(path: str | Path, device="cpu", dtype: torch.dtype | str = torch.f
     return model.eval()
 
 
-def _shapes(model: torch.nn.Module) -> dict:
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+def _shapes(model: VeraMoT) -> dict:
+    """Key -> shape in the file's (stream-first) key names."""
+    return {k: tuple(v.shape) for k, v in file_state_dict(model).items()}
+
+
+def _stream_shapes(cfg: VeraConfig) -> dict:
+    """One stream's keys (Wan2.1's original names) -> shapes."""
+    prefix = f"{STREAMS[0]}."
+    return {k[len(prefix):]: v for k, v in _shapes(build_on_meta(cfg)).items() if k.startswith(prefix)}
 
 
 def _check_state(source, expected: dict, found: dict, renamed: dict | None = None) -> None:
@@ -315,7 +322,7 @@ def convert_wan(source: str | Path, config: VeraConfig | None = None) -> VeraMoT
     source = Path(source)
     wan, source_names = read_wan_state(source)
     cfg = config or infer_wan_config(wan, _source_config_json(source))
-    expected = _shapes(build_on_meta(cfg).edit)
+    expected = _stream_shapes(cfg)
     target = expected["patch_embedding.weight"]
     expected_wan = {**expected, "patch_embedding.weight": (target[0], cfg.z_dim, *target[2:])}
     _check_state(source, expected_wan, {k: tuple(v.shape) for k, v in wan.items()}, source_names)

@@ -3,20 +3,30 @@
 Read top to bottom:
   * helpers: the sinusoidal time embedding, 3D RoPE, float32 "islands" for norms and modulation;
   * `WanBlock`: one stream's parameters for one layer, split at the self-attention so the MoT can attend jointly;
-  * `WanStream`: one full Wan2.1 T2V parameter set (patch embedding, time/text embedders, blocks, head);
-  * `VeraMoT`: the three streams; per layer every stream makes its q/k/v, the three token sets are attended ONCE,
-    split back, and every stream finishes the layer with its own output projection, cross-attention and FFN.
+  * `JointAttention`: softmax attention over the tokens of all streams at once (no parameters; sequence
+    parallelism swaps it for an all-to-all version from outside, see vera.parallel);
+  * `JointBlock`: layer i of all three streams as ONE module: every stream makes its q/k/v, the three token sets
+    are attended once, and every stream finishes the layer with its own output projection, cross-attention, FFN;
+  * `WanStream`: the rest of one Wan2.1 T2V parameter set (patch embedding, time/text embedders, head);
+  * `VeraMoT`: embed every stream, run the joint blocks, one head per stream;
   * `pack_mask`: a user mask packed onto the latent grid (the conditioning's last channels).
 
-Parameter names inside a stream are Wan2.1's original ones (`blocks.0.self_attn.q.weight`, `head.modulation`,
-...) with the stream name in front (`edit.blocks.0.self_attn.q.weight`), so a Wan2.1 checkpoint maps on by
-prefixing (vera.model.checkpoint also converts diffusers' names). Numerics follow diffusers'
-`WanTransformer3DModel` (same RoPE frequencies and pairing, same float32 islands), which the parity test checks.
+Parameters are organised by layer (`blocks.0.edit.self_attn.q.weight`), so that FSDP, activation checkpointing,
+offloading and step caching can each take one joint layer as their unit. Checkpoint files are written
+stream-first (`edit.blocks.0.self_attn.q.weight` = the stream name + Wan2.1's original key, so one stream of a
+file is a Wan2.1 checkpoint under a prefix; `file_state_dict`), and `load_state_dict` accepts both layouts.
+
+Precision (Wan2.1's bf16 recipe): weights may be bf16, but the residual stream stays float32 between and
+inside blocks; each Linear gets its input cast to the weight dtype, and its output is added back in float32.
+Norms, modulation, RoPE angles and the time embedding are float32 islands, as in Wan2.1 and diffusers.
+Numerics otherwise follow diffusers' `WanTransformer3DModel` (same RoPE frequencies and pairing), which the
+parity test checks.
 """
 
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 import torch.nn as nn
@@ -83,8 +93,22 @@ def linear_fp32(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------------ layers
 
 
+def rms_norm_fp32(x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+    """RMSNorm computed in float32 (as Wan2.1's WanRMSNorm), returned in x's dtype; Identity passes x through."""
+    if not isinstance(norm, nn.RMSNorm):
+        return x
+    return F.rms_norm(x.float(), norm.normalized_shape, norm.weight.float(), norm.eps).type_as(x)
+
+
+def compute_dtype(layer: nn.Linear) -> torch.dtype:
+    """The dtype a Linear's input is cast to: its weight's, except for a storage-only float8 weight (cast up to
+    bf16 by a hook when the layer runs, as diffusers' layerwise casting does), which computes in bf16."""
+    dtype = layer.weight.dtype
+    return torch.bfloat16 if dtype.itemsize == 1 else dtype
+
+
 class SelfAttention(nn.Module):
-    """Wan2.1 self-attention projections. The attention itself is done jointly by VeraMoT."""
+    """Wan2.1 self-attention projections. The attention itself is done jointly by JointAttention."""
 
     def __init__(self, cfg: VeraConfig):
         super().__init__()
@@ -99,8 +123,9 @@ class SelfAttention(nn.Module):
 
     def qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
         """(B, L, dim) -> q, k, v each (B, heads, L, head_dim), RoPE applied to q and k."""
-        q = self.norm_q(self.q(x)).unflatten(2, (self.num_heads, -1))
-        k = self.norm_k(self.k(x)).unflatten(2, (self.num_heads, -1))
+        x = x.to(compute_dtype(self.q))
+        q = rms_norm_fp32(self.q(x), self.norm_q).unflatten(2, (self.num_heads, -1))
+        k = rms_norm_fp32(self.k(x), self.norm_k).unflatten(2, (self.num_heads, -1))
         v = self.v(x).unflatten(2, (self.num_heads, -1))
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
@@ -111,8 +136,10 @@ class CrossAttention(SelfAttention):
     The same projections and norms as self-attention (as in Wan2.1), attended to the text without RoPE."""
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        q = self.norm_q(self.q(x)).unflatten(2, (self.num_heads, -1)).transpose(1, 2)
-        k = self.norm_k(self.k(context)).unflatten(2, (self.num_heads, -1)).transpose(1, 2)
+        dtype = compute_dtype(self.q)
+        x, context = x.to(dtype), context.to(dtype)
+        q = rms_norm_fp32(self.q(x), self.norm_q).unflatten(2, (self.num_heads, -1)).transpose(1, 2)
+        k = rms_norm_fp32(self.k(context), self.norm_k).unflatten(2, (self.num_heads, -1)).transpose(1, 2)
         v = self.v(context).unflatten(2, (self.num_heads, -1)).transpose(1, 2)
         out = F.scaled_dot_product_attention(q, k, v)
         return self.o(out.transpose(1, 2).flatten(2).type_as(q))
@@ -122,7 +149,8 @@ class WanBlock(nn.Module):
     """One stream's parameters for one layer (Wan2.1 names: norm3 is the cross-attention's affine LayerNorm).
 
     The layer runs in two halves around the joint attention: `attention_input` (modulated norm -> q, k, v) and
-    `finish` (output projection + gated residual, cross-attention, modulated FFN).
+    `finish` (output projection + gated residual, cross-attention, modulated FFN). The residual stream `x` is
+    float32 throughout; only the Linears' inputs take the weights' dtype (Wan2.1's bf16 recipe).
     """
 
     def __init__(self, cfg: VeraConfig):
@@ -135,6 +163,10 @@ class WanBlock(nn.Module):
                                  nn.Linear(cfg.ffn_dim, cfg.dim))
         # Learned per-layer offsets added to the shared time projection: shift/scale/gate for attention and FFN.
         self.modulation = nn.Parameter(torch.randn(1, 6, cfg.dim) / cfg.dim**0.5)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
 
     def modulation_terms(self, e0: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(B, 6, dim) float32 time projection -> six (B, 1, dim) float32 terms."""
@@ -142,18 +174,54 @@ class WanBlock(nn.Module):
 
     def attention_input(self, x, mod, cos, sin):
         shift, scale = mod[0], mod[1]
-        normed = (layer_norm_fp32(x, None, self.eps) * (1 + scale) + shift).type_as(x)
-        return self.self_attn.qkv(normed, cos, sin)
+        return self.self_attn.qkv(layer_norm_fp32(x, None, self.eps) * (1 + scale) + shift, cos, sin)
 
     def finish(self, x, attn_out, mod, context):
-        """attn_out: this stream's share of the joint attention, (B, heads, L, head_dim)."""
+        """attn_out: this stream's share of the joint attention, (B, heads, L, head_dim). Returns float32."""
         gate, c_shift, c_scale, c_gate = mod[2], mod[3], mod[4], mod[5]
-        attn_out = self.self_attn.o(attn_out.transpose(1, 2).flatten(2).type_as(x))
-        x = (x.float() + attn_out * gate).type_as(x)
-        normed = x if self.norm3 is None else layer_norm_fp32(x, self.norm3, self.eps).type_as(x)
-        x = x + self.cross_attn(normed, context)
-        normed = (layer_norm_fp32(x, None, self.eps) * (1 + c_scale) + c_shift).type_as(x)
-        return (x.float() + self.ffn(normed).float() * c_gate).type_as(x)
+        o = self.self_attn.o
+        x = x + o(attn_out.transpose(1, 2).flatten(2).to(compute_dtype(o))).float() * gate
+        normed = x if self.norm3 is None else layer_norm_fp32(x, self.norm3, self.eps)
+        x = x + self.cross_attn(normed, context).float()
+        normed = layer_norm_fp32(x, None, self.eps) * (1 + c_scale) + c_shift
+        return x + self.ffn(normed.to(compute_dtype(self.ffn[0]))).float() * c_gate
+
+
+class JointAttention(nn.Module):
+    """Softmax attention over the tokens of all streams at once (SDPA, no mask, so its fast kernels apply).
+
+    No parameters: vera.parallel swaps it for a sequence-parallel (all-to-all) version from outside the network.
+    `isolate=True` attends each stream to its own tokens only (each stream is then exactly a Wan2.1 DiT).
+    """
+
+    def forward(self, q: list, k: list, v: list, isolate: bool = False) -> list:
+        """q, k, v: one (B, heads, L_stream, head_dim) tensor per stream -> one output of that shape per stream."""
+        if isolate:
+            return [F.scaled_dot_product_attention(*qkv) for qkv in zip(q, k, v)]
+        joint = F.scaled_dot_product_attention(torch.cat(q, dim=2), torch.cat(k, dim=2), torch.cat(v, dim=2))
+        return list(joint.split([part.shape[2] for part in q], dim=2))
+
+
+class JointBlock(nn.Module):
+    """Layer i of every stream, as one module: own q/k/v, ONE joint attention, own output projection,
+    cross-attention and FFN. The unit that sharding, activation checkpointing, offloading and caching act on."""
+
+    def __init__(self, cfg: VeraConfig):
+        super().__init__()
+        for name in STREAMS:  # registered by name: keys read `blocks.0.edit.self_attn.q.weight`
+            self.add_module(name, WanBlock(cfg))
+        self.attention = JointAttention()
+
+    def forward(self, x: torch.Tensor, e0: torch.Tensor, context: torch.Tensor, cos: torch.Tensor,
+                sin: torch.Tensor, isolate_streams: bool = False) -> torch.Tensor:
+        """x: (B, streams, L, dim) float32 residual streams; e0: (B, streams, 6, dim) float32 time projections;
+        context: (B, streams, Lt, dim) each stream's embedded prompt; cos/sin: RoPE angles of the L tokens."""
+        blocks = [getattr(self, name) for name in STREAMS]
+        mods = [block.modulation_terms(e0[:, i]) for i, block in enumerate(blocks)]
+        q, k, v = zip(*(block.attention_input(x[:, i], mods[i], cos, sin) for i, block in enumerate(blocks)))
+        shares = self.attention(list(q), list(k), list(v), isolate_streams)
+        return torch.stack([block.finish(x[:, i], shares[i], mods[i], context[:, i])
+                            for i, block in enumerate(blocks)], dim=1)
 
 
 class Head(nn.Module):
@@ -167,11 +235,13 @@ class Head(nn.Module):
 
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         shift, scale = (self.modulation.float() + e.unsqueeze(1)).chunk(2, dim=1)
-        return self.head((layer_norm_fp32(x, None, self.eps) * (1 + scale) + shift).type_as(x))
+        normed = layer_norm_fp32(x, None, self.eps) * (1 + scale) + shift
+        return self.head(normed.to(compute_dtype(self.head)))
 
 
 class WanStream(nn.Module):
-    """A complete Wan2.1 T2V parameter set, with `cfg.in_dim` input channels (Wan's 16 + conditioning)."""
+    """One stream's Wan2.1 T2V parameters outside the blocks, with `cfg.in_dim` input channels (Wan's 16 +
+    conditioning). Its blocks live in VeraMoT.blocks (one JointBlock per depth holds every stream's block)."""
 
     def __init__(self, cfg: VeraConfig):
         super().__init__()
@@ -181,7 +251,6 @@ class WanStream(nn.Module):
                                             nn.Linear(cfg.dim, cfg.dim))
         self.time_embedding = nn.Sequential(nn.Linear(cfg.freq_dim, cfg.dim), nn.SiLU(), nn.Linear(cfg.dim, cfg.dim))
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(cfg.dim, 6 * cfg.dim))
-        self.blocks = nn.ModuleList(WanBlock(cfg) for _ in range(cfg.num_layers))
         self.head = Head(cfg)
         self.reset_parameters()
 
@@ -206,9 +275,10 @@ class WanStream(nn.Module):
         zero_conditioning_channels(self.patch_embedding.weight, self.cfg.z_dim)
 
     def embed(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor):
-        """-> tokens (B, L, dim), time embedding e (B, dim) f32, time projection e0 (B, 6, dim) f32, text (B, Lt, dim)."""
-        dtype = self.patch_embedding.weight.dtype
-        tokens = self.patch_embedding(x.to(dtype)).flatten(2).transpose(1, 2).contiguous()
+        """-> tokens (B, L, dim) f32, time embedding e (B, dim) f32, time projection e0 (B, 6, dim) f32,
+        text (B, Lt, dim) in the weights' dtype."""
+        dtype = compute_dtype(self.text_embedding[0])
+        tokens = self.patch_embedding(x.to(dtype)).flatten(2).transpose(1, 2).float()
         e = linear_fp32(self.time_embedding[2], F.silu(linear_fp32(self.time_embedding[0],
                                                                    sinusoidal_embedding(t, self.cfg.freq_dim))))
         e0 = linear_fp32(self.time_projection[1], F.silu(e)).unflatten(1, (6, -1))
@@ -233,19 +303,21 @@ def zero_conditioning_channels(patch_weight: torch.Tensor, z_dim: int) -> None:
 
 
 class VeraMoT(nn.Module):
-    """Mixture-of-Transformers: one WanStream per stream in STREAMS, joint self-attention in every layer.
+    """Mixture-of-Transformers: one WanStream per stream in STREAMS and one JointBlock per layer.
 
     forward(x (B, 3, in_dim, F, H, W), t (B,) in [0, 1000), context (B, L, text_dim)) -> (B, 3, out_dim, F, H, W).
     All streams see the same prompt and share the same 3D positions (their pixels are aligned).
-    `isolate_streams=True` masks the joint attention block-diagonally: each stream is then exactly a Wan2.1 DiT.
+    `isolate_streams=True` attends each stream to itself only: each stream is then exactly a Wan2.1 DiT.
     """
 
     def __init__(self, cfg: VeraConfig):
         super().__init__()
         self.cfg = cfg
-        for name in STREAMS:  # registered by name so parameter keys read `edit.blocks.0...`
+        for name in STREAMS:  # registered by name so parameter keys read `edit.patch_embedding...`
             self.add_module(name, WanStream(cfg))
+        self.blocks = nn.ModuleList(JointBlock(cfg) for _ in range(cfg.num_layers))
         self.gradient_checkpointing = False
+        self.register_load_state_dict_pre_hook(_accept_stream_first_keys)
 
     @property
     def streams(self) -> list[WanStream]:
@@ -266,41 +338,58 @@ class VeraMoT(nn.Module):
         if t.numel() == 1 and x.shape[0] > 1:
             t = t.expand(x.shape[0])
 
-        embedded = [stream.embed(x[:, i], t, context) for i, stream in enumerate(self.streams)]
-        tokens = [item[0] for item in embedded]
-        num_tokens = tokens[0].shape[1]
-        mask = None
-        if isolate_streams:
-            block = torch.ones(num_tokens, num_tokens, dtype=torch.bool, device=x.device)
-            mask = torch.block_diag(*[block] * len(STREAMS))
-
-        for layer in range(cfg.num_layers):
-            args = (layer, cos, sin, mask, embedded)
+        tokens, e, e0, text = zip(*(stream.embed(x[:, i], t, context) for i, stream in enumerate(self.streams)))
+        tokens, e0, text = torch.stack(tokens, dim=1), torch.stack(e0, dim=1), torch.stack(text, dim=1)
+        for block in self.blocks:
             if self.gradient_checkpointing and torch.is_grad_enabled():
-                tokens = checkpoint(self._layer, *tokens, *args, use_reentrant=False)
+                tokens = checkpoint(block, tokens, e0, text, cos, sin, isolate_streams, use_reentrant=False)
             else:
-                tokens = self._layer(*tokens, *args)
+                tokens = block(tokens, e0, text, cos, sin, isolate_streams)
 
-        out = [stream.unpatchify(stream.head(tok, item[1]), grid)
-               for stream, tok, item in zip(self.streams, tokens, embedded)]
+        out = [stream.unpatchify(stream.head(tokens[:, i], e[i]), grid) for i, stream in enumerate(self.streams)]
         return torch.stack(out, dim=1)
 
-    def _layer(self, *inputs):
-        """One layer of all streams: own q/k/v, ONE joint attention, own output projection, cross-attn, FFN."""
-        count = len(STREAMS)
-        tokens, (layer, cos, sin, mask, embedded) = inputs[:count], inputs[count:]
-        blocks = [stream.blocks[layer] for stream in self.streams]
-        mods = [block.modulation_terms(item[2]) for block, item in zip(blocks, embedded)]
-        qkv = [block.attention_input(tok, mod, cos, sin) for block, tok, mod in zip(blocks, tokens, mods)]
-        q, k, v = (torch.cat(parts, dim=2) for parts in zip(*qkv))  # concatenated along the token axis
-        joint = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        shares = joint.split([tok.shape[1] for tok in tokens], dim=2)
-        return tuple(block.finish(tok, share, mod, item[3])
-                     for block, tok, share, mod, item in zip(blocks, tokens, shares, mods, embedded))
+
+# ----------------------------------------------------------------------------------------- checkpoint keys
+
+# Files hold stream-first keys (`edit.blocks.3.ffn.0.weight`: a stream of a file is a Wan2.1 checkpoint under a
+# prefix); the module is organised by layer (`blocks.3.edit.ffn.0.weight`). Only block keys differ.
+_STREAM_FIRST = re.compile(rf"^({'|'.join(STREAMS)})\.blocks\.(\d+)\.")
+_BLOCK_FIRST = re.compile(rf"^blocks\.(\d+)\.({'|'.join(STREAMS)})\.")
+
+
+def block_first_key(key: str) -> str:
+    """`edit.blocks.3.x` (file) -> `blocks.3.edit.x` (module); other keys unchanged."""
+    match = _STREAM_FIRST.match(key)
+    return f"blocks.{match[2]}.{match[1]}.{key[match.end():]}" if match else key
+
+
+def stream_first_key(key: str) -> str:
+    """`blocks.3.edit.x` (module) -> `edit.blocks.3.x` (file); other keys unchanged."""
+    match = _BLOCK_FIRST.match(key)
+    return f"{match[2]}.blocks.{match[1]}.{key[match.end():]}" if match else key
+
+
+def file_state_dict(model: VeraMoT) -> dict:
+    """The model's tensors under the checkpoint file's (stream-first) key names."""
+    return {stream_first_key(k): v for k, v in model.state_dict().items()}
+
+
+def _accept_stream_first_keys(module, state_dict, prefix, *_):
+    """load_state_dict pre-hook: a stream-first (file) state dict loads as well as a block-first one."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        renamed = prefix + block_first_key(key[len(prefix):])
+        if renamed != key:
+            state_dict[renamed] = state_dict.pop(key)
 
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def stream_parameter_count(model: VeraMoT, name: str) -> int:
+    """Parameters of one stream: its embedders and head plus its block at every depth."""
+    return count_parameters(getattr(model, name)) + sum(count_parameters(getattr(b, name)) for b in model.blocks)
 
 
 def build_on_meta(cfg: VeraConfig) -> VeraMoT:

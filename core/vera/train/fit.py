@@ -22,6 +22,7 @@ import json
 import math
 import os
 import random
+import re
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -31,6 +32,8 @@ import torch
 
 from vera.atomic import atomic_path, atomic_write_text
 from vera.errors import BadInput
+from vera.model.configs import STREAMS
+from vera.model.dit import block_first_key, stream_first_key
 
 STREAMS = ("edit", "alpha", "composite")
 MASK_MODES = ("dataset", "none", "placement")
@@ -295,6 +298,23 @@ def save_checkpoint(path: Path, step: int, model, optimizer, ema: dict | None, c
         save_file(tensors, tmp, metadata={"vera_fit": json.dumps(meta)})
 
 
+def _block_first(key: str) -> str:
+    group, _, name = key.partition(".")
+    return f"{group}.{block_first_key(name)}" if group in ("model", "ema") else key
+
+
+def _legacy_parameter_order(model) -> list[int]:
+    """Index j of a pre-restructure model's parameters -> index in ours. It listed each stream whole (embedders,
+    then its blocks by depth, then its head); ours lists every stream's embedders and head, then the blocks."""
+    def old_position(item):
+        index, name = item
+        stream, rest = stream_first_key(name).split(".", 1)
+        block = re.match(r"blocks\.(\d+)\.", rest)
+        section = 1 if block else 2 if rest.startswith("head.") else 0
+        return STREAMS.index(stream), section, int(block[1]) if block else 0, index
+    return [index for index, _ in sorted(enumerate(name for name, _ in model.named_parameters()), key=old_position)]
+
+
 def load_checkpoint(path: Path, model, optimizer, ema: dict | None) -> int:
     """Restore everything `save_checkpoint` wrote; returns the step to continue from."""
     from safetensors import safe_open
@@ -306,6 +326,10 @@ def load_checkpoint(path: Path, model, optimizer, ema: dict | None) -> int:
         tensors = load_file(str(path))
     except Exception as exc:  # noqa: BLE001
         raise BadInput(f"{path}: not a readable training checkpoint ({exc})") from None
+    # checkpoints written before the joint-block restructure hold stream-first model/EMA keys, and their
+    # optimiser state follows that model's parameter order
+    legacy = any(k.startswith(f"model.{STREAMS[0]}.blocks.") for k in tensors)
+    tensors = {_block_first(k): v for k, v in tensors.items()}
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     if ema is not None:
         for k in ema:
@@ -314,7 +338,8 @@ def load_checkpoint(path: Path, model, optimizer, ema: dict | None) -> int:
     for key, value in tensors.items():
         if key.startswith("optim."):
             _, index, name = key.split(".", 2)
-            state.setdefault(int(index), {})[name] = value
+            index = _legacy_parameter_order(model)[int(index)] if legacy else int(index)
+            state.setdefault(index, {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     _set_rng_state(tensors, meta["rng"])
     return int(meta["step"])
