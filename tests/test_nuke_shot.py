@@ -134,7 +134,7 @@ def test_non_read_source_is_written_through_a_write_node(nuke, tmp_path, monkeyp
     spec = json.loads((tmp_path / "out" / "shot.json").read_text())
     assert spec["plate"]["path"] == f"{tmp_path}/out/plate/plate.%04d.exr"
     assert spec["plate"]["colorspace"] == "ACEScg"  # written raw: the working space
-    assert spec["mask"] == {"path": f"{tmp_path}/out/mask/mask.%04d.exr", "channel": "A"}
+    assert spec["mask"] == {"path": f"{tmp_path}/out/mask/mask.%04d.exr", "channel": "A", "start_frame": 1}
     assert nuke.allNodes("Write", group=nuke.root(), recurseGroups=True) == []  # the temporary Writes are gone
 
 
