@@ -1,33 +1,34 @@
 """A stand-in for Foundry Nuke's `nuke` Python module, for testing `vera_nuke` without Nuke.
 
-It behaves like Nuke's documented Python API (learn.foundry.com, "Nuke Python API reference") for the parts
-Vera uses, and records what happened so tests can assert on it:
+It behaves like Nuke's documented Python API (learn.foundry.com, Nuke Python developer guide and API reference,
+13.0-16.0) for the parts Vera uses, and records what happened so tests can assert on it. Each behaviour that
+matters names its source in a comment next to it. In short:
 
-- Nodes: `createNode(cls, knobs="", inpanel=True)` (connects to the selected node and selects the new one,
-  as the GUI does), `nodes.<Class>(**knobs)` (no auto-connect; `inputs=[...]` allowed), `toNode`, `allNodes`,
-  `selectedNode` (ValueError when nothing is selected), `selectedNodes`, `delete`, `thisNode`, `root`.
-- Node: `Class()`, `name()`, `setName`, `knob(name)` (None when missing), `node[name]` (NameError when the
-  knob does not exist, like Nuke), `knobs()`, `addKnob`, `removeKnob` (ValueError when not on the node),
-  `input(i)`, `inputs()`, `setInput(i, node)`, `maximumInputs()`, `dependent()`, `xpos/ypos/setXYpos`,
-  `screenWidth/screenHeight`, `format()`, `width()`, `height()`, `metadata()`, `isSelected/setSelected`.
-- Knobs: `value/getValue/setValue`, `setFlag/clearFlag/getFlag`, `name`, `label`, `Class`, `evaluate`
-  (File/String), `values()` (Enumeration), `execute()` (PyScript: runs the command with `thisNode()` set,
-  as pressing the button does), `toScript()`.
-- Gizmos: a node class not built in is looked up as `<Class>.gizmo` on the plug-in path (`pluginAddPath`),
-  and its `Input` nodes and `addUserKnob` lines define its inputs and knobs, as Nuke loads gizmos.
-- `ProgressTask` (setProgress, setMessage, isCancelled), `executeInMainThread[WithResult]` (run inline:
-  this fake has no event loop), `message` (recorded in `messages`), `execute(node, first, last)` (recorded
-  in `executed`; nothing is rendered), `menu(name).addCommand/addMenu` (recorded), `pluginAddPath`
-  (recorded and added to sys.path, Nuke's default `addToSysPath=True`), `getPaneFor`, `scriptName`.
+- Groups: Root and every Group (a gizmo is one, with its Input/Output nodes) hold nodes; the *current group*
+  (`thisGroup`, `Group.begin/end`, `with group:`) is where `nodes.X`, `createNode`, `allNodes` and `toNode` act.
+  A PyScript button runs with its gizmo as the current group and `thisNode()` set. Names are unique per
+  group; `fullName()` is `Group1.Read1`. `setInput` returns False (never raises) across groups or for an
+  input the node lacks.
+- `executeInMainThread` queues; tests run the queue with `pump_main_thread()` (Nuke's event loop).
+  `executeInMainThreadWithResult` from the main thread raises (Nuke would hang).
+- `pluginAddPath` prepends, strips trailing slashes, runs the folder's init.py inside an init.py (`run_init`
+  runs one as start-up does); `menu()` raises RuntimeError without a GUI (`env["gui"]`).
+- Files: `File_Knob.value()` is printf (`%04d`); `evaluate(frame)` and `nuke.filename(node[, REPLACE])` expand
+  `$env()`/TCL (`[python ...]`, `[value ...]`, `[getenv ...]`, `[file dirname ...]`); Root `project_directory` is
+  the `[python {nuke.script_directory()}]` expression. `fromUserText("path first-last")` makes a Read read its
+  file's header (format, data window metadata, channels); `setValue` does not.
+- A Write's exr knobs (`datatype`...) exist only while `file_type` is exr. Channel knobs accept only known layers
+  (`tcl("add_layer {...}")` registers one; a Read registers the layers its file holds).
+- Images: `read_exr_as_nuke` reads an EXR as Nuke's reader does (edge pixels repeat past a data window equal
+  to the display window); `execute(write, first, last)` renders a Write whose tree is Reads, Merge2 over and
+  pass-through nodes (disabled, Dot, NoOp, a Grade at its defaults) to EXR, and only records anything else.
+- `ProgressTask`, `message` (recorded in `messages`), menus, `getPaneFor`, `scriptName`, `layers`.
 
 Where it is simplified (say so in a test before relying on more):
-- `setInput` with an index at or beyond `maximumInputs()` raises ValueError; Nuke refuses the connection
-  (returns False). Failing loudly here catches the same mistake.
 - Unknown knob names passed to `nodes.X(...)` / `createNode(..., knobs)` raise NameError, as `node[name]` does.
 - Each built-in class knows only the knobs listed in `NODE_CLASSES` (the knobs of Nuke's reference guide
   that Vera touches, plus the knobs every node has). Array knobs (Grade `white`...) hold one value.
-- No images are computed: `format()` comes from the `format` knob, `metadata()` from `_metadata`, which a
-  test may fill (e.g. an EXR data window); `bbox()` (the node's box in the DAG) is xpos/ypos/size.
+- `format()` comes from the `format` knob; `bbox()` (the node's box in the DAG) is xpos/ypos/size.
 - `reset()` clears all state between tests; `ProgressTask.cancel()` is the test's way to press Cancel.
 """
 
