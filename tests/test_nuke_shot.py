@@ -87,6 +87,18 @@ def test_spec_uses_the_reads_range_and_raw_and_relative_paths(nuke, tmp_path):
         del os.environ["PROJ"]
 
 
+def test_nodes_of_the_same_name_in_different_groups_do_not_share_a_render(nuke, tmp_path):
+    read = nuke.nodes.Read(file=f"{tmp_path}/plate.####.exr", first=1, last=4)
+    at_root = vera_node(nuke, read)
+    with nuke.nodes.Group():
+        inner_read = nuke.nodes.Read(file=f"{tmp_path}/plate.####.exr", first=1, last=4)
+        inside = vera_node(nuke, inner_read)
+    assert at_root.name() == inside.name() == "VeraEdit1"
+    specs = [shot.build_spec(n) for n in (at_root, inside)]
+    assert specs[0]["output"]["dir"] != specs[1]["output"]["dir"]
+    assert specs[1]["output"]["dir"].endswith("/Group1.VeraEdit1") and specs[1]["name"].endswith("_Group1.VeraEdit1")
+
+
 def test_spec_paths_are_nukes_expanded_filename(nuke, tmp_path, monkeypatch):
     monkeypatch.setenv("SHOT_ROOT", str(tmp_path / "shots"))
     read = nuke.nodes.Read(file="$env(SHOT_ROOT)/sh010/plate.####.exr", first=1, last=4)

@@ -49,11 +49,12 @@ def script_stem() -> str:
 
 
 def output_dir(node, values: dict | None = None) -> str:
-    """The node's output folder, or <output root>/<script>/<node>."""
+    """The node's output folder, or <output root>/<script>/<node's full name> (VeraEdit1 at root and
+    Group1.VeraEdit1 inside a group never share one)."""
     chosen = node["output_dir"].value().strip()
     if chosen:
         return os.path.abspath(os.path.expanduser(chosen))
-    return os.path.join(prefs.output_root(values), script_stem(), node.name())
+    return os.path.join(prefs.output_root(values), script_stem(), node.fullName())
 
 
 def _absolute(path: str) -> str:
@@ -208,7 +209,7 @@ def build_spec(node, values: dict | None = None) -> dict:
             mask = {"path": path, "channel": "A", "start_frame": 1}
     return {
         "vera_shot": SCHEMA_VERSION,
-        "name": f"{script_stem()}_{node.name()}",
+        "name": f"{script_stem()}_{node.fullName()}",
         "plate": plate,
         "task": task,
         "instruction": instruction,
