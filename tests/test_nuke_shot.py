@@ -12,7 +12,7 @@ from bundles import write_plate
 from images import write_mp4
 from vera.exr import write_exr
 from vera.shot import ShotSpec
-from vera_nuke import actions, engine, shot
+from vera_nuke import actions, shot
 
 
 @pytest.fixture
@@ -70,21 +70,16 @@ def test_spec_from_read_with_bounding_box_and_frame_range(nuke, tmp_path):
     assert json.loads(open(path).read())["plate"]["first"] == 1003
 
 
-def test_spec_uses_the_reads_range_and_raw_and_relative_paths(nuke, tmp_path):
+def test_spec_uses_the_reads_range_and_raw_and_relative_paths(nuke, tmp_path, monkeypatch):
     read = nuke.nodes.Read(file="plates/plate.####.exr", first=1, last=24, raw=True)
     spec = shot.build_spec(vera_node(nuke, read))
     # relative to the project directory: Nuke's default expression, the script's folder
     assert spec["plate"]["path"] == f"{tmp_path}/plates/plate.%04d.exr"
     assert (spec["plate"]["first"], spec["plate"]["last"]) == (1, 24)
     assert spec["plate"]["colorspace"] == "raw"
-    nuke.root()["project_directory"].setValue("[getenv PROJ]/comp")
-    import os
-
-    os.environ["PROJ"] = str(tmp_path / "proj")
-    try:
-        assert shot.build_spec(vera_node(nuke, read))["plate"]["path"] == f"{tmp_path}/proj/comp/plates/plate.%04d.exr"
-    finally:
-        del os.environ["PROJ"]
+    nuke.root()["project_directory"].setValue("[getenv PROJ]/comp")  # another expression: evaluated too
+    monkeypatch.setenv("PROJ", str(tmp_path / "proj"))
+    assert shot.build_spec(vera_node(nuke, read))["plate"]["path"] == f"{tmp_path}/proj/comp/plates/plate.%04d.exr"
 
 
 def test_nodes_of_the_same_name_in_different_groups_do_not_share_a_render(nuke, tmp_path):
