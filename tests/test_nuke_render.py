@@ -56,7 +56,7 @@ def test_render_locally_drives_a_progress_task_from_vera_render(nuke, tmp_path, 
     node["window_overlap"].setValue(2)
 
     node["render_local"].execute()  # the artist's click
-    run = actions.running(node)
+    run = actions.last_run(node)
     assert run is not None, nuke.messages
     assert json.loads(node["vera_job"].value())["state"] == "running"
     assert run.wait(timeout=240) == "done", run.last_error
@@ -102,7 +102,8 @@ def test_cancel_stops_the_local_run(nuke, tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "validate", lambda spec: [])  # this stand-in engine has no validate
     monkeypatch.setenv("VERA_RENDER", f"{sys.executable} {script}")
 
-    run = actions.render_locally(node)
+    node["render_local"].execute()
+    run = actions.last_run(node)
     deadline = time.time() + 30
     while time.time() < deadline and not (nuke.progress_tasks and nuke.progress_tasks[-1].progress):
         time.sleep(0.05)
@@ -117,7 +118,8 @@ def test_cancel_stops_the_local_run(nuke, tmp_path, monkeypatch):
     assert "slow window 0: 1/50 (2%) step" in (tmp_path / "out" / actions.RUN_LOG).read_text()
 
     # the monitor's Cancel (another thread) stops this session's run the same way
-    again = actions.render_locally(node)
+    node["render_local"].execute()
+    again = actions.last_run(node)
     deadline = time.time() + 30
     while time.time() < deadline and not (len(nuke.progress_tasks) == 2 and nuke.progress_tasks[-1].progress):
         time.sleep(0.05)
@@ -132,7 +134,8 @@ def test_a_failing_run_is_reported(nuke, tmp_path, monkeypatch):
     node = plate_node(nuke, tmp_path)
     monkeypatch.setattr(engine, "validate", lambda spec: [])
     monkeypatch.setenv("VERA_RENDER", f"{sys.executable} {script}")
-    run = actions.render_locally(node)
+    node["render_local"].execute()
+    run = actions.last_run(node)
     assert run.wait(timeout=30) == "failed"
     nuke.pump_main_thread()
     error = "vera-render: error: plate.1003.exr (frame 1003): truncated"
@@ -153,7 +156,8 @@ def test_the_job_is_recorded_before_its_process_starts(nuke, tmp_path, monkeypat
         return real_add(job)
 
     monkeypatch.setattr(jobs, "add", add)
-    run = actions.render_locally(node)
+    node["render_local"].execute()
+    run = actions.last_run(node)
     assert run.wait(timeout=30) == "done"
     assert seen[0] == ("queued", None)  # in the registry before any process exists
     assert jobs.get(run.job["id"])["pid"] == run.run.pid
@@ -177,7 +181,8 @@ def test_a_run_whose_job_cannot_be_recorded_is_stopped(nuke, tmp_path, monkeypat
 
     monkeypatch.setattr(engine.LocalRun, "start", start)
     monkeypatch.setattr(jobs, "update", broken_update)
-    assert actions.render_locally(node) is None
+    node["render_local"].execute()
+    assert actions.last_run(node) is None
     assert "No space left on device" in nuke.messages[-1]
     proc = started[0].proc
     assert proc.wait(timeout=10) is not None and not engine.pid_alive(proc.pid)  # not left running unrecorded
@@ -189,7 +194,8 @@ def test_submit_to_farm_records_the_job(nuke, tmp_path, bundle_dir):
     node["model_bundle"].setValue(bundle_dir)
     node["window_overlap"].setValue(2)
 
-    job = actions.submit_to_farm(node)
+    node["submit_farm"].execute()
+    job = json.loads(node["vera_job"].value())
 
     assert job is not None, nuke.messages
     assert job["kind"] == "farm" and job["farm"] == "openjd" and job["state"] == "submitted"
@@ -198,7 +204,8 @@ def test_submit_to_farm_records_the_job(nuke, tmp_path, bundle_dir):
     assert json.loads(node["vera_job"].value())["id"] == job["id"]
     assert [j["id"] for j in jobs.load(str(tmp_path / "shot010_comp_v001.nk"))] == [job["id"]]
     node["farm"].setValue("deadline")
-    assert actions.submit_to_farm(node)["farm"] == "deadline"
+    node["submit_farm"].execute()
+    assert json.loads(node["vera_job"].value())["farm"] == "deadline"
 
 
 def test_pid_alive_peeks_without_stealing_the_exit_code():

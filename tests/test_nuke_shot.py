@@ -177,23 +177,26 @@ def test_problems_reach_the_artist_as_a_message_not_a_traceback(nuke, tmp_path):
     node["output_dir"].setValue(str(tmp_path / "out"))
 
     node["instruction"].setValue("")
-    assert actions.render_locally(node) is None
+    press(node, "render_local")
+    assert actions.last_run(node) is None
     assert "type an instruction" in nuke.messages[-1]
 
     node["instruction"].setValue("add a boat")
     node["limit_range"].setValue(True)
     node["first_frame"].setValue(3)
     node["last_frame"].setValue(9)
-    assert actions.submit_to_farm(node) is None
+    press(node, "submit_farm")
+    assert node["vera_job"].value() == ""
     assert "outside" in nuke.messages[-1] and read.name() in nuke.messages[-1]
 
     # a problem only the engine sees: vera-render validate exits 2, its lines go into the message
     node["limit_range"].setValue(False)
     node["model_bundle"].setValue(str(tmp_path / "no_such_bundle"))
-    assert actions.render_locally(node) is None
+    press(node, "render_local")
+    assert actions.last_run(node) is None
     assert nuke.messages[-1].startswith("Vera cannot render this shot:")
     assert "no_such_bundle" in nuke.messages[-1] and "Traceback" not in nuke.messages[-1]
 
     nuke.nodes.VeraEdit(instruction="x")  # nothing connected
-    assert actions.render_locally(nuke.allNodes("VeraEdit")[-1]) is None
+    press(nuke.allNodes("VeraEdit")[-1], "render_local")
     assert "connect a plate" in nuke.messages[-1]

@@ -24,7 +24,8 @@ JOB_KNOB = "vera_job"
 ID_KNOB = "vera_id"
 STATUS_KNOB = "status"
 RUN_LOG = "vera-run.log"
-_local_runs = {}  # job id -> LocalRenderJob (this session's runs, for cancel from the monitor)
+_local_runs = {}  # job id -> LocalRenderJob (this session's running runs, for cancel from the monitor)
+_last_runs = {}  # node id (vera_id) -> its latest LocalRenderJob of this session (running or finished)
 
 
 def _nuke():
@@ -109,6 +110,7 @@ class LocalRenderJob:
         self.job.update(state="running", pid=self.run.pid)
         record_job(graph.node_by_full_name(self.node_name), self.job)
         _local_runs[self.job["id"]] = self
+        _last_runs[self.job["node_id"]] = self
         self.thread = threading.Thread(target=self._follow, name=f"vera-{self.node_name}", daemon=True)
         self.thread.start()
         return self
@@ -189,9 +191,9 @@ def render_locally(node=None):
         return None
 
 
-def running(node):
-    """This session's local run of `node` while it runs (what Render Locally started), else None."""
-    return next((r for r in _local_runs.values() if r.node_name == node.fullName()), None)
+def last_run(node):
+    """The latest local run Render Locally started for `node` in this session (running or finished)."""
+    return _last_runs.get(node[ID_KNOB].value())
 
 
 def submit_to_farm(node=None):

@@ -97,7 +97,7 @@ def vera_node(nuke, read, out_dir: str):
 def render(t: SelfTest, node, where: str) -> bool:
     """Press Render Locally and wait for the run."""
     node["render_local"].execute()
-    run = actions.running(node)
+    run = actions.last_run(node)
     if not t.check(f"{where}: Render Locally starts vera-render", run is not None, node["status"].value()):
         return False
     state = run.wait(timeout=RENDER_TIMEOUT)
