@@ -360,16 +360,23 @@ def write_exr(path, channels: dict, display_window: Window, data_window: Window 
 
 
 def write_layers(path, rgba: np.ndarray, display_window: Window, attributes: dict | None = None,
-                 compression: str = "zip") -> None:
-    """Write Vera's edit layer: R,G,B,A (premultiplied) and matte.A, half, over the display window, atomically.
+                 compression: str = "zip", plate_data_window: Window | None = None) -> None:
+    """Write Vera's edit layer: R,G,B,A (premultiplied) and matte.A, half, atomically.
 
-    `rgba` is (H, W, 4) float32 premultiplied, covering `display_window`. `attributes` (prompt, seed, model,
-    source, ...) go into the header as `vera/<key>`; `vera/version` is added. See docs/output-format.md.
+    `rgba` is (H, W, 4) float32 premultiplied, covering `display_window`. The data window is the display
+    window, grown to cover `plate_data_window` (the plate's overscan) with zeros: Nuke repeats a file's edge
+    pixels past a data window equal to its display window, which would smear the edit into the overscan.
+    `attributes` (prompt, seed, model, source, ...) go into the header as `vera/<key>`; `vera/version` is
+    added. See docs/output-format.md.
     """
     w, h = window_size(display_window)
     if rgba.ndim != 3 or rgba.shape != (h, w, 4):
         raise ValueError(f"rgba has shape {rgba.shape}; the display window {tuple(display_window)} needs {(h, w, 4)}")
+    data_window = tuple(display_window)
+    if plate_data_window is not None:
+        data_window = window_union(display_window, plate_data_window)
+        rgba = crop_to_window(rgba, display_window, data_window)
     alpha = rgba[..., 3]
     channels = {"R": rgba[..., 0], "G": rgba[..., 1], "B": rgba[..., 2], "A": alpha, "matte.A": alpha}
-    write_exr(path, channels, display_window, pixel_type="half", attributes=vera_attributes(attributes),
-              compression=compression)
+    write_exr(path, channels, display_window, data_window, pixel_type="half",
+              attributes=vera_attributes(attributes), compression=compression)

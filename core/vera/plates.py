@@ -211,6 +211,12 @@ class PlateSequence:
     def path(self, frame: int) -> str:
         return self._movie.path if self._movie else self._path_of(frame)
 
+    def data_window(self, frame: int) -> tuple:
+        """The frame's data window (bounding box, maybe overscan) from its header; a movie's is its frame."""
+        if self._movie:
+            return self.display_window
+        return tuple(_header_windows(self.path(frame), frame, self.layer)[1])
+
     def read(self, frame: int, region: str = "display") -> Image:
         """The frame as an Image over the display window (`region="data"`: over the file's data window)."""
         if region not in REGIONS:

@@ -332,10 +332,11 @@ def _read_cache_frame(path: Path, frame: int):
     return layer.pixels, layer.display_window
 
 
-def _write_final_frame(path: Path, rgba: np.ndarray, display_window, attributes: dict, compression: str) -> str:
+def _write_final_frame(path: Path, rgba: np.ndarray, display_window, attributes: dict, compression: str,
+                       plate_data_window=None) -> str:
     from vera.exr import write_layers
 
-    write_layers(path, rgba, display_window, attributes, compression)
+    write_layers(path, rgba, display_window, attributes, compression, plate_data_window)
     return _sha256_file(path)
 
 
@@ -438,6 +439,7 @@ def assemble(shot: Shot, force: bool = False, progress: str = "auto") -> dict:
         sources = {i: dict(windows[str(i)]["frames"]) for i in range(len(shot.windows))}
         made_with = {i: windows[str(i)].get("attributes", {}) for i in range(len(shot.windows))}
         counts = {"written": 0, "skipped": 0}
+        plate = shot.spec.open_plate(shot.frames[0], shot.frames[-1])  # each frame's overscan (data window)
         with Progress(len(shot.frames), f"{shot.spec.name} assemble", progress) as bar:
             for frame in shot.frames:
                 weights = blend_weights(shot.windows, frame)
@@ -450,7 +452,8 @@ def assemble(shot: Shot, force: bool = False, progress: str = "auto") -> dict:
                     bar.advance(1, f"frame {frame} (kept)")
                     continue
                 try:
-                    digest = _assemble_frame(shot, frame, weights, sources, made_with, fingerprint, path)
+                    digest = _assemble_frame(shot, frame, weights, sources, made_with, fingerprint, path,
+                                             plate.data_window(frame))
                 except Exception as exc:
                     with manifest_transaction(shot.out_dir) as box:
                         if box[0] is not None and box[0]["settings_fingerprint"] == fingerprint:
@@ -466,7 +469,8 @@ def assemble(shot: Shot, force: bool = False, progress: str = "auto") -> dict:
     return counts
 
 
-def _assemble_frame(shot: Shot, frame: int, weights, sources, made_with, fingerprint: str, path: Path) -> str:
+def _assemble_frame(shot: Shot, frame: int, weights, sources, made_with, fingerprint: str, path: Path,
+                    plate_data_window=None) -> str:
     blended = display_window = None
     for index, weight in weights:
         cached = shot.cache_path(index, frame)
@@ -483,7 +487,8 @@ def _assemble_frame(shot: Shot, frame: int, weights, sources, made_with, fingerp
     attributes = dict(made_with[weights[0][0]])
     attributes.update(seed=",".join(str(made_with[i].get("seed", "")) for i, _ in weights),
                       window=",".join(str(i) for i, _ in weights), settings=fingerprint)
-    return _write_final_frame(path, rgba, display_window, attributes, shot.spec.output.compression)
+    return _write_final_frame(path, rgba, display_window, attributes, shot.spec.output.compression,
+                              plate_data_window)
 
 
 def run(shot: Shot, window: int | None = None, force: bool = False, progress: str = "auto") -> dict:

@@ -30,7 +30,7 @@ def register(subparsers) -> None:
         "comp", help="composite the edit layer over the plate (A + B(1-a)) into EXR files",
         description="Edit over plate, A + B(1 - a) in float32, written as EXR in the plate's pixel type and "
                     "display window (data window: the union of both). Agrees with "
-                    "`oiiotool EDIT --ch R,G,B,A PLATE --over`.",
+                    "`oiiotool EDIT --ch R,G,B,A PLATE --ch R,G,B,A=1.0 --over`.",
         epilog="exit codes: 0 ok, 2 bad input, 1 internal error.")
     _add_inputs(comp)
     comp.add_argument("--out", required=True, help="output pattern, e.g. comp.####.exr")
