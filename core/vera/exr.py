@@ -293,15 +293,27 @@ def compression_code(name: str):
                        f"{', '.join(COMPRESSIONS)})") from None
 
 
+_INT32 = (-(2**31), 2**31 - 1)
+
+
 def _attribute_value(value):
-    if isinstance(value, bool):
+    """An EXR attribute value: str, int (32-bit), float, an int pair or triple (V2i/V3i, from a numpy int
+    array), else JSON text. Ints beyond 32 bits (EXR has no wider int) are written as decimal text, since the
+    binding would wrap them silently."""
+    if isinstance(value, (bool, np.bool_)):
         return int(value)
-    if isinstance(value, (str, int, float)):
+    if isinstance(value, (int, np.integer)):
+        value = int(value)
+        return value if _INT32[0] <= value <= _INT32[1] else str(value)
+    if isinstance(value, (str, float)):
         return value
-    if isinstance(value, np.integer):
-        return int(value)
     if isinstance(value, np.floating):
         return float(value)
+    if (isinstance(value, np.ndarray) and value.dtype.kind in "iu" and value.shape in ((2,), (3,))
+            and value.min() >= _INT32[0] and value.max() <= _INT32[1]):
+        return value.astype(np.int32)
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
     return json.dumps(value, default=str)
 
 

@@ -4,7 +4,8 @@
 so it can be undone). `rebuild_layer` turns the model's edit RGB and alpha back into a full-resolution,
 premultiplied layer:
 
-1. crop the padding away, resample the edit RGB to plate size (bicubic);
+1. crop the padding away, resample the edit RGB to plate size (bicubic, limited per pixel to the range of the
+   2x2 model pixels around it, so the resampler's overshoot adds no colour the model did not make);
 2. upsample the matte edge-aware with the full-resolution plate as guide: the fast guided filter
    (He & Sun 2015, after He, Sun & Tang 2010): the local linear model alpha ~ A . I + b is fitted at model
    resolution against the downsampled plate, A and b are smooth, so they are upsampled bilinearly and applied
@@ -206,6 +207,37 @@ def _sample(low, full_h: int, full_w: int, roi, mode: str):
                                            align_corners=False)[0]
 
 
+def _footprint_range(low, full_h: int, full_w: int, roi):
+    """(lo, hi), each (C, y1-y0, x1-x0): per full-resolution pixel of roi, the min and max of the 2x2
+    low-resolution pixels around its sample point (the footprint bilinear interpolation reads; same
+    pixel-centre mapping as `_sample`, clamped at the borders as padding_mode="border" does)."""
+    import torch
+
+    def taps(start, stop, n_low, n_full):
+        src = np.clip((np.arange(start, stop) + 0.5) * (n_low / n_full) - 0.5, 0.0, n_low - 1)
+        i0 = np.floor(src).astype(np.int64)
+        return torch.from_numpy(i0), torch.from_numpy(np.minimum(i0 + 1, n_low - 1))
+
+    y0, y1, x0, x1 = roi
+    r0, r1 = taps(y0, y1, low.shape[1], full_h)
+    c0, c1 = taps(x0, x1, low.shape[2], full_w)
+    rows_lo, rows_hi = torch.minimum(low[:, r0], low[:, r1]), torch.maximum(low[:, r0], low[:, r1])
+    return (torch.minimum(rows_lo[:, :, c0], rows_lo[:, :, c1]),
+            torch.maximum(rows_hi[:, :, c0], rows_hi[:, :, c1]))
+
+
+def _sample_without_overshoot(low, full_h: int, full_w: int, roi):
+    """Bicubic resampling of `low` (C, h, w) over roi, limited per pixel to the range of the 2x2 source pixels
+    around it: bicubic's negative lobes overshoot at edges (values below the darkest or above the brightest
+    neighbour, e.g. negative colour next to black); the limit removes what the resampler invented and keeps
+    every value the source holds (scene-linear values above 1 included)."""
+    import torch
+
+    out = _sample(low, full_h, full_w, roi, "bicubic")
+    lo, hi = _footprint_range(low, full_h, full_w, roi)
+    return torch.minimum(torch.maximum(out, lo, out=out), hi, out=out)
+
+
 def _matte_in_roi(alpha_content, plate_rgb, r: int, eps: float):
     """(alpha over roi, roi) at plate resolution; roi = (y0, y1, x0, x1) bounds everything that can be non-zero
     (the guided filter's coefficients are exactly 0 where the model's matte is 0 around a pixel), or None."""
@@ -321,6 +353,7 @@ def rebuild_layer(edit_rgb_model: np.ndarray, alpha_model: np.ndarray, plate_rgb
         if roi is not None:  # everything outside roi stays exactly 0
             y0, y1, x0, x1 = roi
             alpha = finish_matte(q.numpy(), threshold, None if garbage is None else garbage[y0:y1, x0:x1])
-            rgb = _sample(torch.from_numpy(np.ascontiguousarray(edit.transpose(2, 0, 1))), H, W, roi, "bicubic")
+            rgb = _sample_without_overshoot(torch.from_numpy(np.ascontiguousarray(edit.transpose(2, 0, 1))), H, W,
+                                            roi)
             _premultiply_into(planes[:, y0:y1, x0:x1], rgb, q)  # q is alpha (finished in place); rgb is finite
     return planes.numpy().transpose(1, 2, 0)
