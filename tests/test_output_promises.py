@@ -165,7 +165,8 @@ def test_comp_keeps_every_plate_channel_the_edit_does_not_replace(tmp_path, caps
         touched[5:15, 10:30] = True
         plate_r = stored[f]["R"].astype(np.float32)
         assert channels["R"][~touched].tobytes() == stored[f]["R"][~touched].tobytes()
-        expected = np.float16(0.2 + plate_r[touched] * 0.5)
+        edit_r, edit_a = np.float32(np.float16(0.2)), np.float32(np.float16(0.5))  # as the edit file holds them
+        expected = (edit_r + plate_r[touched] * (np.float32(1) - edit_a)).astype(np.float16)
         assert np.array_equal(channels["R"][touched], expected)
         header = comp.header()
         assert list(header["multiView"]) == ["left", "right"] and header["owner"] == "studio"
