@@ -207,35 +207,40 @@ def _sample(low, full_h: int, full_w: int, roi, mode: str):
                                            align_corners=False)[0]
 
 
-def _footprint_range(low, full_h: int, full_w: int, roi):
-    """(lo, hi), each (C, y1-y0, x1-x0): per full-resolution pixel of roi, the min and max of the 2x2
-    low-resolution pixels around its sample point (the footprint bilinear interpolation reads; same
-    pixel-centre mapping as `_sample`, clamped at the borders as padding_mode="border" does)."""
-    import torch
-
-    def taps(start, stop, n_low, n_full):
-        src = np.clip((np.arange(start, stop) + 0.5) * (n_low / n_full) - 0.5, 0.0, n_low - 1)
-        i0 = np.floor(src).astype(np.int64)
-        return torch.from_numpy(i0), torch.from_numpy(np.minimum(i0 + 1, n_low - 1))
-
-    y0, y1, x0, x1 = roi
-    r0, r1 = taps(y0, y1, low.shape[1], full_h)
-    c0, c1 = taps(x0, x1, low.shape[2], full_w)
-    rows_lo, rows_hi = torch.minimum(low[:, r0], low[:, r1]), torch.maximum(low[:, r0], low[:, r1])
-    return (torch.minimum(rows_lo[:, :, c0], rows_lo[:, :, c1]),
-            torch.maximum(rows_hi[:, :, c0], rows_hi[:, :, c1]))
+_STRIP_ROWS = 32  # the limit runs in strips of rows on one thread, so its bounds stay in cache
 
 
 def _sample_without_overshoot(low, full_h: int, full_w: int, roi):
     """Bicubic resampling of `low` (C, h, w) over roi, limited per pixel to the range of the 2x2 source pixels
-    around it: bicubic's negative lobes overshoot at edges (values below the darkest or above the brightest
-    neighbour, e.g. negative colour next to black); the limit removes what the resampler invented and keeps
-    every value the source holds (scene-linear values above 1 included)."""
+    around its sample point (the footprint bilinear interpolation reads; same pixel-centre mapping as
+    `_sample`, the border repeating as padding_mode="border" does).
+
+    Bicubic's negative lobes overshoot at edges (values below the darkest or above the brightest neighbour,
+    e.g. negative colour next to black); the limit removes what the resampler invented and keeps every value
+    the source holds (scene-linear values above 1 included).
+    """
     import torch
 
+    def first_taps(start, stop, n_low, n_full):
+        src = np.clip((np.arange(start, stop) + 0.5) * (n_low / n_full) - 0.5, 0.0, n_low - 1)
+        return torch.from_numpy(np.floor(src).astype(np.int64))
+
     out = _sample(low, full_h, full_w, roi, "bicubic")
-    lo, hi = _footprint_range(low, full_h, full_w, roi)
-    return torch.minimum(torch.maximum(out, lo, out=out), hi, out=out)
+    # Min and max of each 2x2 block at low resolution (last row/column repeated), then one lookup per pixel.
+    padded = torch.nn.functional.pad(low[None], (0, 1, 0, 1), mode="replicate")[0]
+    corners = (padded[:, :-1, :-1], padded[:, 1:, :-1], padded[:, :-1, 1:], padded[:, 1:, 1:])
+    bounds = torch.cat([torch.minimum(torch.minimum(corners[0], corners[1]), torch.minimum(corners[2], corners[3])),
+                        torch.maximum(torch.maximum(corners[0], corners[1]), torch.maximum(corners[2], corners[3]))])
+    y0, y1, x0, x1 = roi
+    rows = first_taps(y0, y1, low.shape[1], full_h)
+    cols = first_taps(x0, x1, low.shape[2], full_w)
+    c = len(low)
+    with _torch_threads(1):  # memory-bound small steps: a second thread costs more than it gives
+        for top in range(0, y1 - y0, _STRIP_ROWS):
+            strip = bounds[:, rows[top:top + _STRIP_ROWS]][:, :, cols]
+            part = out[:, top:top + _STRIP_ROWS]
+            torch.clamp(part, min=strip[:c], max=strip[c:], out=part)
+    return out
 
 
 def _matte_in_roi(alpha_content, plate_rgb, r: int, eps: float):
