@@ -468,7 +468,7 @@ def assemble(shot: Shot, force: bool = False, progress: str = "auto") -> dict:
 
 
 def _assemble_frame(shot: Shot, frame: int, weights, sources, made_with, fingerprint: str, path: Path) -> str:
-    terms, display_window, header = [], None, {}
+    terms, seeds, display_window, header = [], [], None, {}
     for index, weight in weights:
         cached = shot.cache_path(index, frame)
         if _sha256_file(cached) != sources[index][str(frame)]:
@@ -476,13 +476,14 @@ def _assemble_frame(shot: Shot, frame: int, weights, sources, made_with, fingerp
                            f"re-run window {index}")
         rgba, display_window, header = _read_cache_frame(cached, frame)
         terms.append((weight, rgba))
+        seed = header.get("vera/seed")  # the seed recorded with the window's pixels
+        seeds.append(seed if isinstance(seed, int) else window_seed(shot.spec.seed, index))
     rgba = cross_fade(terms, shot.spec.matte.threshold)
     # The output is half: where alpha rounds to 0 there, the edit must add nothing (premultiplied RGB 0).
     rgba[rgba[..., 3].astype(np.float16) == 0] = 0.0
     # How the layer was made (prompt, model, sampler...), as the window recorded it. Seed and window are ints,
     # an int pair (EXR V2i) on a cross-faded frame; source is this frame's plate file (docs/output-format.md).
     attributes = dict(made_with[weights[0][0]])
-    seeds = [int(made_with[i]["seed"]) for i, _ in weights]
     indices = [int(i) for i, _ in weights]
     pair = len(weights) > 1
     attributes.update(seed=np.array(seeds, np.int32) if pair else seeds[0],
