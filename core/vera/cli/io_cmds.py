@@ -18,6 +18,8 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--first", type=int, help="first frame (default: the plate's first)")
     p.add_argument("--last", type=int, help="last frame (default: the plate's last)")
     p.add_argument("--layer", default="rgba", help="EXR layer of the plate to use (default: rgba)")
+    p.add_argument("--view", help="view of a multi-view (stereo) EXR plate (default: the file's default view; "
+                                  "the shot spec's plate.view)")
     p.add_argument("--start-frame", type=int, default=1,
                    help="a movie plate's first frame number (default 1; the shot spec's plate.start_frame)")
     p.add_argument("--nonfinite", choices=("error", "zero"), default="error",
@@ -52,7 +54,8 @@ def register(subparsers) -> None:
 def _inputs(args):
     from vera.comp import Inputs
 
-    return Inputs(args.plate, args.edit, args.first, args.last, args.layer, args.nonfinite, args.start_frame)
+    return Inputs(args.plate, args.edit, args.first, args.last, args.layer, args.nonfinite, args.start_frame,
+                  args.view)
 
 
 def run_comp(args) -> int:
