@@ -26,6 +26,18 @@ def register(subparsers) -> None:
     add_progress_argument(fit)
     fit.set_defaults(func=run_fit)
 
+    export = subparsers.add_parser(
+        "export", help="turn a training checkpoint into an inference bundle that vera-render loads",
+        description="Write a bundle (safetensors transformer, the run's VAE and text encoder, its sampler "
+                    "defaults) from a checkpoint of `vera-train fit`: a sharded step_N/ folder or a "
+                    "step_N.safetensors file, or the newest one of a run folder.")
+    export.add_argument("checkpoint", help="a checkpoint (OUT/checkpoints/step_N[/.safetensors]) or a run folder")
+    export.add_argument("--out", required=True, help="bundle folder to write")
+    export.add_argument("--raw", action="store_true", help="the raw weights instead of the EMA")
+    export.add_argument("--dtype", choices=("float32", "float16", "bfloat16"),
+                        help="weights' dtype (default: the run's export_dtype)")
+    export.set_defaults(func=run_export)
+
     ev = subparsers.add_parser(
         "eval", help="measure a bundle on held-out synthetic shots through the render pipeline",
         description="Render each held-out shot with vera.pipeline.render_frames and measure matte IoU against "
@@ -52,6 +64,23 @@ def run_fit(args) -> int:
     if summary.get("bundle"):
         print(f"trained {summary['steps']} steps in {summary['wall_s']} s, final loss {summary['final_loss']:.4f}; "
               f"bundle: {summary['bundle']}", file=sys.stderr)
+    return 0
+
+
+def run_export(args) -> int:
+    from pathlib import Path
+
+    from vera.errors import BadInput
+    from vera.train.fit import export, list_checkpoints
+
+    checkpoint = Path(args.checkpoint)
+    if (checkpoint / "config.json").is_file():  # a run folder: its newest checkpoint
+        found = list_checkpoints(checkpoint)
+        if not found:
+            raise BadInput(f"{checkpoint}: no checkpoints in this run folder")
+        checkpoint = found[-1]
+    folder = export(checkpoint, args.out, use_ema=not args.raw, dtype=args.dtype)
+    print(f"wrote bundle {folder} from {checkpoint}", file=sys.stderr)
     return 0
 
 
