@@ -33,6 +33,7 @@ import torch
 
 from vera.atomic import atomic_path, atomic_write_text
 from vera.errors import BadInput
+from vera.model.lora import add_lora, lora_settings, save_lora
 from vera.train import sharded as sharded_checkpoints
 from vera.model.configs import STREAMS
 from vera.model.dit import block_first_key, stream_first_key
@@ -66,6 +67,9 @@ class FitConfig:
     # across all processes), "hsdp" (sharded inside a node, replicated across nodes). docs/training.md
     parallel: str = "ddp"
     activation_checkpointing: bool = False  # recompute each joint block in the backward pass (less memory)
+    # LoRA fine-tuning (vera.model.lora): {"rank": 16, "alpha": 16, "targets": [...]} trains only adapters on
+    # the streams' attention and FFN; the exported bundle is the base plus a small adapter file. null: full.
+    lora: dict | None = None
     lr: float = 3e-4
     weight_decay: float = 0.01
     betas: tuple = (0.9, 0.99)
@@ -131,6 +135,9 @@ class FitConfig:
             problems.append(f"parallel must be one of {', '.join(PARALLEL_MODES)}")
         if self.global_batch is not None and int(self.global_batch) < 1:
             problems.append("global_batch must be positive")
+        if self.lora is not None and (not isinstance(self.lora, dict) or set(self.lora) - {"rank", "alpha", "targets"}
+                                      or not isinstance(self.lora.get("rank"), int) or self.lora["rank"] < 1):
+            problems.append('lora must be null or {"rank": N >= 1, "alpha": A, "targets": [...]}')
         if self.mask not in MASK_MODES:
             problems.append(f"mask must be one of {', '.join(MASK_MODES)}")
         if "from" not in self.bundle:
@@ -529,26 +536,23 @@ def vocabulary(spec) -> list[str]:
 
 
 class EMA:
-    """Exponential moving average of the trainable weights (float32 copies)."""
+    """Exponential moving average of the trainable weights (float32 copies; with LoRA, of the adapters)."""
 
     def __init__(self, model, decay: float):
         self.decay = decay
-        self.shadow = {k: v.detach().float().clone() for k, v in model.state_dict().items()}
+        self.shadow = {k: v.detach().float().clone() for k, v in model.named_parameters() if v.requires_grad}
 
     @torch.no_grad()
     def update(self, model) -> None:
-        for k, v in model.state_dict().items():
-            if v.dtype.is_floating_point:
+        for k, v in model.named_parameters():
+            if k in self.shadow:
                 self.shadow[k].mul_(self.decay).add_(v.detach().float(), alpha=1 - self.decay)
-            else:
-                self.shadow[k].copy_(v)
 
 
 def fit(cfg: FitConfig, data_dir: str | Path, out_dir: str | Path, *, device: str = "auto",
         max_minutes: float | None = None, max_steps: int | None = None, resume: bool = True,
         bundle_out: str | Path | None = None, progress: str = "auto") -> dict:
     """Train; returns a summary {steps, final_loss, wall_s, bundle}. Safe to call under torchrun."""
-    from vera.model.bundle import save_bundle
     from vera.progress import Progress
     from vera.train.data import open_dataset
 
@@ -570,6 +574,8 @@ def fit(cfg: FitConfig, data_dir: str | Path, out_dir: str | Path, *, device: st
     if dist.world > 1 and dist.main:
         _barrier(dist)
     model = bundle.transformer
+    if cfg.lora:
+        add_lora(model, **cfg.lora)
     model.gradient_checkpointing = cfg.activation_checkpointing
     sharded = cfg.parallel in sharded_checkpoints.SHARDED_MODES
     if sharded and dist.world > 1:
@@ -582,7 +588,8 @@ def fit(cfg: FitConfig, data_dir: str | Path, out_dir: str | Path, *, device: st
     if len(dataset) == 0:
         raise BadInput(f"{data_dir}: no training samples")
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     ema = EMA(model, cfg.ema) if cfg.ema else None
     step = 0
     if existing and existing[-1].is_dir():
@@ -638,7 +645,7 @@ def fit(cfg: FitConfig, data_dir: str | Path, out_dir: str | Path, *, device: st
                                          weight_map)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
         grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
         optimizer.step()
         if ema:
@@ -663,17 +670,12 @@ def fit(cfg: FitConfig, data_dir: str | Path, out_dir: str | Path, *, device: st
     summary = {"steps": step, "final_loss": losses[-1] if losses else None,
                "wall_s": round(time.monotonic() - started, 1), "stopped_by_clock": stopped_by_clock,
                "bundle": None}
-    export_state = model.state_dict() if ema is None else ema.shadow
+    trained_state = model.state_dict() if ema is None else ema.shadow
     if sharded:  # whole tensors for the export: a collective, every rank takes part
-        export_state = sharded_checkpoints.full_state(export_state)
+        trained_state = sharded_checkpoints.full_state(trained_state)
     if dist.main:
-        if sharded:
-            bundle.transformer = model = sharded_checkpoints.plain_model(model.cfg, export_state)
-        elif ema:
-            model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in ema.shadow.items()})
-        model.to(getattr(torch, cfg.export_dtype))  # load_bundle casts back to the device's compute dtype
         target = Path(bundle_out) if bundle_out else out_dir / "bundle"
-        save_bundle(bundle, target, defaults=cfg.defaults or None)
+        write_bundle(cfg, base_bundle_folder(cfg, out_dir), trained_state, target)
         summary["bundle"] = str(target)
         atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     if dist.initialised:
@@ -684,33 +686,59 @@ def fit(cfg: FitConfig, data_dir: str | Path, out_dir: str | Path, *, device: st
     return summary
 
 
+LORA_FILE = "lora.safetensors"
+
+
+def base_bundle_folder(cfg: FitConfig, run_dir: Path) -> Path:
+    """The bundle a run started from (its VAE and text encoder go into every bundle it exports)."""
+    return run_dir / "init_bundle" if cfg.bundle["from"] == "random" else Path(cfg.bundle["from"])
+
+
+def write_bundle(cfg: FitConfig, base: Path, state: dict, target: str | Path, dtype: str | None = None) -> Path:
+    """An inference bundle at `target` from trained tensors (whole, module key names): the base bundle with
+    these weights, or with LoRA the base bundle unchanged plus the adapter file."""
+    from vera.model.bundle import load_bundle, save_bundle
+
+    bundle = load_bundle(base, device="cpu")
+    target = Path(target)
+    if cfg.lora:
+        target.mkdir(parents=True, exist_ok=True)
+        save_lora(state, lora_settings(**cfg.lora), target / LORA_FILE)
+        return save_bundle(bundle, target, defaults=cfg.defaults or None, lora=LORA_FILE)
+    bundle.transformer.load_state_dict({k: v.float() for k, v in state.items()})
+    bundle.transformer.to(getattr(torch, dtype or cfg.export_dtype))  # load_bundle casts to the compute dtype
+    return save_bundle(bundle, target, defaults=cfg.defaults or None)
+
+
 def export(checkpoint: str | Path, out: str | Path, *, use_ema: bool = True, dtype: str | None = None) -> Path:
     """An inference bundle from a training checkpoint (a `step_N/` folder or `step_N.safetensors` file inside a
     run's checkpoints/): its EMA weights (or the raw ones), with the VAE and text encoder of the bundle the run
     started from, and the run's sampler defaults. One process; no GPU needed."""
     from safetensors.torch import load_file
 
-    from vera.model.bundle import load_bundle, save_bundle
+    from vera.model.bundle import load_bundle
 
     checkpoint = Path(checkpoint)
     if not checkpoint.exists():
         raise BadInput(f"{checkpoint}: no such checkpoint")
     run = checkpoint.parent.parent
     cfg = load_config(run / "config.json")
-    base = run / "init_bundle" if cfg.bundle["from"] == "random" else Path(cfg.bundle["from"])
-    bundle = load_bundle(base, device="cpu")
-    model = bundle.transformer.float()
     if use_ema and not cfg.ema:
         raise BadInput(f"{run / 'config.json'}: the run kept no EMA (ema is null); export with --raw")
+    base = base_bundle_folder(cfg, run)
     group = "ema" if use_ema else "model"
     if checkpoint.is_dir():
-        template = {f"{group}.{k}": torch.empty_like(v) for k, v in model.state_dict().items()}
+        model = load_bundle(base, device="cpu").transformer.float()
+        if cfg.lora:
+            add_lora(model, **cfg.lora)
+        held = ({k: v for k, v in model.named_parameters() if v.requires_grad} if use_ema  # what EMA keeps
+                else model.state_dict())
+        template = {f"{group}.{k}": torch.empty_like(v) for k, v in held.items()}
         tensors = sharded_checkpoints.read_tensors(checkpoint, template)
     else:
         tensors = {_block_first(k): v for k, v in load_file(str(checkpoint)).items()}
-    model.load_state_dict({k[len(group) + 1:]: v for k, v in tensors.items() if k.startswith(f"{group}.")})
-    model.to(getattr(torch, dtype or cfg.export_dtype))
-    return save_bundle(bundle, out, defaults=cfg.defaults or None)
+    state = {k[len(group) + 1:]: v for k, v in tensors.items() if k.startswith(f"{group}.")}
+    return write_bundle(cfg, base, state, out, dtype)
 
 
 def _clock_says_stop(started: float, max_minutes: float, dist: Dist) -> bool:
