@@ -50,6 +50,12 @@ def register(subparsers) -> None:
     ev.add_argument("--steps", type=int, help="sampling steps (default: the bundle's)")
     ev.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     ev.add_argument("--out", help="also write the report (JSON) here")
+    ev.add_argument("--metrics", choices=("demo", "paper"), default="demo",
+                    help="demo: matte IoU / colour / untouched pixels on layered EXR shots (default); paper: "
+                         "PSNR / SSIM / LPIPS content preservation on public test-split records (.jsonl)")
+    ev.add_argument("--lpips-weights", help="paper metrics: folder with local LPIPS weights (else LPIPS is "
+                                            "skipped with a note)")
+    ev.add_argument("--markdown", help="paper metrics: also write the table as Markdown here")
     add_progress_argument(ev)
     ev.set_defaults(func=run_eval)
 
@@ -88,6 +94,18 @@ def run_eval(args) -> int:
     from vera.atomic import atomic_write_text
     from vera.train.evaluate import evaluate, format_report
 
+    if args.metrics == "paper":
+        from vera.train.paper_metrics import evaluate_paper, format_markdown, to_json
+
+        report = evaluate_paper(args.bundle, args.data, limit=args.limit, seed=args.seed, steps=args.steps,
+                                lpips_weights=args.lpips_weights, progress=args.progress)
+        text, table = to_json(report), format_markdown(report)
+        if args.markdown:
+            atomic_write_text(args.markdown, table + "\n")
+        if args.out:
+            atomic_write_text(args.out, text)
+        sys.stdout.write(text if args.json else table + "\n")
+        return 0
     report = evaluate(args.bundle, args.data, limit=args.limit, seed=args.seed, steps=args.steps,
                       progress=args.progress)
     text = json.dumps(report, indent=2) + "\n"
