@@ -62,6 +62,10 @@ class Inputs:
         self.edit = plates.open_sequence(edit, frames[0], frames[-1], nonfinite=nonfinite)
         self.frames = frames
 
+    def files(self) -> list[tuple[str, int]]:
+        """(path, frame) of every plate and edit file read (a movie once per frame: same path)."""
+        return [(seq.path(f), f) for seq in (self.plate, self.edit) for f in self.frames]
+
     def pair(self, frame: int) -> Pair:
         plate = self.plate.read(frame, region="data")
         edit_path = self.edit.path(frame)
@@ -98,10 +102,14 @@ def comp_frame(pair: Pair, out_path: str, compression: str = "zip") -> None:
 
 def comp_sequence(inputs: Inputs, out: str, compression: str = "zip", progress=None) -> list[str]:
     """Write edit-over-plate for every frame of `inputs`; returns the written paths."""
+    from vera.files import refuse_overwrite
+
     exr_io.compression_code(compression)  # a bad option fails before any work
+    paths = {frame: _pattern_path(out, frame, inputs.frames) for frame in inputs.frames}
+    refuse_overwrite(inputs.files(), paths.values())
     written = []
     for frame in inputs.frames:
-        path = _pattern_path(out, frame, inputs.frames)
+        path = paths[frame]
         comp_frame(inputs.pair(frame), path, compression)
         written.append(path)
         if progress is not None:

@@ -157,9 +157,10 @@ class ExrLayer:
 
 def _open_exr(path, frame, header_only: bool = False):
     """OpenEXR.File, with failures (missing, corrupt, truncated) turned into one-line BadInput."""
+    from vera.files import regular_file
+
     path = str(path)
-    if not os.path.exists(path):
-        raise frame_error(path, "file not found", frame)
+    regular_file(path, frame)  # a FIFO would block OpenEXR's open forever
     error = None
     with captured_native_output() as native:
         try:
@@ -237,13 +238,13 @@ def read_header(path, frame=None, layer: str = "rgba") -> dict:
     """display_window, data_window and part index of the part holding `layer`, from the header alone."""
     exr = _open_exr(path, frame, header_only=True)
     parts = [(exr.header(i).get("name", ""), _part_channel_names(exr, i)) for i in range(len(exr.parts))]
-    index, _ = _find_layer(parts, layer)
+    index, found = _find_layer(parts, layer)
     if index is None:
         raise _no_layer(path, layer, parts, frame)
     header = exr.header(index)
     return {"display_window": _window_from_header(header["displayWindow"]),
             "data_window": _window_from_header(header["dataWindow"]),
-            "part": index}
+            "part": index, "has_alpha": "A" in found}
 
 
 def read_layer(path, layer: str = "rgba", frame=None) -> ExrLayer:

@@ -21,9 +21,7 @@ from vera.errors import BadInput
 from vera.model.dit import pack_mask
 from vera.model.vae import decode_matte
 from vera.sampling import sample
-from vera.shot import ShotSpec
-
-MASK_CHANNELS = {"R": 0, "G": 1, "B": 2, "A": 3, "red": 0, "green": 1, "blue": 2, "alpha": 3}
+from vera.shot import MASK_CHANNELS, ShotSpec
 
 
 @dataclass

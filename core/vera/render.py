@@ -60,7 +60,7 @@ class Shot:
         return list(range(self.spec.plate.first, self.spec.plate.last + 1))
 
     def frame_name(self, frame: int) -> str:
-        return f"{self.spec.output.name}.{frame:0{self.spec.output.padding}d}.exr"
+        return frame_file_name(self.spec.output.name, self.spec.output.padding, frame)
 
     def frame_path(self, frame: int) -> Path:
         return self.out_dir / self.frame_name(frame)
@@ -76,6 +76,18 @@ class Shot:
             raise BadInput(f"{self.spec_path}: window {index} does not exist "
                            f"(this shot has windows 0-{len(self.windows) - 1})")
         return self.windows[index]
+
+
+def frame_file_name(name: str, padding: int, frame: int) -> str:
+    return f"{name}.{frame:0{padding}d}.exr"
+
+
+def output_files(out_dir: Path, name: str, padding: int, frames) -> tuple[list[Path], list[Path]]:
+    """(files, folders) a render of `frames` writes in `out_dir`: the final frames and the manifest, and the
+    `.vera` folder (window cache, locks) that it fills whole. What `vera.files.refuse_overwrite` checks."""
+    out_dir = Path(out_dir)
+    files = [out_dir / frame_file_name(name, padding, frame) for frame in frames] + [out_dir / MANIFEST_NAME]
+    return files, [out_dir / ".vera"]
 
 
 def load_shot(spec_path: str | Path) -> Shot:

@@ -71,6 +71,10 @@ def run_qc(args) -> int:
     from vera.errors import EXIT_QC_FAILED
 
     inputs = _inputs(args)
+    if args.json and args.json != "-":
+        from vera.files import refuse_overwrite
+
+        refuse_overwrite(inputs.files(), [args.json])
     with Progress(len(inputs.frames), "qc", args.progress) as progress:
         report = qc_sequence(inputs, comp=args.comp, progress=progress)
     s = report["summary"]
