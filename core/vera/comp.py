@@ -24,7 +24,19 @@ def over(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """A over B for premultiplied (..., 4) arrays, in float32: A + B(1 - A.alpha), all four channels."""
     a = np.asarray(a, dtype=np.float32)
     b = np.asarray(b, dtype=np.float32)
-    return a + b * (np.float32(1.0) - a[..., 3:4])
+    out = a + b * (np.float32(1.0) - a[..., 3:4])
+    # Where the edit is all zero the result is B itself, bit for bit: in IEEE arithmetic 0 + -0.0 is +0.0,
+    # which would turn the plate's signed zeros into something the plate does not hold.
+    untouched = ~a.any(axis=-1)
+    out[untouched] = b[untouched]
+    return out
+
+
+def bits_differ(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(h, w) True where any channel of two float32 (h, w, C) images differs in its bits (-0.0 vs +0.0 too)."""
+    a = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+    b = np.ascontiguousarray(b, dtype=np.float32).view(np.uint32)
+    return (a != b).any(axis=-1)
 
 
 def _pattern_path(pattern: str, frame: int, frames: list[int]) -> str:
@@ -124,13 +136,15 @@ class FrameQC:
     edit: str
     touched: float                # fraction of display-window pixels with alpha > 0
     max_untouched_diff: float     # largest |composite - plate| where alpha == 0 (all channels); must be 0
-    changed_untouched: int        # pixels with alpha == 0 whose composite differs from the plate
+    changed_untouched: int        # pixels with alpha == 0 whose composite differs from the plate in its bits
     comp: str | None = None
     comp_max_untouched_diff: float | None = None  # the same, for an existing composite file (--comp)
+    comp_changed_untouched: int | None = None
 
     @property
     def passed(self) -> bool:
-        return self.max_untouched_diff == 0 and (self.comp_max_untouched_diff in (None, 0.0))
+        # Bits, not values: a -0.0 that became +0.0 is a changed pixel (its difference is 0).
+        return self.changed_untouched == 0 and self.comp_changed_untouched in (None, 0)
 
 
 def qc_frame(pair: Pair, comp_path: str | None = None) -> FrameQC:
@@ -139,17 +153,19 @@ def qc_frame(pair: Pair, comp_path: str | None = None) -> FrameQC:
     composite = stored(over(pair.edit, pair.plate), pair.pixel_type)
     diff = np.abs(composite - pair.plate).max(axis=2)
     diff_untouched = np.where(untouched, diff, 0.0)
+    changed = untouched & bits_differ(composite, pair.plate)
     display_alpha = exr_io.crop_to_window(alpha, pair.window, pair.display_window)
     result = FrameQC(frame=pair.frame, plate=pair.plate_path, edit=pair.edit_path,
                      touched=float(np.count_nonzero(display_alpha > 0) / display_alpha.size),
                      max_untouched_diff=float(diff_untouched.max()),
-                     changed_untouched=int(np.count_nonzero(diff_untouched)))
+                     changed_untouched=int(np.count_nonzero(changed)))
     if comp_path is not None:
         layer = exr_io.read_layer(comp_path, "rgba", pair.frame)
         comp = exr_io.crop_to_window(layer.pixels, layer.data_window, pair.window)
         comp_diff = np.abs(comp - pair.plate).max(axis=2)
         result.comp = comp_path
         result.comp_max_untouched_diff = float(np.where(untouched, comp_diff, 0.0).max())
+        result.comp_changed_untouched = int(np.count_nonzero(untouched & bits_differ(comp, pair.plate)))
     return result
 
 
@@ -177,5 +193,6 @@ def qc_sequence(inputs: Inputs, comp: str | None = None, progress=None) -> dict:
     }
     if comp is not None:
         summary["comp_max_untouched_diff"] = max(f.comp_max_untouched_diff for f in frames)
+        summary["comp_changed_untouched"] = sum(f.comp_changed_untouched for f in frames)
     return {"plate": inputs.plate.pattern, "edit": inputs.edit.pattern, "comp": comp, "frames": [asdict(f) | {"passed": f.passed} for f in frames],
             "summary": summary}

@@ -415,11 +415,17 @@ def _render_window_files(shot: Shot, window: Window, progress: str, get_bundle) 
     _remove_temps(cache)  # this task owns the folder (window lock held)
     bundle = get_bundle()
     seed = window_seed(shot.spec.seed, window.index)
+    from vera.pipeline import NonFiniteOutput
+
     with Progress(len(window), f"{shot.spec.name} window {window.index}", progress) as bar:
-        layers = _render_frames(bundle, shot.spec, window.frames, seed, bar)
+        try:
+            layers = _render_frames(bundle, shot.spec, window.frames, seed, bar)
+        except NonFiniteOutput as exc:
+            raise _non_finite(shot, window, str(exc)) from None
     missing = [f for f in window.frames if f not in layers]
     if missing:
         raise VeraError(f"the pipeline returned no layers for frames {compact_frames(missing)}")
+    _refuse_non_finite(shot, window, layers)
     spec = shot.spec
     display_window = spec.open_plate(window.first, window.last).display_window
     attributes = dict(layer_attributes(bundle, spec, seed), shot=spec.name, window=window.index)
@@ -429,6 +435,26 @@ def _render_window_files(shot: Shot, window: Window, progress: str, get_bundle) 
         hashes[str(frame)] = _write_cache_frame(shot.cache_path(window.index, frame), rgba, matte,
                                                 display_window, attributes)
     return hashes, attributes
+
+
+def _refuse_non_finite(shot: Shot, window: Window, layers: dict) -> None:
+    """Never write a layer holding NaN/inf (NaN weights, a sampler blow-up). The same model, seed and settings
+    give the same values again, so this is bad input (exit 2: fix the bundle or the sampler), not a retry."""
+    counts = {}
+    for frame in window.frames:
+        rgba, matte = layers[frame]
+        count = int(np.count_nonzero(~np.isfinite(rgba)) + np.count_nonzero(~np.isfinite(matte)))
+        if count:
+            counts[frame] = count
+    if counts:
+        raise _non_finite(shot, window, f"{sum(counts.values())} NaN/inf values in the layers of frames "
+                                        f"{compact_frames(counts)}")
+
+
+def _non_finite(shot: Shot, window: Window, what: str) -> BadInput:
+    return BadInput(f"{shot.spec_path}: window {window.index} ({window.first}-{window.last}): the model output "
+                    f"{what}; refused to write them (check the model bundle's weights and sampler.guidance / "
+                    "sampler.shift)")
 
 
 def assemble(shot: Shot, force: bool = False, progress: str = "auto") -> dict:
