@@ -165,7 +165,7 @@ def test_a_shorter_forced_render_flags_the_frames_it_leaves(tmp_path, shot, fake
     assert main(args) == EXIT_QC_FAILED
     summary = json.loads(capsys.readouterr().out)["summary"]
     assert summary["mixed_settings"] and "1010-1013" in json.dumps(summary["settings"])
-    assert main(args[:-5] + ["--last", "1009", "--progress", "none"]) == 0  # the new range alone is fine
+    assert main(args[:5] + ["--last", "1009", "--progress", "none"]) == 0  # the new range alone is fine
 
 
 # ----------------------------------------------------------------------------------------------- moved folder

@@ -140,6 +140,7 @@ class FrameQC:
     comp: str | None = None
     comp_max_untouched_diff: float | None = None  # the same, for an existing composite file (--comp)
     comp_changed_untouched: int | None = None
+    settings: str | None = None   # the edit frame's vera/settings (the render's settings fingerprint)
 
     @property
     def passed(self) -> bool:
@@ -169,6 +170,13 @@ def qc_frame(pair: Pair, comp_path: str | None = None) -> FrameQC:
     return result
 
 
+def _made_with(edit_path: str, frame: int) -> str | None:
+    """The settings fingerprint a vera render wrote into the edit frame's header (None if there is none)."""
+    if not edit_path.lower().endswith(".exr"):
+        return None
+    return exr_io.read_header(edit_path, frame)["attributes"].get(exr_io.ATTRIBUTE_PREFIX + "settings")
+
+
 def qc_sequence(inputs: Inputs, comp: str | None = None, progress=None) -> dict:
     """The QC report (a JSON-ready dict): per-frame results and a summary with `passed`."""
     if comp is not None:
@@ -176,9 +184,16 @@ def qc_sequence(inputs: Inputs, comp: str | None = None, progress=None) -> dict:
     frames = []
     for frame in inputs.frames:
         comp_path = _pattern_path(comp, frame, inputs.frames) if comp else None
-        frames.append(qc_frame(inputs.pair(frame), comp_path))
+        result = qc_frame(inputs.pair(frame), comp_path)
+        result.settings = _made_with(inputs.edit.path(frame), frame)
+        frames.append(result)
         if progress is not None:
             progress.advance(1, f"frame {frame}")
+    # One sequence, one render: frames left by a render with other settings (a shorter --force) are flagged.
+    by_settings: dict = {}
+    for f in frames:
+        by_settings.setdefault(f.settings or "unknown", []).append(f.frame)
+    mixed = len(by_settings) > 1
     failed = [f.frame for f in frames if not f.passed]
     touched = [f.touched for f in frames]
     summary = {
@@ -189,7 +204,9 @@ def qc_sequence(inputs: Inputs, comp: str | None = None, progress=None) -> dict:
         "max_untouched_diff": max(f.max_untouched_diff for f in frames),
         "changed_untouched": sum(f.changed_untouched for f in frames),
         "failed_frames": plates.compact_frames(failed) if failed else "",
-        "passed": not failed,
+        "mixed_settings": mixed,
+        "settings": {key[:16]: plates.compact_frames(group) for key, group in by_settings.items()},
+        "passed": not failed and not mixed,
     }
     if comp is not None:
         summary["comp_max_untouched_diff"] = max(f.comp_max_untouched_diff for f in frames)

@@ -244,7 +244,7 @@ def read_header(path, frame=None, layer: str = "rgba") -> dict:
     header = exr.header(index)
     return {"display_window": _window_from_header(header["displayWindow"]),
             "data_window": _window_from_header(header["dataWindow"]),
-            "part": index, "has_alpha": "A" in found}
+            "part": index, "has_alpha": "A" in found, "attributes": _plain_attributes(header)}
 
 
 def read_layer(path, layer: str = "rgba", frame=None) -> ExrLayer:

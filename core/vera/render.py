@@ -21,7 +21,9 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,23 +186,55 @@ def _fingerprint(data) -> str:
 
 
 def inputs_of(shot: Shot) -> dict:
-    """Size and mtime of every plate (and mask) file the shot reads: a changed plate invalidates renders."""
+    """Size and sha256 of every plate (and mask) file the shot reads, by frame: a changed plate invalidates
+    renders, a copied or re-mounted shot folder (same bytes, other paths and mtimes) does not."""
     spec = shot.spec
     sources = {"plate": spec.open_plate}
     if spec.mask is not None:
         sources["mask"] = spec.open_mask
+    known = _InputHashes(shot.out_dir / ".vera" / "input_hashes.json")
     result = {}
     for kind, open_source in sources.items():
         seq = open_source(spec.plate.first, spec.plate.last)
         entries = {}
         for frame in seq.frames:
             try:
-                st = os.stat(seq.path(frame))
+                entries[str(frame)] = known.size_and_hash(seq.path(frame))
             except FileNotFoundError:
                 raise BadInput(f"{seq.path(frame)}: input file disappeared (frame {frame})") from None
-            entries[str(frame)] = [st.st_size, st.st_mtime_ns]
         result[kind] = entries
+    known.save()
     return result
+
+
+class _InputHashes:
+    """A local cache of input files' sha256 keyed by path, size, mtime and inode, so a task re-hashes only
+    files that changed (or that it sees at a new path: a copied folder is hashed once, then resumes).
+    Only a cache: losing it (or a concurrent task's update) costs a re-hash, never a wrong answer."""
+
+    def __init__(self, path: Path):
+        self.path, self.changed = path, False
+        try:
+            self.entries = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(self.entries, dict):
+                self.entries = {}
+        except (OSError, ValueError):
+            self.entries = {}
+
+    def size_and_hash(self, file_path: str) -> list:
+        st = os.stat(file_path)
+        key = os.path.realpath(file_path)
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+        entry = self.entries.get(key)
+        if not (isinstance(entry, list) and entry[:3] == stamp and len(entry) == 4):
+            entry = self.entries[key] = stamp + [_sha256_file(Path(file_path))]
+            self.changed = True
+        return [st.st_size, entry[3]]
+
+    def save(self) -> None:
+        if self.changed:
+            with contextlib.suppress(OSError):  # a read-only output folder: nothing cached, nothing lost
+                atomic_write_text(self.path, json.dumps(self.entries) + "\n")
 
 
 def _flat(d, prefix=""):
@@ -311,7 +345,35 @@ def _reconcile(manifest: dict | None, shot: Shot, settings: dict, inputs: dict, 
     if not force:
         raise BadInput(f"{where}: the outputs there were rendered differently: {'; '.join(reasons)}. "
                        "Use --force to discard them and re-render, or set another output.dir")
+    _say_what_force_leaves(shot)
     return _new_manifest(shot, settings, inputs)
+
+
+def final_frames_on_disk(out_dir: Path, name: str, padding: int) -> list[int]:
+    """Frame numbers of the final frames (<name>.<frame>.exr, this padding) in `out_dir`."""
+    pattern = re.compile(re.escape(name) + r"\.(-?\d+)\.exr$")
+    try:
+        names = os.listdir(out_dir)
+    except OSError:
+        return []
+    frames = []
+    for file_name in names:
+        m = pattern.match(file_name)
+        if m and frame_file_name(name, padding, int(m.group(1))) == file_name:
+            frames.append(int(m.group(1)))
+    return sorted(frames)
+
+
+def _say_what_force_leaves(shot: Shot) -> None:
+    """--force starts a new manifest: final frames outside the new range keep the old settings' layers. They
+    are not deleted (they may be someone's delivered frames); `status` and `qc` flag them as other settings."""
+    spec = shot.spec
+    outside = [f for f in final_frames_on_disk(shot.out_dir, spec.output.name, spec.output.padding)
+               if not spec.plate.first <= f <= spec.plate.last]
+    if outside:
+        print(f"vera-render: warning: --force leaves {len(outside)} frames made with other settings in "
+              f"{shot.out_dir}, outside the new range {spec.plate.first}-{spec.plate.last}: "
+              f"{compact_frames(outside)} (delete or re-render them; `status` and `qc` flag them)", file=sys.stderr)
 
 
 def prepare_manifest(shot: Shot, force: bool = False) -> tuple[dict, dict]:
@@ -590,11 +652,14 @@ def status(out_dir: str | Path, verify: bool = False) -> dict:
     all_frames = set(range(manifest["first"], manifest["last"] + 1))
     failed = (failed_frames & all_frames) - set(done)
     missing = all_frames - set(done) - failed
+    # Final frames on disk this manifest did not record as done: left by a render with other settings.
+    other = set(final_frames_on_disk(out_dir, stem, pad)) - set(done) - {int(k) for k in frame_errors}
     return {
         "shot": manifest["shot"], "out_dir": str(out_dir), "complete": len(done) == len(all_frames),
         "frames": {"total": len(all_frames), "done": compact_frames(done), "missing": compact_frames(missing),
                    "failed": compact_frames(failed), "done_count": len(done), "missing_count": len(missing),
-                   "failed_count": len(failed), "errors": frame_errors},
+                   "failed_count": len(failed), "errors": frame_errors,
+                   "other_settings": compact_frames(other), "other_settings_count": len(other)},
         "windows": {"total": len(manifest["windows"]), **windows, "errors": {str(k): v for k, v in errors.items()}},
         "settings_fingerprint": manifest["settings_fingerprint"], "updated": manifest.get("updated"),
     }
@@ -607,6 +672,8 @@ def format_status(report: dict) -> str:
              f"frames  {f['done_count']}/{f['total']} done" + (f": {f['done']}" if f["done"] else ""),
              f"        missing {f['missing_count']}" + (f": {f['missing']}" if f["missing"] else ""),
              f"        failed {f['failed_count']}" + (f": {f['failed']}" if f["failed"] else ""),
+             *([f"        other settings {f['other_settings_count']}: {f['other_settings']} (files here not made "
+                "by this render: an earlier one with other settings)"] if f.get("other_settings") else []),
              f"windows {len(w['done'])}/{w['total']} done"
              + (f", running: {compact_frames(w['running'])}" if w["running"] else "")
              + (f", missing: {compact_frames(w['missing'])}" if w["missing"] else "")]

@@ -84,7 +84,9 @@ def run_qc(args) -> int:
         for f in report["frames"]:
             print(f"frame {f['frame']}: touched {100 * f['touched']:.2f}%  max untouched diff "
                   f"{f['max_untouched_diff']:g}  {'ok' if f['passed'] else 'FAILED'}", file=human)
-    verdict = "passed" if s["passed"] else f"FAILED on frames {s['failed_frames']}"
+    verdict = "passed" if s["passed"] else f"FAILED on frames {s['failed_frames']}" if s["failed_frames"] else \
+        "FAILED: edit frames made with different settings: " + \
+        ", ".join(f"{frames} ({key})" for key, frames in s["settings"].items())
     print(f"qc: {s['frames']} frames ({s['frame_range']}), touched mean {100 * s['touched_mean']:.2f}% "
           f"max {100 * s['touched_max']:.2f}%, max untouched diff {s['max_untouched_diff']:g}: {verdict}",
           file=human)
