@@ -228,13 +228,12 @@ def _unencodable_strings(value, where: str = ""):
         except UnicodeEncodeError as exc:
             yield f"{where or 'text'}: not valid Unicode text (a lone surrogate {value[exc.start]!r} at " \
                   f"character {exc.start}); it cannot be written to file headers"
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _unencodable_strings(key, f"{where}{key}")
-            yield from _unencodable_strings(item, f"{where}{key}.")
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _unencodable_strings(item, f"{where}{i}.")
+    elif isinstance(value, (dict, list)):
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            inner = f"{where}.{key}" if where else str(key)
+            yield from _unencodable_strings(key, inner) if isinstance(key, str) else ()
+            yield from _unencodable_strings(item, inner)
 
 
 def _check_finite(where: str, value, problems: list[str]) -> bool:
