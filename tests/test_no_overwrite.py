@@ -52,15 +52,19 @@ def test_comp_refuses_to_write_over_its_inputs(comp_inputs, capsys, out):
     assert hashes(root) == before
 
 
-def test_comp_refuses_a_symlinked_output_frame(comp_inputs, capsys):
+@pytest.mark.parametrize("link", ["symlink", "hard link"])
+def test_comp_refuses_a_linked_output_frame(comp_inputs, capsys, link):
     root, plate, edit = comp_inputs
     (root / "comp").mkdir()
-    (root / "comp" / "comp.0002.exr").symlink_to(root / "plate" / "plate.0002.exr")
+    if link == "symlink":
+        (root / "comp" / "comp.0002.exr").symlink_to(root / "plate" / "plate.0002.exr")
+    else:
+        os.link(root / "plate" / "plate.0002.exr", root / "comp" / "comp.0002.exr")
     before = hashes(root)
     assert main(["comp", "--plate", plate, "--edit", edit, "--out", str(root / "comp" / "comp.####.exr"),
                  "--progress", "none"]) == 2
     assert "plate.0002.exr" in capsys.readouterr().err
-    assert hashes(root) == before
+    assert hashes(root) == before  # (a hard link's bytes are counted under both names)
     assert not (root / "comp" / "comp.0001.exr").exists()  # refused before anything was written
 
 

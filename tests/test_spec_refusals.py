@@ -60,6 +60,7 @@ CANNOT_RUN = [
      "output.dir"),
     ("output folder under a file", lambda d: (d / "taken").write_text("x") and {"output": {"dir": "taken/out"}},
      "output.dir"),
+    ("overlap too large for the bundle's window", {"window": {}}, "window.overlap"),  # default overlap 8, window 9
     ("lone surrogate in the instruction", {"instruction": "add a \ud800 ball"}, "instruction"),
     ("lone surrogate in the negative prompt", {"negative_prompt": "blurry \udfff"}, "negative_prompt"),
     pytest.param("cuda on a machine without it", {"model.device": "cuda"}, "model.device",

@@ -244,6 +244,13 @@ def _check_finite(where: str, value, problems: list[str]) -> bool:
     return True
 
 
+def _default_window(bundle_manifest: dict | None) -> int | None:
+    try:
+        return int(bundle_manifest["defaults"]["window"])
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
 def _check_output_dir(out_dir: Path, problems: list[str]) -> bool:
     """The output folder is a folder, or can be made: its nearest existing ancestor is a writable folder."""
     import os
@@ -351,6 +358,7 @@ def validate(path_or_dict, base_dir: str | Path | None = None) -> list[str]:
                         f"{plate_seq.width}x{plate_seq.height} (a garbage matte must match the plate's size)")
 
     model = sections.get("model", {})
+    bundle_manifest = None  # its defaults.window is the window when the spec gives none
     if "bundle" in model and model["bundle"] != "demo":
         bundle = Path(model["bundle"]).expanduser()
         bundle = bundle if bundle.is_absolute() else base / bundle
@@ -360,9 +368,13 @@ def validate(path_or_dict, base_dir: str | Path | None = None) -> list[str]:
             from vera.model.bundle import read_manifest
 
             try:
-                read_manifest(bundle)
+                bundle_manifest = read_manifest(bundle)
             except BadInput as exc:
                 problems.append(f"model.bundle: {exc}")
+    elif isinstance(data.get("model", {}), dict) and model.get("bundle", "demo") == "demo":
+        from vera.model.bundle import read_manifest
+
+        bundle_manifest = read_manifest("demo")
     if "device" in model and not _DEVICE.match(model["device"]):
         problems.append(f"model.device: '{model['device']}' is not one of auto, cpu, cuda, cuda:N, mps")
     elif model.get("device", "auto") not in ("auto", "cpu"):  # a GPU the spec names must be on this machine
@@ -389,6 +401,8 @@ def validate(path_or_dict, base_dir: str | Path | None = None) -> list[str]:
 
     window = sections.get("window", {})
     frames, overlap = window.get("frames"), window.get("overlap", WindowSpec.overlap)
+    if (data.get("window") or {}) == {} or isinstance(data["window"], dict) and data["window"].get("frames") is None:
+        frames = _default_window(bundle_manifest)  # `run` will use the bundle's window: check the overlap too
     if frames is not None and (frames < 1 or (frames - 1) % 4):
         below = max(1, frames - (frames - 1) % 4) if frames >= 1 else 1
         problems.append(f"window.frames: {frames} is not 4k+1 (the model's frame count); try {below} or {below + 4}")
