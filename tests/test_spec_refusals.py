@@ -60,7 +60,7 @@ CANNOT_RUN = [
      "output.dir"),
     ("output folder under a file", lambda d: (d / "taken").write_text("x") and {"output": {"dir": "taken/out"}},
      "output.dir"),
-    ("overlap too large for the bundle's window", {"window": {}}, "window.overlap"),  # default overlap 8, window 9
+    ("overlap too large for the window", {"window": {"frames": 5, "overlap": 3}}, "window.overlap"),
     ("lone surrogate in the instruction", {"instruction": "add a \ud800 ball"}, "instruction"),
     ("lone surrogate in the negative prompt", {"negative_prompt": "blurry \udfff"}, "negative_prompt"),
     pytest.param("cuda on a machine without it", {"model.device": "cuda"}, "model.device",
@@ -169,3 +169,15 @@ def test_a_folder_holding_pattern_characters_works(tmp_path, tiny_bundle, fake, 
                  str(shot_dir / "out" / "edit.####.exr"), "--out", str(shot_dir / "comp" / "comp.####.exr"),
                  "--progress", "none"]) == 0
     assert len(list((shot_dir / "comp").glob("comp.*.exr"))) == LAST - FIRST + 1
+
+
+def test_the_default_overlap_fits_the_bundles_own_window(tmp_path, tiny_bundle, fake):
+    """window.frames null: the bundle's 9-frame window with the default overlap 8 (meant for 49-frame windows)
+    is planned with overlap 4, the most that fits; validate and run agree (run used to refuse it)."""
+    write_plates(tmp_path)
+    spec = base_spec(tiny_bundle)
+    spec["window"] = {}
+    path = write_spec(tmp_path, spec)
+    assert validate(path) == []
+    assert main(["run", str(path), "--progress", "none"]) == 0
+    assert [c[:2] for c in fake.calls] == [(1001, 1009), (1005, 1013)]

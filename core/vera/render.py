@@ -34,7 +34,7 @@ from vera.atomic import atomic_write_text
 from vera.errors import BadInput, VeraError, read_json_object
 from vera.progress import Progress
 from vera.plates import compact_frames
-from vera.shot import ShotSpec, load_valid
+from vera.shot import ShotSpec, fitted_overlap, load_valid
 from vera.windows import Window, blend_weights, plan_windows, window_seed
 
 MANIFEST_VERSION = 1
@@ -97,8 +97,9 @@ def load_shot(spec_path: str | Path) -> Shot:
     spec_path = Path(spec_path).resolve()
     spec = load_valid(spec_path)
     frames = spec.window.frames or _bundle_window_frames(spec)
+    overlap = spec.window.overlap if spec.window.frames else fitted_overlap(spec.window.overlap, frames)
     try:
-        windows = plan_windows(spec.plate.first, spec.plate.last, frames, spec.window.overlap)
+        windows = plan_windows(spec.plate.first, spec.plate.last, frames, overlap)
     except BadInput as exc:  # only reachable with the bundle's default window; validate checked the rest
         raise BadInput(f"{spec_path}: window: {exc} (the model's default window is {frames} frames)") from None
     return Shot(spec, spec_path, frames, windows)

@@ -244,6 +244,12 @@ def _check_finite(where: str, value, problems: list[str]) -> bool:
     return True
 
 
+def fitted_overlap(overlap: int, frames: int) -> int:
+    """The overlap used with the bundle's own window (window.frames null): at most what fits that window, so
+    the default 8 (meant for 49- or 81-frame windows) also works with a small model's window."""
+    return max(0, min(overlap, (frames + 1) // 2 - 1))
+
+
 def _default_window(bundle_manifest: dict | None) -> int | None:
     try:
         return int(bundle_manifest["defaults"]["window"])
@@ -402,7 +408,9 @@ def validate(path_or_dict, base_dir: str | Path | None = None) -> list[str]:
     window = sections.get("window", {})
     frames, overlap = window.get("frames"), window.get("overlap", WindowSpec.overlap)
     if (data.get("window") or {}) == {} or isinstance(data["window"], dict) and data["window"].get("frames") is None:
-        frames = _default_window(bundle_manifest)  # `run` will use the bundle's window: check the overlap too
+        frames = _default_window(bundle_manifest)  # `run` will use the bundle's window: plan with it too
+        if frames is not None and isinstance(overlap, int) and overlap >= 0:
+            overlap = fitted_overlap(overlap, frames)
     if frames is not None and (frames < 1 or (frames - 1) % 4):
         below = max(1, frames - (frames - 1) % 4) if frames >= 1 else 1
         problems.append(f"window.frames: {frames} is not 4k+1 (the model's frame count); try {below} or {below + 4}")
