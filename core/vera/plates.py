@@ -184,7 +184,6 @@ def _read_exr(path, frame, region, nonfinite, layer) -> Image:
 
 def _header_windows(path, frame, layer, require_alpha: bool = False):
     """(display window, data window) without reading pixels; `require_alpha`: BadInput if there is no alpha."""
-    regular_file(path, frame)  # a FIFO named like a frame would block the reader forever
     if path.lower().endswith(".exr"):
         head = exr_io.read_header(path, frame=frame, layer=layer)
         windows, has_alpha = (head["display_window"], head["data_window"]), head["has_alpha"]
@@ -280,6 +279,9 @@ def open_sequence(pattern: str, first: int | None = None, last: int | None = Non
         raise BadInput(f"{pattern}: {last - first + 1} frames ({first}-{last}) is more than the "
                        f"{MAX_SEQUENCE_FRAMES} a sequence may have (a typo in the range?)")
     if os.path.splitext(pattern)[1].lower() in MOVIE_EXTENSIONS:
+        if require_alpha:
+            raise frame_error(pattern, "a movie has no alpha channel (the spec asks for channel A): use R, G or B",
+                              None)
         return _open_movie(pattern, first, last, layer, nonfinite, start_frame)
 
     seq = _parse_pattern(pattern)

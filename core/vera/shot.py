@@ -377,10 +377,13 @@ def validate(path_or_dict, base_dir: str | Path | None = None) -> list[str]:
                 bundle_manifest = read_manifest(bundle)
             except BadInput as exc:
                 problems.append(f"model.bundle: {exc}")
-    elif isinstance(data.get("model", {}), dict) and model.get("bundle", "demo") == "demo":
+    elif model.get("bundle", "demo") == "demo":
         from vera.model.bundle import read_manifest
 
-        bundle_manifest = read_manifest("demo")
+        try:
+            bundle_manifest = read_manifest("demo")
+        except BadInput as exc:  # an install without the demo model
+            problems.append(f"model.bundle: {exc}")
     if "device" in model and not _DEVICE.match(model["device"]):
         problems.append(f"model.device: '{model['device']}' is not one of auto, cpu, cuda, cuda:N, mps")
     elif model.get("device", "auto") not in ("auto", "cpu"):  # a GPU the spec names must be on this machine
@@ -407,7 +410,8 @@ def validate(path_or_dict, base_dir: str | Path | None = None) -> list[str]:
 
     window = sections.get("window", {})
     frames, overlap = window.get("frames"), window.get("overlap", WindowSpec.overlap)
-    if (data.get("window") or {}) == {} or isinstance(data["window"], dict) and data["window"].get("frames") is None:
+    given = data.get("window")
+    if given is None or isinstance(given, dict) and given.get("frames") is None:
         frames = _default_window(bundle_manifest)  # `run` will use the bundle's window: plan with it too
         if frames is not None and isinstance(overlap, int) and overlap >= 0:
             overlap = fitted_overlap(overlap, frames)
