@@ -45,6 +45,13 @@ def _mask(folder, **changes):
     return {"mask": {"path": "mask.####.exr", **changes}}
 
 
+def _movie_mask(folder):
+    from images import write_mp4
+
+    write_mp4(folder / "mask.mp4", [np.full((16, 24, 3), 1.0, np.float32)] * (LAST - FIRST + 1))
+    return {"mask": {"path": "mask.mp4", "start_frame": FIRST}}  # channel A by default
+
+
 # (what is wrong, spec changes (or a function of the shot folder returning them), the key the problem names)
 CANNOT_RUN = [
     ("guidance NaN", {"sampler": {"name": "unipc", "steps": 2, "guidance": float("nan")}}, "sampler.guidance"),
@@ -56,6 +63,7 @@ CANNOT_RUN = [
     ("unknown mask channel", lambda d: _mask(d, channel="Q"), "mask.channel"),
     ("mask without the channel asked for", lambda d: _mask(d, channel="A"), "mask.path"),
     ("mask of another size", lambda d: _mask(d, channel="R", size=(12, 8)), "mask.path"),
+    ("mask movie read through A", lambda d: _movie_mask(d), "mask.path"),
     ("output folder is a file", lambda d: (d / "taken").write_text("x") and {"output": {"dir": "taken"}},
      "output.dir"),
     ("output folder under a file", lambda d: (d / "taken").write_text("x") and {"output": {"dir": "taken/out"}},
