@@ -68,10 +68,13 @@ def test_comp_refuses_a_linked_output_frame(comp_inputs, capsys, link):
     assert not (root / "comp" / "comp.0001.exr").exists()  # refused before anything was written
 
 
-def test_qc_json_report_may_not_replace_an_input(comp_inputs, capsys):
+@pytest.mark.parametrize("target", ["plate/plate.0001.exr", "comp/comp.0003.exr"])
+def test_qc_json_report_may_not_replace_an_input(comp_inputs, capsys, target):
     root, plate, edit = comp_inputs
+    comp = str(root / "comp" / "comp.####.exr")
+    assert main(["comp", "--plate", plate, "--edit", edit, "--out", comp, "--progress", "none"]) == 0
     before = hashes(root)
-    assert main(["qc", "--plate", plate, "--edit", edit, "--json", str(root / "plate" / "plate.0001.exr"),
+    assert main(["qc", "--plate", plate, "--edit", edit, "--comp", comp, "--json", str(root / target),
                  "--progress", "none"]) == 2
     assert hashes(root) == before
 
@@ -148,3 +151,21 @@ def test_demo_refuses_a_plate_inside_its_own_output_folder(tmp_path, capsys, pla
     assert "input" in capsys.readouterr().err
     assert hashes(tmp_path) == before
     assert sorted(os.listdir(out)) == ["plate"]
+
+
+# ----------------------------------------------------------------------------------------------- convert
+
+@pytest.mark.parametrize("where", ["file", "folder"])
+def test_convert_refuses_to_write_over_its_source_checkpoint(tmp_path, capsys, where):
+    from test_dit import diffusers_wan
+
+    from vera.model.configs import get_config
+
+    wan = diffusers_wan(get_config("vera-tiny"), seed=3)
+    wan.save_pretrained(tmp_path / "wan")
+    source = next((tmp_path / "wan").glob("*.safetensors"))
+    before = hashes(tmp_path)
+    argv = ["convert", "--from-wan", str(source if where == "file" else tmp_path / "wan"), "--out", str(source)]
+    assert main(argv) == 2
+    assert "input" in capsys.readouterr().err
+    assert hashes(tmp_path) == before

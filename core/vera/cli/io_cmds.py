@@ -71,10 +71,15 @@ def run_qc(args) -> int:
     from vera.errors import EXIT_QC_FAILED
 
     inputs = _inputs(args)
-    if args.json and args.json != "-":
+    if args.json and args.json != "-":  # the report may not replace a plate, edit or composite frame
         from vera.files import refuse_overwrite
+        from vera.plates import open_sequence
 
-        refuse_overwrite(inputs.files(), [args.json])
+        read = inputs.files()
+        if args.comp:
+            comp = open_sequence(args.comp, inputs.frames[0], inputs.frames[-1])
+            read += [(comp.path(f), f) for f in comp.frames]
+        refuse_overwrite(read, [args.json])
     with Progress(len(inputs.frames), "qc", args.progress) as progress:
         report = qc_sequence(inputs, comp=args.comp, progress=progress)
     s = report["summary"]
