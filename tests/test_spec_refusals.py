@@ -108,6 +108,7 @@ def test_validate_refuses_what_run_cannot_do(tmp_path, tiny_bundle, fake, capsys
 TIMED = textwrap.dedent('''
     import sys, time
     import vera.cli, vera.colour, vera.comp, vera.model.bundle, vera.plates, vera.render, vera.shot  # not timed
+    import fileseq, OpenImageIO, PyOpenColorIO  # (imported lazily by vera: loading libraries is not the refusal)
     t = time.monotonic()
     code = vera.cli.main(sys.argv[1:])
     print(f"seconds {time.monotonic() - t:.3f}", file=sys.stderr)
