@@ -143,7 +143,7 @@ def load_bundle(name_or_path: str | Path = "demo", device: str | torch.device = 
     manifest = read_manifest(folder)
     dev, dtype = resolve_device(device)
     cfg = VeraConfig.from_dict(manifest["config"])
-    vae = build_vae(manifest["vae"], folder, device=dev, dtype=dtype)
+    vae = build_vae(manifest["vae"], folder, device=dev)  # float32 on every device, as Wan
     _check_compatible(folder / BUNDLE_FILE, cfg, vae, manifest["defaults"])
     text = TextEncoder(_inside(folder, manifest["text_encoder"]), device=dev, dtype=dtype, cache_dir=cache_dir,
                        max_length=cfg.text_len)
