@@ -41,7 +41,8 @@ WAN_NEGATIVE_PROMPT = (
     "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
     "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走")
 
-# Wan2.1 T2V's published settings; a bundle overrides what it was trained for.
+# Wan2.1 T2V's sampling defaults (steps, guidance, shift, UniPC, negative prompt) at the 1.3B model's 832x480;
+# the 49-frame window is the paper's clip length (Wan samples 81). A bundle overrides what it was trained for.
 DEFAULTS = {"resolution": [832, 480], "window": 49, "steps": 50, "guidance": 5.0, "shift": 5.0,
             "sampler": "unipc", "negative_prompt": WAN_NEGATIVE_PROMPT}
 
