@@ -2,7 +2,7 @@
 random weights), float32 on the CPU, diffusers' tiles (256 px, stride 192). Tiled is the peer: time and peak
 memory as ratios to untiled, and how far the tiled frames are from the untiled ones.
 
-    /work/venv/bin/python benchmarks/vae_tiling_bench.py [--size 512x320] [--latent-frames 2] [--json out.json]
+    python benchmarks/vae_tiling_bench.py [--size 512x320] [--latent-frames 2] [--json out.json]
 
 Each decode runs in its own process (peak memory = growth of the process's maximum resident set during the
 decode; the model is built first). Random weights decode to random-looking frames, so the differences say how
@@ -44,7 +44,6 @@ def child(mode: str, width: int, height: int, latent_frames: int, out: str) -> N
 
 def run(mode: str, args, folder: str) -> tuple[dict, np.ndarray]:
     out = os.path.join(folder, f"{mode}.npy")
-    width, height = map(int, args.size.split("x"))
     result = subprocess.run([sys.executable, __file__, "--child", mode, "--size", args.size,
                              "--latent-frames", str(args.latent_frames), "--out", out],
                             check=True, capture_output=True, text=True)

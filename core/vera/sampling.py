@@ -1,7 +1,7 @@
 """Flow-matching sampling of the three streams (edit, alpha, composite), jointly.
 
 The model predicts the flow velocity v = noise - data at timestep t = 1000 * sigma. The sigma grids are
-Wan2.1's own (`wan_sigmas`): an evenly spaced grid shifted towards high noise once by `shift`
+Wan2.1's own (`unshifted_sigmas`): an evenly spaced grid, shifted towards high noise once by `shift`
 (sigma' = shift*sigma / (1 + (shift-1)*sigma)). The solvers are diffusers' `UniPCMultistepScheduler`
 (flow_prediction, flow sigmas: the algorithm of Wan2.1's `FlowUniPCMultistepScheduler`) and
 `FlowMatchEulerDiscreteScheduler`, both given that grid through `set_timesteps(sigmas=...)`; their default
@@ -37,12 +37,6 @@ def unshifted_sigmas(sampler: str, steps: int) -> np.ndarray:
     """Wan2.1's evenly spaced grid, before the shift: `steps` values from the grid's start down, 0 excluded."""
     _check_sampler(sampler)
     return np.linspace(_GRID_START[sampler], 0.0, int(steps) + 1)[:-1]
-
-
-def wan_sigmas(sampler: str, steps: int, shift: float) -> np.ndarray:
-    """The sigmas Wan2.1 samples at (the final 0 not included), float64: its grid shifted once by `shift`."""
-    sigmas = unshifted_sigmas(sampler, steps)
-    return shift * sigmas / (1.0 + (shift - 1.0) * sigmas)
 
 
 def make_scheduler(sampler: str, shift: float, steps: int, device=None):
