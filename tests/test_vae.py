@@ -162,3 +162,18 @@ def test_bundle_vae_stays_float32_when_the_transformer_runs_in_bfloat16(tmp_path
     bundle = bundle_module.load_bundle(folder, cache_dir=tmp_path / "cache")
     assert next(bundle.transformer.parameters()).dtype == torch.bfloat16
     assert bundle.vae.dtype == torch.float32 and next(bundle.vae.model.parameters()).dtype == torch.float32
+
+
+def test_bundle_vae_tiling_choice_loads_and_saves_again(tmp_path):
+    import json
+
+    from vera.model.bundle import create_random_bundle, load_bundle, save_bundle
+
+    folder = create_random_bundle(tmp_path / "b", "vera-tiny", seed=0,
+                                  vae=WanVAE.from_config(TINY_WAN, tiling="always"))
+    assert json.loads((folder / "bundle.json").read_text())["vae"] == {"type": "wan", "path": "vae",
+                                                                        "tiling": "always"}
+    bundle = load_bundle(folder, device="cpu", cache_dir=tmp_path / "cache")
+    assert bundle.vae.tiling == "always"
+    copy = save_bundle(bundle, tmp_path / "copy")
+    assert load_bundle(copy, device="cpu", cache_dir=tmp_path / "cache").vae.tiling == "always"

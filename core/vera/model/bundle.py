@@ -183,6 +183,8 @@ def save_bundle(bundle: Bundle, folder: str | Path, defaults: dict | None = None
     elif isinstance(bundle.vae, WanVAE):
         bundle.vae.save(folder / "vae")
         vae_entry = {"type": "wan", "path": "vae"}
+        if bundle.vae.tiling != "auto":
+            vae_entry["tiling"] = bundle.vae.tiling
     else:
         raise TypeError(f"save_bundle: cannot save a {type(bundle.vae).__name__}")
     text_target = folder / "text_encoder"
