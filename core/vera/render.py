@@ -245,8 +245,9 @@ def read_manifest(out_dir: Path) -> dict | None:
     except BadInput as exc:
         raise DamagedManifest(f"{exc}{_RECOVER}") from None
     version = manifest.get("vera_manifest")
-    if type(version) is not int or version > MANIFEST_VERSION:
-        raise BadInput(f"{path}: manifest version {version!r} is not one this vera reads ({MANIFEST_VERSION})")
+    if type(version) is int and version > MANIFEST_VERSION:  # written by a newer vera: not damaged, not ours
+        raise BadInput(f"{path}: field vera_manifest: version {version} is newer than this vera reads "
+                       f"({MANIFEST_VERSION}); use a newer vera")
     try:
         check(RenderManifest, manifest, str(path))
     except BadInput as exc:

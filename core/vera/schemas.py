@@ -85,7 +85,7 @@ class FrameEntry(BaseModel):
 
 class RenderManifest(BaseModel):
     model_config = _OPEN
-    vera_manifest: int
+    vera_manifest: Annotated[int, Field(ge=1)]
     shot: str
     first: int
     last: int

@@ -346,6 +346,8 @@ def validate(path_or_dict, base_dir: str | Path | None = None) -> list[str]:
 def load_valid(path: str | Path) -> ShotSpec:
     """Load a spec that passed `validate`; otherwise raise BadInput listing every problem (one per line)."""
     problems = validate(path)
+    if len(problems) == 1:  # one problem, one line
+        raise BadInput(f"{path}: invalid shot spec: {problems[0]}")
     if problems:
         count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
         raise BadInput(f"{path}: invalid shot spec ({count}):\n  " + "\n  ".join(problems))

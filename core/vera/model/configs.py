@@ -10,7 +10,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from pydantic import ConfigDict, TypeAdapter
+
 from vera.errors import BadInput
+from vera.schemas import check
 
 # The three streams, in the order they are stacked on dim 1 of the model's input and output.
 STREAMS = ("edit", "alpha", "composite")
@@ -32,9 +35,19 @@ class VeraConfig:
     qk_norm: bool = True
     text_len: int = 512        # prompt length the text encoder pads to (umT5 in Wan: 512)
 
+    # how from_dict validates a JSON config (vera.schemas.check): exact types, finite numbers
+    __pydantic_config__ = ConfigDict(strict=True, allow_inf_nan=False)
+
     def __post_init__(self):
         # JSON gives lists; keep the dataclass hashable and comparable.
         object.__setattr__(self, "patch_size", tuple(int(p) for p in self.patch_size))
+        sizes = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.type in ("int", int)}
+        sizes.update({f"patch_size[{i}]": p for i, p in enumerate(self.patch_size)})
+        for name, value in sizes.items():
+            if value < 1:
+                raise BadInput(f"config: field {name}: must be at least 1, got {value}")
+        if not self.eps > 0:
+            raise BadInput(f"config: field eps: must be greater than 0, got {self.eps}")
         if self.dim % self.num_heads:
             raise BadInput(f"config: dim {self.dim} is not divisible by num_heads {self.num_heads}")
         head_dim = self.dim // self.num_heads
@@ -74,10 +87,8 @@ class VeraConfig:
         unknown = sorted(set(data) - names - derived)
         if unknown:
             raise BadInput(f"config: unknown field(s) {', '.join(unknown)}")
-        try:
-            cfg = cls(**{k: v for k, v in data.items() if k in names})
-        except TypeError as exc:  # a required field is missing
-            raise BadInput(f"config: {exc}") from None
+        # Types checked by pydantic (strict: no "192" for 192, no NaN), then __post_init__ checks the values.
+        cfg = check(TypeAdapter(cls), {k: v for k, v in data.items() if k in names}, "config")
         for key in ("in_dim", "out_dim"):
             if key in data and data[key] != getattr(cfg, key):
                 raise BadInput(f"config: {key} {data[key]} does not match the other fields ({getattr(cfg, key)})")
