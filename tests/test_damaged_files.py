@@ -200,3 +200,12 @@ def test_a_damaged_bundle_is_one_line_naming_file_and_field(tmp_path, tiny_bundl
     for word in words:
         assert word in line, line
     assert not list((tmp_path / "out").glob("*.exr")) if (tmp_path / "out").exists() else True
+
+
+def test_the_bundle_schema_knows_every_sampler():
+    import typing
+
+    from vera.sampling import SAMPLERS
+    from vera.schemas import BundleDefaults
+
+    assert typing.get_args(BundleDefaults.model_fields["sampler"].annotation) == SAMPLERS

@@ -127,7 +127,7 @@ class BundleDefaults(BaseModel):
     steps: Positive
     guidance: float
     shift: Annotated[float, Field(gt=0)]
-    sampler: Literal["unipc", "euler"]
+    sampler: Literal["unipc", "euler"]  # vera.sampling.SAMPLERS (not imported: it would load torch for `status`)
     negative_prompt: str
 
 

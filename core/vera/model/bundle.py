@@ -33,7 +33,6 @@ from vera.model.vae import PatchVAE, VideoVAE, WanVAE, build_vae
 DEMO_PATH = Path(__file__).resolve().parent.parent / "assets" / "demo"
 BUNDLE_FILE = "bundle.json"
 TRANSFORMER_FILE = "transformer.safetensors"
-SAMPLERS = ("unipc", "euler")
 
 # Wan2.1 T2V's published settings; a bundle overrides what it was trained for.
 DEFAULTS = {"resolution": [832, 480], "window": 49, "steps": 50, "guidance": 5.0, "shift": 5.0,
