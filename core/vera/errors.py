@@ -43,6 +43,26 @@ def frame_error(path, message, frame=None) -> BadInput:
     return BadInput(f"{where}: {message}")
 
 
+def unreadable_reason(path) -> str | None:
+    """Why the system will not open `path` for reading ('permission denied', ...), or None if it opens.
+
+    Asked after a library failed to read a file, so that its generic "corrupt" message never hides the real
+    cause. O_NONBLOCK: a FIFO named like a frame must not make this wait for a writer.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        return (exc.strerror or str(exc)).lower()
+    os.close(fd)
+    return None
+
+
+def unreadable_or(path, message: str, frame=None) -> BadInput:
+    """The BadInput for a file a library could not read: the system's reason if it has one, else `message`."""
+    reason = unreadable_reason(path)
+    return frame_error(path, f"cannot open the file: {reason}" if reason else message, frame)
+
+
 def read_json_object(path, what: str) -> dict:
     """The JSON object in the file `path` (a `what`: "bundle manifest", "sample.json", ...); anything else there
     (unreadable, not UTF-8, not JSON, not an object) is the user's file and a BadInput naming it."""

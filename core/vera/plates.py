@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vera import exr as exr_io
-from vera.errors import BadInput, frame_error
+from vera.errors import BadInput, frame_error, unreadable_or
 
 MOVIE_EXTENSIONS = {".mov", ".mp4", ".m4v", ".mkv", ".avi", ".webm", ".mxf"}
 NONFINITE_CHOICES = ("error", "zero")
@@ -135,9 +135,10 @@ def _oiio_open(path, frame):
 
     if not os.path.exists(path):
         raise frame_error(path, "file not found", frame)
-    inp = oiio.ImageInput.open(path)
+    with exr_io.captured_native_output():  # libpng & co. print their own lines; OIIO's error holds them
+        inp = oiio.ImageInput.open(path)
     if inp is None:
-        raise frame_error(path, f"unreadable or corrupt image: {exr_io._one_line(oiio.geterror())}", frame)
+        raise unreadable_or(path, f"unreadable or corrupt image: {exr_io._one_line(oiio.geterror())}", frame)
     return inp
 
 
@@ -153,7 +154,8 @@ def _read_oiio(path, frame, region, nonfinite, layer) -> Image:
     inp = _oiio_open(path, frame)
     try:
         spec = inp.spec()
-        pixels = inp.read_image(0, 0, 0, spec.nchannels, oiio.FLOAT)
+        with exr_io.captured_native_output():  # as in _oiio_open
+            pixels = inp.read_image(0, 0, 0, spec.nchannels, oiio.FLOAT)
         error = inp.geterror() if pixels is None or inp.has_error else ""
     finally:
         inp.close()
