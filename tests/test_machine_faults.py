@@ -150,6 +150,35 @@ def test_unwritable_output_folder_is_bad_input(tmp_path, tiny_bundle, no_overrid
     assert list(locked.iterdir()) == []
 
 
+def test_submit_to_an_unwritable_job_folder_is_bad_input(tmp_path, tiny_bundle, no_override):
+    write_plates(tmp_path)
+    spec = write_spec(tmp_path, base_spec(tiny_bundle))
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    for jobdir in (locked / "job", locked):  # a folder it cannot create, and one it cannot write into
+        done = _vera("submit", str(spec), "--farm", "openjd", "--out", str(jobdir), prefix=no_override)
+        assert done.returncode == 2, done.stderr
+        assert "permission denied" in _one_line(done.stderr)
+    assert list(locked.iterdir()) == []
+
+
+def test_an_unreadable_plate_says_permission_denied(tmp_path, no_override):
+    """Not "corrupt or truncated": the file is fine, the user may not read it (EXR and OIIO readers alike)."""
+    for name in ("plate.0001.exr", "plate.0001.png"):
+        if name.endswith(".exr"):
+            write_plate(tmp_path, 1, 1, 32, 16)
+        else:
+            import OpenImageIO as oiio
+            oiio.ImageBuf(oiio.ImageSpec(32, 16, 3, "uint8")).write(str(tmp_path / name))
+        (tmp_path / name).chmod(0)
+        pattern = str(tmp_path / name.replace("0001", "####"))
+        done = _vera("qc", "--plate", pattern, "--edit", pattern, prefix=no_override)
+        assert done.returncode == 2, done.stderr
+        line = _one_line(done.stderr)
+        assert name in line and "permission denied" in line and "corrupt" not in line
+
+
 def test_read_only_filesystem_status_works_and_run_is_bad_input(tmpfs, shot_on, capsys):
     disk = tmpfs("4m")
     spec = shot_on(disk / "out")
