@@ -255,3 +255,28 @@ def test_a_deleted_working_directory_is_one_line_and_retried(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 3, done.stderr
     assert "working directory was deleted" in _one_line(done.stderr)
+
+
+# ------------------------------------------------------------------------------------- the mapping itself
+
+@pytest.mark.parametrize("exc, code, words", [
+    (PermissionError(13, "Permission denied", "/shots/out"), 2, "/shots/out: permission denied"),
+    (OSError(30, "Read-only file system", "/shots/out/manifest.json"), 2, "read-only file system"),
+    (OSError(36, "File name too long", "/shots/x"), 2, "file name too long"),
+    (OSError(28, "No space left on device", "/shots/out/edit.1001.exr"), 3, "edit.1001.exr: no space left"),
+    (OSError(122, "Disk quota exceeded", "/shots/out"), 3, "disk quota exceeded"),
+    # OpenEXR's own words for a full disk (seen above on a real tmpfs)
+    (RuntimeError('Failed to write pixel data to image file "/o/.c.exr.x.tmp". No space left on device.'), 3,
+     "no space left"),
+    (MemoryError("Unable to allocate 37.3 GiB"), 3, "out of memory"),
+    (ValueError("could not convert"), None, None),
+    (KeyError("windows"), None, None),
+])
+def test_machine_error_maps_the_os_answer_to_an_exit_code(exc, code, words):
+    from vera.errors import machine_error
+
+    mapped = machine_error(exc)
+    if code is None:
+        assert mapped is None
+    else:
+        assert mapped.exit_code == code and words in str(mapped)

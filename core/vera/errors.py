@@ -87,6 +87,8 @@ _MACHINE_ERRNOS = {
                          "file and its folder)"),
     errno.EROFS: ("bad", "read-only file system (send the output to a writable place)"),
     errno.ENAMETOOLONG: ("bad", "file name too long for the file system (shorten the name)"),
+    errno.EISDIR: ("bad", "is a folder where a file belongs (name a file)"),
+    errno.ENOTDIR: ("bad", "a part of this path is a file where a folder belongs"),
     errno.ENOSPC: ("transient", "no space left on the device (free some, then re-run: finished work is kept)"),
     errno.EDQUOT: ("transient", "disk quota exceeded (free some, then re-run: finished work is kept)"),
     errno.ENOMEM: ("transient", "out of memory (retry on a node with more memory, or render a smaller window)"),
