@@ -10,10 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from pydantic import ConfigDict, TypeAdapter
-
 from vera.errors import BadInput
-from vera.schemas import check
 
 # The three streams, in the order they are stacked on dim 1 of the model's input and output.
 STREAMS = ("edit", "alpha", "composite")
@@ -35,8 +32,9 @@ class VeraConfig:
     qk_norm: bool = True
     text_len: int = 512        # prompt length the text encoder pads to (umT5 in Wan: 512)
 
-    # how from_dict validates a JSON config (vera.schemas.check): exact types, finite numbers
-    __pydantic_config__ = ConfigDict(strict=True, allow_inf_nan=False)
+    # how from_dict validates a JSON config (pydantic, via vera.schemas.check): exact types, finite numbers.
+    # A plain dict (pydantic's ConfigDict is a TypedDict) so importing the configs does not import pydantic.
+    __pydantic_config__ = {"strict": True, "allow_inf_nan": False}
 
     def __post_init__(self):
         # JSON gives lists; keep the dataclass hashable and comparable.
@@ -87,6 +85,10 @@ class VeraConfig:
         unknown = sorted(set(data) - names - derived)
         if unknown:
             raise BadInput(f"config: unknown field(s) {', '.join(unknown)}")
+        from pydantic import TypeAdapter
+
+        from vera.schemas import check
+
         # Types checked by pydantic (strict: no "192" for 192, no NaN), then __post_init__ checks the values.
         cfg = check(TypeAdapter(cls), {k: v for k, v in data.items() if k in names}, "config")
         for key in ("in_dim", "out_dim"):
