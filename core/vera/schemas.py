@@ -92,9 +92,9 @@ class RenderManifest(BaseModel):
     output_name: Annotated[str, StringConstraints(min_length=1)]
     output_padding: Annotated[int, Field(ge=1, le=16)]
     settings_fingerprint: str
-    settings: dict
-    inputs_fingerprint: str
-    inputs: dict
+    settings: dict = {}                # read only to name what changed (vera.render._reconcile)
+    inputs_fingerprint: str | None = None
+    inputs: dict = {}
     windows: Annotated[dict[WindowKey, WindowEntry], Field(min_length=1)]
     frames: dict[FrameKey, FrameEntry]
 
