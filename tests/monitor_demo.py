@@ -7,6 +7,7 @@ Used by tests/test_monitor.py, and run as a script to make the screenshot in doc
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -59,9 +60,12 @@ def write_job_files(out_dir: Path, plate_dir: Path, first: int, last: int, done:
             "output": {"dir": str(out_dir), "name": "edit", "compression": "zip", "padding": 4},
             "matte": {"threshold": 1 / 255}}
     (out_dir / "shot.json").write_text(json.dumps(spec, indent=2))
+    # every field vera.schemas.RenderManifest requires (vera-render status checks them), with the real checksums
+    sha256 = {f: hashlib.sha256((out_dir / f"edit.{f:04d}.exr").read_bytes()).hexdigest() for f in done}
     manifest = {"vera_manifest": 1, "shot": name, "spec_path": str(out_dir / "shot.json"), "first": first,
                 "last": last, "output_name": "edit", "output_padding": 4, "settings_fingerprint": "demo",
-                "windows": windows, "frames": {str(f): {"status": "done", "sha256": ""} for f in done}}
+                "settings": {}, "inputs_fingerprint": "demo", "inputs": {},
+                "windows": windows, "frames": {str(f): {"status": "done", "sha256": sha256[f]} for f in done}}
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return str(out_dir / "shot.json")
 

@@ -89,7 +89,7 @@ def test_inconsistent_bundle_is_rejected_before_loading_weights(shot_dir, tmp_pa
         load_bundle(broken, device="cpu")
     manifest["defaults"]["sampler"] = "ddim"
     (broken / "bundle.json").write_text(json.dumps(manifest))
-    with pytest.raises(BadInput, match="sampler must be one of"):
+    with pytest.raises(BadInput, match="field sampler: Input should be .unipc. or .euler."):
         read_manifest(broken)
 
 

@@ -17,9 +17,37 @@ def test_ci_runs_the_readme_test_command():
     assert test_cmd in ci_lines
 
 
-def test_readme_installs_cpu_torch_first():
+def test_readme_installs_cpu_torch_first_and_everything_from_the_constraints():
+    pins = _constraints()
     for cmd in _readme_commands()[:2]:
-        assert cmd.startswith("pip install torch==2.13.0 && ")
+        assert cmd.startswith("pip install -c constraints.txt torch==2.13.0 && ")
+        installs = [part.strip() for part in cmd.split("&&") if part.strip().startswith("pip install")]
+        assert len(installs) == 2 and all(part.startswith("pip install -c constraints.txt ") for part in installs)
+    assert pins["torch"] == "2.13.0"  # the public version: pip ignores the CPU wheel's local label (+cpu)
+
+
+def _constraints() -> dict:
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[name] = version
+    return pins
+
+
+def test_constraints_pin_every_dependency_exactly():
+    """Every dependency in pyproject.toml (dev extras too) has an exact pin, and Vera itself has none
+    (scripts/refresh_constraints.sh writes the file)."""
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = project["dependencies"] + [d for extra in project["optional-dependencies"].values() for d in extra]
+    pins = _constraints()
+    for requirement in wanted:
+        name = re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9._-]+", requirement).group(0)).lower()
+        assert re.fullmatch(r"[0-9][0-9A-Za-z.]*", pins.get(name, "")), f"{name} is not pinned in constraints.txt"
+    assert "vera" not in pins
 
 
 def test_demo_training_script_and_configs_are_valid(tmp_path):

@@ -27,11 +27,13 @@ def atomic_path(target: str | Path):
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and exc.errno and not exc.filename:  # a write() failure: name the file
+            raise OSError(exc.errno, exc.strerror, str(target)) from None
         raise
 
 

@@ -146,6 +146,7 @@ class FrameQC:
     touched: float                # fraction of display-window pixels with alpha > 0
     max_untouched_diff: float     # largest |composite - plate| where alpha == 0 (all channels); must be 0
     changed_untouched: int        # pixels with alpha == 0 whose composite differs from the plate in its bits
+    negative_alpha: int = 0       # pixels with alpha < 0: no valid layer has them (A + B(1-a) adds plate)
     comp: str | None = None
     comp_max_untouched_diff: float | None = None  # the same, for an existing composite file (--comp)
     comp_changed_untouched: int | None = None
@@ -154,7 +155,8 @@ class FrameQC:
     @property
     def passed(self) -> bool:
         # Bits, not values: a -0.0 that became +0.0 is a changed pixel (its difference is 0).
-        return self.changed_untouched == 0 and self.comp_changed_untouched in (None, 0)
+        return (self.changed_untouched == 0 and self.negative_alpha == 0
+                and self.comp_changed_untouched in (None, 0))
 
 
 def qc_frame(pair: Pair, comp_path: str | None = None) -> FrameQC:
@@ -168,9 +170,13 @@ def qc_frame(pair: Pair, comp_path: str | None = None) -> FrameQC:
     result = FrameQC(frame=pair.frame, plate=pair.plate_path, edit=pair.edit_path,
                      touched=float(np.count_nonzero(display_alpha > 0) / display_alpha.size),
                      max_untouched_diff=float(diff_untouched.max()),
-                     changed_untouched=int(np.count_nonzero(changed)))
+                     changed_untouched=int(np.count_nonzero(changed)),
+                     negative_alpha=int(np.count_nonzero(alpha < 0)))
     if comp_path is not None:
         layer = exr_io.read_layer(comp_path, pair.layer, pair.frame, pair.view)  # where comp_frame writes it
+        if tuple(layer.display_window) != tuple(pair.display_window):  # not a comp of this plate: bad input
+            raise frame_error(comp_path, f"display window {layer.display_window} differs from the plate's "
+                                         f"{pair.display_window} ({pair.plate_path})", pair.frame)
         comp = exr_io.crop_to_window(layer.pixels, layer.data_window, pair.window)
         comp_diff = np.abs(comp - pair.plate).max(axis=2)
         result.comp = comp_path
@@ -212,6 +218,7 @@ def qc_sequence(inputs: Inputs, comp: str | None = None, progress=None) -> dict:
         "touched_max": float(np.max(touched)),
         "max_untouched_diff": max(f.max_untouched_diff for f in frames),
         "changed_untouched": sum(f.changed_untouched for f in frames),
+        "negative_alpha": sum(f.negative_alpha for f in frames),
         "failed_frames": plates.compact_frames(failed) if failed else "",
         "mixed_settings": mixed,
         "settings": {key[:16]: plates.compact_frames(group) for key, group in by_settings.items()},

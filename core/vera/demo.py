@@ -156,15 +156,17 @@ def run_demo(out: str | Path = "vera-demo", prompt: str = DEFAULT_PROMPT, plate:
 
     started = time.monotonic()
     out = Path(out).resolve()
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"{out}: --out names an existing file; give a folder for the demo")
+    if frames is not None and int(frames) < 1:
+        raise BadInput(f"--frames must be at least 1, got {frames}")
     parsed = parse_prompt(prompt)
     defaults = read_manifest(bundle)["defaults"]
     window = int(defaults["window"])
     model_height = int(defaults["resolution"][1])
 
     if plate is None:
-        count = int(frames or window)
-        if count < 1:
-            raise BadInput(f"--frames must be at least 1, got {count}")
+        count = window if frames is None else int(frames)
         demo = make_demo_plate(*PLATE_SIZE, frames=count, seed=seed)
         plate_pattern = write_plate(out / "plate", demo.rgb, FIRST_FRAME)
         first, last, colorspace = FIRST_FRAME, FIRST_FRAME + count - 1, colorspace or demo.colorspace
@@ -177,7 +179,7 @@ def run_demo(out: str | Path = "vera-demo", prompt: str = DEFAULT_PROMPT, plate:
         sequence = open_sequence(plate)
         refuse_overwrite([(sequence.path(f), f) for f in sequence.frames], [], [out])  # the demo fills `out`
         first, last = sequence.frames[0], sequence.frames[-1]
-        if frames:
+        if frames is not None:
             last = min(last, first + int(frames) - 1)
         rgb = np.stack([sequence.read(f).pixels[..., :3] for f in range(first, last + 1)])
         plate_pattern = write_plate(out / "plate", rgb, first)

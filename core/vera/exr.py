@@ -21,7 +21,7 @@ import OpenEXR
 
 from vera import __version__
 from vera.atomic import atomic_path
-from vera.errors import BadInput, frame_error
+from vera.errors import BadInput, frame_error, unreadable_or
 
 Window = tuple  # (xmin, ymin, xmax, ymax), inclusive
 
@@ -174,7 +174,7 @@ def _open_exr(path, frame, header_only: bool = False):
     if error is not None:
         native_lines = [line for line in (native[0] if native else "").splitlines() if line.strip()]
         detail = _one_line(native_lines[0] if native_lines else error)  # the library's first line says most
-        raise frame_error(path, f"corrupt or truncated EXR: {detail}", frame)
+        raise unreadable_or(path, f"corrupt or truncated EXR: {detail}", frame)
     return exr
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vera import exr as exr_io
-from vera.errors import BadInput, frame_error
+from vera.errors import BadInput, frame_error, unreadable_or
 from vera.files import regular_file
 
 # More frames than any shot has: a range beyond it is a typo, refused at once instead of scanned file by file.
@@ -143,9 +143,10 @@ def _oiio_open(path, frame):
     import OpenImageIO as oiio
 
     regular_file(path, frame)
-    inp = oiio.ImageInput.open(path)
+    with exr_io.captured_native_output():  # libpng & co. print their own lines; OIIO's error holds them
+        inp = oiio.ImageInput.open(path)
     if inp is None:
-        raise frame_error(path, f"unreadable or corrupt image: {exr_io._one_line(oiio.geterror())}", frame)
+        raise unreadable_or(path, f"unreadable or corrupt image: {exr_io._one_line(oiio.geterror())}", frame)
     return inp
 
 
@@ -161,7 +162,8 @@ def _read_oiio(path, frame, region, nonfinite, layer) -> Image:
     inp = _oiio_open(path, frame)
     try:
         spec = inp.spec()
-        pixels = inp.read_image(0, 0, 0, spec.nchannels, oiio.FLOAT)
+        with exr_io.captured_native_output():  # as in _oiio_open
+            pixels = inp.read_image(0, 0, 0, spec.nchannels, oiio.FLOAT)
         error = inp.geterror() if pixels is None or inp.has_error else ""
     finally:
         inp.close()

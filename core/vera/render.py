@@ -272,17 +272,33 @@ def _remove_temps(folder: Path, prefix: str = ".") -> None:
             tmp.unlink(missing_ok=True)
 
 
+class DamagedManifest(BadInput):
+    """manifest.json is unreadable or does not fit its schema (vera.schemas.RenderManifest)."""
+
+
+_RECOVER = ("; the files it lists are left as they are: `vera-render run SHOT.json --force` sets it aside as "
+            f"{MANIFEST_NAME}.damaged and renders the shot afresh")
+
+
 def read_manifest(out_dir: Path) -> dict | None:
+    """The manifest, checked against its schema (one line naming the file and field if it is damaged)."""
+    from vera.schemas import RenderManifest, check
+
     path = Path(out_dir) / MANIFEST_NAME
     if not path.is_file():
         return None
     try:
         manifest = read_json_object(path, "manifest")
     except BadInput as exc:
-        raise BadInput(f"{exc}; move it away to start the shot afresh") from None
+        raise DamagedManifest(f"{exc}{_RECOVER}") from None
     version = manifest.get("vera_manifest")
-    if not isinstance(version, int) or version > MANIFEST_VERSION:
-        raise BadInput(f"{path}: manifest version {version!r} is not one this vera reads ({MANIFEST_VERSION})")
+    if type(version) is int and version > MANIFEST_VERSION:  # written by a newer vera: not damaged, not ours
+        raise BadInput(f"{path}: field vera_manifest: version {version} is newer than this vera reads "
+                       f"({MANIFEST_VERSION}); use a newer vera")
+    try:
+        check(RenderManifest, manifest, str(path))
+    except BadInput as exc:
+        raise DamagedManifest(f"{exc}{_RECOVER}") from None
     return manifest
 
 
@@ -292,13 +308,20 @@ def _write_manifest(out_dir: Path, manifest: dict) -> None:
 
 
 @contextlib.contextmanager
-def manifest_transaction(out_dir: Path):
+def manifest_transaction(out_dir: Path, set_aside_damaged: bool = False):
     """Read-modify-write of the manifest under an exclusive lock. Yields [manifest or None]; whatever is in
-    the list when the block ends (without an exception) is written."""
+    the list when the block ends (without an exception) is written. `set_aside_damaged` (--force) renames a
+    damaged manifest to manifest.json.damaged (kept for a person to read) and starts from None."""
     out_dir = Path(out_dir)
     with _flock(out_dir / ".vera" / "manifest.lock"):
         _remove_temps(out_dir, f".{MANIFEST_NAME}.")
-        box = [read_manifest(out_dir)]
+        try:
+            box = [read_manifest(out_dir)]
+        except DamagedManifest:
+            if not set_aside_damaged:
+                raise
+            os.replace(out_dir / MANIFEST_NAME, out_dir / f"{MANIFEST_NAME}.damaged")
+            box = [None]
         before = json.dumps(box[0], sort_keys=True)
         yield box
         if box[0] is not None and json.dumps(box[0], sort_keys=True) != before:
@@ -380,7 +403,7 @@ def _say_what_force_leaves(shot: Shot) -> None:
 def prepare_manifest(shot: Shot, force: bool = False) -> tuple[dict, dict]:
     """Settings and inputs of this shot, registered in the manifest (refusing to mix unless forced)."""
     settings, inputs = settings_of(shot), inputs_of(shot)
-    with manifest_transaction(shot.out_dir) as box:
+    with manifest_transaction(shot.out_dir, set_aside_damaged=force) as box:
         box[0] = _reconcile(box[0], shot, settings, inputs, force)
     return settings, inputs
 
@@ -631,16 +654,20 @@ def _pid_alive(pid) -> bool:
 
 
 def status(out_dir: str | Path, verify: bool = False) -> dict:
-    """Done, missing and failed frames and windows of a shot's output folder (from its manifest)."""
+    """Done, missing and failed frames and windows of a shot's output folder (from its manifest).
+
+    Writes nothing (a finished render on a read-only filesystem can be inspected), and works on frame ranges,
+    never on one entry per frame of first..last (a damaged `last` must not fill the memory).
+    """
     out_dir = Path(out_dir)
     if not (out_dir / MANIFEST_NAME).is_file():
         raise BadInput(f"{out_dir}: no {MANIFEST_NAME} (nothing rendered here yet, or not a shot output folder)")
-    with _flock(out_dir / ".vera" / "manifest.lock", shared=True):
+    with _read_lock(out_dir / ".vera" / "manifest.lock"):
         manifest = read_manifest(out_dir)
     host = socket.gethostname()
     windows = {"done": [], "running": [], "failed": [], "missing": []}
     errors = {}
-    failed_frames: set[int] = set()
+    failed_runs: list[tuple[int, int]] = []
     for key, entry in sorted(manifest["windows"].items(), key=lambda kv: int(kv[0])):
         index, state = int(key), entry.get("status", "missing")
         if state == "running" and entry.get("host") == host and not _pid_alive(entry.get("pid")):
@@ -648,34 +675,96 @@ def status(out_dir: str | Path, verify: bool = False) -> dict:
         windows[state if state in windows else "missing"].append(index)
         if state == "failed":
             errors[index] = entry.get("error") or "failed"
-            failed_frames.update(range(entry["first"], entry["last"] + 1))
+            failed_runs.append((entry["first"], entry["last"]))
     stem, pad = manifest["output_name"], manifest["output_padding"]
     done, frame_errors = [], {}
     for key, entry in manifest["frames"].items():
         path = out_dir / f"{stem}.{int(key):0{pad}d}.exr"
         if entry.get("status") == "failed":
-            failed_frames.add(int(key))
+            failed_runs.append((int(key), int(key)))
             frame_errors[key] = entry.get("error") or "failed"
         elif entry.get("status") == "done" and path.is_file():
             if verify and _sha256_file(path) != entry["sha256"]:
-                failed_frames.add(int(key))
+                failed_runs.append((int(key), int(key)))
                 frame_errors[key] = "checksum mismatch (the file changed or is damaged)"
             else:
                 done.append(int(key))
-    all_frames = set(range(manifest["first"], manifest["last"] + 1))
-    failed = (failed_frames & all_frames) - set(done)
-    missing = all_frames - set(done) - failed
+    done.sort()
+    first, last = manifest["first"], manifest["last"]
+    failed = _without(_merge_runs(failed_runs), done)
+    missing = _gaps(first, last, _merge_runs(failed + [(f, f) for f in done]))
+    total = last - first + 1
     # Final frames on disk this manifest did not record as done: left by a render with other settings.
     other = set(final_frames_on_disk(out_dir, stem, pad)) - set(done) - {int(k) for k in frame_errors}
     return {
-        "shot": manifest["shot"], "out_dir": str(out_dir), "complete": len(done) == len(all_frames),
-        "frames": {"total": len(all_frames), "done": compact_frames(done), "missing": compact_frames(missing),
-                   "failed": compact_frames(failed), "done_count": len(done), "missing_count": len(missing),
-                   "failed_count": len(failed), "errors": frame_errors,
+        "shot": manifest["shot"], "out_dir": str(out_dir), "complete": len(done) == total,
+        "frames": {"total": total, "done": compact_frames(done), "missing": _runs_text(missing),
+                   "failed": _runs_text(failed), "done_count": len(done), "missing_count": _runs_count(missing),
+                   "failed_count": _runs_count(failed), "errors": frame_errors,
                    "other_settings": compact_frames(other), "other_settings_count": len(other)},
         "windows": {"total": len(manifest["windows"]), **windows, "errors": {str(k): v for k, v in errors.items()}},
         "settings_fingerprint": manifest["settings_fingerprint"], "updated": manifest.get("updated"),
     }
+
+
+@contextlib.contextmanager
+def _read_lock(path: Path):
+    """A shared lock for reading the manifest, taken only if the lock file exists (status never creates one:
+    the filesystem may be read-only). An unlocked read is still whole: the manifest is replaced atomically."""
+    try:
+        f = open(path, "rb")
+    except OSError:
+        yield
+        return
+    with f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_SH)
+        yield
+
+
+# Frame ranges as sorted (first, last) runs: status counts them without listing every frame.
+def _merge_runs(runs) -> list[tuple[int, int]]:
+    merged: list[list[int]] = []
+    for a, b in sorted(runs):
+        if merged and a <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    return [(a, b) for a, b in merged]
+
+
+def _without(runs, points: list[int]) -> list[tuple[int, int]]:
+    """`runs` minus the sorted frame numbers `points`."""
+    import bisect
+
+    out = []
+    for a, b in runs:
+        for p in points[bisect.bisect_left(points, a):bisect.bisect_right(points, b)]:
+            if a < p:
+                out.append((a, p - 1))
+            a = p + 1
+        if a <= b:
+            out.append((a, b))
+    return out
+
+
+def _gaps(first: int, last: int, runs) -> list[tuple[int, int]]:
+    """The frames of first..last that no run holds."""
+    out, at = [], first
+    for a, b in runs:
+        if a > at:
+            out.append((at, a - 1))
+        at = max(at, b + 1)
+    if at <= last:
+        out.append((at, last))
+    return out
+
+
+def _runs_text(runs) -> str:
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def _runs_count(runs) -> int:
+    return sum(b - a + 1 for a, b in runs)
 
 
 def format_status(report: dict) -> str:

@@ -485,6 +485,8 @@ def _overwrite_problem(out_dir: Path, output: dict, plate_seq, mask_seq, spec_pa
 def load_valid(path: str | Path) -> ShotSpec:
     """Load a spec that passed `validate`; otherwise raise BadInput listing every problem (one per line)."""
     problems = validate(path)
+    if len(problems) == 1:  # one problem, one line
+        raise BadInput(f"{path}: invalid shot spec: {problems[0]}")
     if problems:
         count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
         raise BadInput(f"{path}: invalid shot spec ({count}):\n  " + "\n  ".join(problems))

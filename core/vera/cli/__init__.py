@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from vera import __version__
-from vera.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_TRANSIENT, VeraError
+from vera.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_TRANSIENT, VeraError, machine_error
 
 # Each module has `register(subparsers)` adding its subcommands; each subcommand sets `func(args) -> int`.
 COMMAND_MODULES = [
@@ -34,14 +35,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _is_out_of_memory(exc: BaseException) -> bool:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return False
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
-
-
 def main(argv: list[str] | None = None) -> int:
     return run_command(build_parser(), argv)
 
@@ -52,6 +45,14 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str] | None = None) 
     Shared by every Vera console script (`vera-render`, `vera-train`) so they fail the same way.
     """
     prog = parser.prog
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        # Checked before anything loads torch: its MKL loader exits the process (code 2) from a deleted folder.
+        # Transient: the task's folder was removed under it; a retry starts in a fresh one.
+        print(f"{prog}: error: the current working directory was deleted; start vera from an existing folder",
+              file=sys.stderr)
+        return EXIT_TRANSIENT
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
@@ -61,18 +62,15 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str] | None = None) 
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
-    except (MemoryError, RuntimeError) as exc:
-        if isinstance(exc, MemoryError) or _is_out_of_memory(exc):
-            print(f"{prog}: error: out of memory ({exc}); retry on a bigger node or lower the window",
-                  file=sys.stderr)
-            return EXIT_TRANSIENT
-        return _internal(prog, exc)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        refused = machine_error(exc)
+        if refused is not None:
+            print(f"{prog}: error: {refused}", file=sys.stderr)
+            return refused.exit_code
         return _internal(prog, exc)
 
 
 def _internal(prog: str, exc: BaseException) -> int:
-    import os
     import traceback
 
     print(f"{prog}: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)

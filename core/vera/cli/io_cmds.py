@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
+
+from vera.errors import BadInput
 
 from vera.progress import Progress, add_progress_argument
 
@@ -73,6 +76,8 @@ def run_qc(args) -> int:
     from vera.comp import qc_sequence
     from vera.errors import EXIT_QC_FAILED
 
+    if args.json not in (None, "-") and Path(args.json).is_dir():  # refused before any frame is read
+        raise BadInput(f"{args.json}: --json names a folder; give a file name for the report")
     inputs = _inputs(args)
     if args.json and args.json != "-":  # the report may not replace a plate, edit or composite frame
         from vera.files import refuse_overwrite
@@ -90,8 +95,9 @@ def run_qc(args) -> int:
     human = sys.stderr if to_stdout else sys.stdout
     if not to_stdout:
         for f in report["frames"]:
+            negative = f"  negative alpha in {f['negative_alpha']} pixels" if f["negative_alpha"] else ""
             print(f"frame {f['frame']}: touched {100 * f['touched']:.2f}%  max untouched diff "
-                  f"{f['max_untouched_diff']:g}  {'ok' if f['passed'] else 'FAILED'}", file=human)
+                  f"{f['max_untouched_diff']:g}{negative}  {'ok' if f['passed'] else 'FAILED'}", file=human)
     verdict = "passed" if s["passed"] else f"FAILED on frames {s['failed_frames']}" if s["failed_frames"] else \
         "FAILED: edit frames made with different settings: " + \
         ", ".join(f"{frames} ({key})" for key, frames in s["settings"].items())

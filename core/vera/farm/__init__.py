@@ -92,9 +92,23 @@ def submit(spec_path: str | Path, backend: str, jobdir: str | Path, launch: bool
         raise BadInput(f"unknown farm '{backend}' (one of: {', '.join(BACKENDS)})")
     from vera.render import load_shot, prepare_manifest
 
+    module = importlib.import_module(BACKENDS[backend])
+    options = {k: v for k, v in options.items() if v is not None}
+    if hasattr(module, "check_options"):  # before anything is written
+        module.check_options(**options)
+    jobdir = Path(jobdir).resolve()
+    if jobdir.exists() and not jobdir.is_dir():
+        raise BadInput(f"{jobdir}: --out names an existing file; give a folder for the job files")
     shot = load_shot(spec_path)
     prepare_manifest(shot, force)
-    jobdir = Path(jobdir).resolve()
+    return module.write_job(shot, _writable_folder(jobdir), launch=launch, **options)
+
+
+def _writable_folder(jobdir: Path) -> Path:
+    """`jobdir`, created if needed and proven writable (an OSError here is the machine's answer, vera.errors)."""
+    import tempfile
+
     jobdir.mkdir(parents=True, exist_ok=True)
-    module = importlib.import_module(BACKENDS[backend])
-    return module.write_job(shot, jobdir, launch=launch, **{k: v for k, v in options.items() if v is not None})
+    with tempfile.TemporaryFile(dir=jobdir):
+        pass
+    return jobdir

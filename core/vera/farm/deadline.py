@@ -26,11 +26,22 @@ TASK_ERRORS_BEFORE_FAILING = 3  # a task that failed this often stops being retr
 _JOB_ID = re.compile(r"^\s*JobID=(\S+)", re.M)
 
 
+def check_options(priority: int = 50, pool: str = "", group: str = "", **_ignored) -> None:
+    """Refuse what Deadline would reject or misread: a priority outside 0-100 (Deadline's range), and a pool
+    or group that would break its key=value info file (a line break or other control character)."""
+    if type(priority) is not int or not 0 <= priority <= 100:
+        raise BadInput(f"--priority {priority!r}: Deadline priorities are 0-100")
+    for option, value in (("--pool", pool), ("--group", group)):
+        if any(ord(c) < 32 or ord(c) == 127 for c in str(value)):
+            raise BadInput(f"{option} {value!r}: a Deadline {option[2:]} name cannot hold a line break or "
+                           "other control character")
+
+
 def _info_text(entries: dict) -> str:
     """Deadline's key=value info file (keys kept in order; values on one line)."""
     for key, value in entries.items():
-        if "\n" in str(value):
-            raise ValueError(f"Deadline info value for {key} spans lines")
+        if "\n" in str(value) or "\r" in str(value):
+            raise BadInput(f"Deadline info value for {key} spans lines: {value!r}")
     return "".join(f"{key}={value}\n" for key, value in entries.items())
 
 
@@ -89,6 +100,7 @@ def _deadlinecommand(*args: str) -> str:
 
 def write_job(shot, jobdir: Path, launch: bool = False, executable: str | None = None, priority: int = 50,
               pool: str = "", group: str = "", **_ignored) -> JobInfo:
+    check_options(priority, pool, group)
     executable = vera_executable(executable)
     files = build_files(shot, executable, priority, pool, group)
     paths = {name: jobdir / name for name in files}

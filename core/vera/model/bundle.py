@@ -35,7 +35,6 @@ from vera.model.vae import PatchVAE, VideoVAE, WanVAE, build_vae
 DEMO_PATH = Path(__file__).resolve().parent.parent / "assets" / "demo"
 BUNDLE_FILE = "bundle.json"
 TRANSFORMER_FILE = "transformer.safetensors"
-SAMPLERS = ("unipc", "euler")
 
 # Wan2.1's own negative prompt (`sample_neg_prompt` in Wan2.1's shared config), which Wan's T2V uses when none
 # is given; a bundle made from a Wan2.1 conversion samples with it unless its bundle.json says otherwise.
@@ -100,24 +99,22 @@ def bundle_folder(name_or_path: str | Path) -> Path:
 
 
 def read_manifest(name_or_path: str | Path) -> dict:
-    """bundle.json with defaults filled in, checked for shape; no weights are loaded."""
+    """bundle.json with defaults filled in, checked against its schema (vera.schemas.BundleManifest, and the
+    config as a VeraConfig) in this one place; no weights are loaded. Every problem is BadInput naming the file
+    and the field."""
+    from vera.schemas import BundleDefaults, BundleManifest, check
+
     folder = bundle_folder(name_or_path)
     path = folder / BUNDLE_FILE
     manifest = read_json_object(path, "bundle manifest")
-    missing = [key for key in ("config", "transformer", "vae", "text_encoder") if key not in manifest]
-    if missing:
-        raise BadInput(f"{path}: missing {', '.join(missing)}")
-    defaults = dict(DEFAULTS, **(manifest.get("defaults") or {}))
-    unknown = sorted(set(defaults) - set(DEFAULTS))
-    if unknown:
-        raise BadInput(f"{path}: unknown default(s) {', '.join(unknown)}")
-    if defaults["sampler"] not in SAMPLERS:
-        raise BadInput(f"{path}: sampler must be one of {', '.join(SAMPLERS)}, got {defaults['sampler']!r}")
-    manifest["defaults"] = defaults
-    lora = manifest.get("lora")
-    if lora is not None and not (isinstance(lora, dict) and isinstance(lora.get("path"), str)
-                                 and isinstance(lora.get("scale", 1.0), (int, float))):
-        raise BadInput(f'{path}: lora must be {{"path": "FILE", "scale": NUMBER}}, got {lora!r}')
+    checked = check(BundleManifest, manifest, str(path))
+    manifest["defaults"] = dict(DEFAULTS, **(checked.defaults or {}))
+    try:
+        check(BundleDefaults, manifest["defaults"], f"{path}: defaults")
+        VeraConfig.from_dict(manifest["config"])
+    except BadInput as exc:
+        raise BadInput(f"{path}: {exc}" if not str(exc).startswith(str(path)) else str(exc)) from None
+    manifest["vae"] = checked.vae.model_dump()
     return manifest
 
 

@@ -32,9 +32,20 @@ class VeraConfig:
     qk_norm: bool = True
     text_len: int = 512        # prompt length the text encoder pads to (umT5 in Wan: 512)
 
+    # how from_dict validates a JSON config (pydantic, via vera.schemas.check): exact types, finite numbers.
+    # A plain dict (pydantic's ConfigDict is a TypedDict) so importing the configs does not import pydantic.
+    __pydantic_config__ = {"strict": True, "allow_inf_nan": False}
+
     def __post_init__(self):
         # JSON gives lists; keep the dataclass hashable and comparable.
         object.__setattr__(self, "patch_size", tuple(int(p) for p in self.patch_size))
+        sizes = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.type in ("int", int)}
+        sizes.update({f"patch_size[{i}]": p for i, p in enumerate(self.patch_size)})
+        for name, value in sizes.items():
+            if value < 1:
+                raise BadInput(f"config: field {name}: must be at least 1, got {value}")
+        if not self.eps > 0:
+            raise BadInput(f"config: field eps: must be greater than 0, got {self.eps}")
         if self.dim % self.num_heads:
             raise BadInput(f"config: dim {self.dim} is not divisible by num_heads {self.num_heads}")
         head_dim = self.dim // self.num_heads
@@ -74,10 +85,12 @@ class VeraConfig:
         unknown = sorted(set(data) - names - derived)
         if unknown:
             raise BadInput(f"config: unknown field(s) {', '.join(unknown)}")
-        try:
-            cfg = cls(**{k: v for k, v in data.items() if k in names})
-        except TypeError as exc:  # a required field is missing
-            raise BadInput(f"config: {exc}") from None
+        from pydantic import TypeAdapter
+
+        from vera.schemas import check
+
+        # Types checked by pydantic (strict: no "192" for 192, no NaN), then __post_init__ checks the values.
+        cfg = check(TypeAdapter(cls), {k: v for k, v in data.items() if k in names}, "config")
         for key in ("in_dim", "out_dim"):
             if key in data and data[key] != getattr(cfg, key):
                 raise BadInput(f"config: {key} {data[key]} does not match the other fields ({getattr(cfg, key)})")

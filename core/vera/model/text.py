@@ -104,13 +104,16 @@ class TextEncoder:
         config_path = self.folder / "config.json"
         if not config_path.is_file():
             raise BadInput(f"{self.folder}: not a text encoder folder (no config.json)")
-        self.config = json.loads(config_path.read_text())
+        try:
+            self.config = json.loads(config_path.read_text())
+            self.d_model = int(self.config["d_model"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BadInput(f"{config_path}: not a text encoder config ({type(exc).__name__}: {exc})") from None
         self.tokenizer_folder = _find_tokenizer_folder(self.folder)
         self.device = torch.device(device)
         self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.max_length = int(max_length)
-        self.d_model = int(self.config["d_model"])
         self.encoder_runs = 0
         self._fingerprint: str | None = None
         self._model = None
@@ -127,10 +130,17 @@ class TextEncoder:
             return
         from transformers import AutoTokenizer, UMT5EncoderModel
 
+        from safetensors import SafetensorError
+
         _quiet_transformers()
-        self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_folder, local_files_only=True)
-        self._model = UMT5EncoderModel.from_pretrained(self.folder, local_files_only=True, use_safetensors=True,
-                                                       dtype=self.dtype).to(self.device).eval()
+        try:
+            self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_folder, local_files_only=True)
+            self._model = UMT5EncoderModel.from_pretrained(self.folder, local_files_only=True, use_safetensors=True,
+                                                           dtype=self.dtype).to(self.device).eval()
+        except (OSError, ValueError, TypeError, SafetensorError) as exc:  # damaged config, tokenizer or weights
+            if isinstance(exc, OSError) and exc.errno is not None:
+                raise  # the machine said no (permissions, full disk...): vera.cli maps it
+            raise BadInput(f"{self.folder}: not a loadable text encoder ({str(exc).splitlines()[0][:200]})") from None
 
     def unload(self) -> None:
         """Free the encoder (the cache keeps what it produced)."""

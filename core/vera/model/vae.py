@@ -112,12 +112,24 @@ class WanVAE(VideoVAE):
     def from_folder(cls, folder: str | Path, device="cpu", dtype=torch.float32, **options) -> "WanVAE":
         """Load from a local diffusers folder (config.json + safetensors). Never touches the network."""
         from diffusers import AutoencoderKLWan
+        from safetensors import SafetensorError
 
         folder = Path(folder)
         if not (folder / "config.json").is_file():
             raise BadInput(f"{folder}: not a diffusers AutoencoderKLWan folder (no config.json)")
-        model = AutoencoderKLWan.from_pretrained(folder, local_files_only=True, use_safetensors=True,
-                                                 torch_dtype=dtype)
+        from diffusers.utils import logging as diffusers_logging
+
+        verbosity = diffusers_logging.get_verbosity()
+        diffusers_logging.set_verbosity_error()  # its loading notes (accelerate, ...) are not ours to print
+        try:
+            model = AutoencoderKLWan.from_pretrained(folder, local_files_only=True, use_safetensors=True,
+                                                     torch_dtype=dtype)
+        except (OSError, ValueError, TypeError, SafetensorError) as exc:  # unreadable config, damaged weights
+            if isinstance(exc, OSError) and exc.errno is not None:
+                raise  # the machine said no (permissions, full disk...): vera.cli maps it
+            raise BadInput(f"{folder}: not a loadable Wan VAE ({str(exc).splitlines()[0][:200]})") from None
+        finally:
+            diffusers_logging.set_verbosity(verbosity)
         return cls(model, device=device, dtype=dtype, **options)
 
     @classmethod
