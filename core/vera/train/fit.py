@@ -728,7 +728,7 @@ def export(checkpoint: str | Path, out: str | Path, *, use_ema: bool = True, dty
     base = base_bundle_folder(cfg, run)
     group = "ema" if use_ema else "model"
     if checkpoint.is_dir():
-        model = load_bundle(base, device="cpu").transformer.float()
+        model = load_bundle(base, device="cpu").transformer.float().requires_grad_(True)  # as fit trains it
         if cfg.lora:
             add_lora(model, **cfg.lora)
         held = ({k: v for k, v in model.named_parameters() if v.requires_grad} if use_ema  # what EMA keeps
