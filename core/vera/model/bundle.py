@@ -55,6 +55,7 @@ class Bundle:
     defaults: dict = field(default_factory=dict)
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32
+    memory: str = "resident"  # vera.plan.MEMORY_MODES: where the parts live between uses (vera.offload)
 
     @property
     def resolution(self) -> tuple[int, int]:
@@ -137,22 +138,30 @@ def _load_transformer(path: Path, cfg: VeraConfig, device: torch.device, dtype: 
 
 
 def load_bundle(name_or_path: str | Path = "demo", device: str | torch.device = "auto",
-                cache_dir: str | Path | None = None) -> Bundle:
-    """Load a bundle ("demo" or a folder) onto `device`; the text encoder loads lazily, on a prompt-cache miss."""
+                cache_dir: str | Path | None = None, strategy=None) -> Bundle:
+    """Load a bundle ("demo" or a folder) onto `device`; the text encoder loads lazily, on a prompt-cache miss.
+
+    `strategy` (a vera.plan.Strategy) sets the memory tier and fp8 storage (vera.offload); default resident."""
+    from vera.offload import CPU, apply_memory
+    from vera.plan import Strategy
+
+    strategy = strategy or Strategy()
     folder = bundle_folder(name_or_path)
     manifest = read_manifest(folder)
     dev, dtype = resolve_device(device)
     cfg = VeraConfig.from_dict(manifest["config"])
-    vae = build_vae(manifest["vae"], folder, device=dev, dtype=dtype)
+    vae = build_vae(manifest["vae"], folder, device=CPU if strategy.memory != "resident" else dev, dtype=dtype)
     _check_compatible(folder / BUNDLE_FILE, cfg, vae, manifest["defaults"])
     text = TextEncoder(_inside(folder, manifest["text_encoder"]), device=dev, dtype=dtype, cache_dir=cache_dir,
                        max_length=cfg.text_len)
     if text.d_model != cfg.text_dim:
         raise BadInput(f"{folder}: text encoder width {text.d_model} != config text_dim {cfg.text_dim}")
-    transformer = _load_transformer(_inside(folder, manifest["transformer"]), cfg, dev, dtype)
+    transformer = _load_transformer(_inside(folder, manifest["transformer"]), cfg,
+                                    CPU if strategy.memory == "layers" else dev, dtype)
+    apply_memory(transformer, strategy, dev)
     name = "demo" if str(name_or_path) == "demo" else manifest.get("name", folder.name)
     return Bundle(name=name, path=folder, config=cfg, transformer=transformer, vae=vae, text=text,
-                  defaults=manifest["defaults"], device=dev, dtype=dtype)
+                  defaults=manifest["defaults"], device=dev, dtype=dtype, memory=strategy.memory)
 
 
 def _inside(folder: Path, relative: str) -> Path:
