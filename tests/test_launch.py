@@ -18,9 +18,9 @@ from vera.launch import _farm_code, _first_failure, default_strategy
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def vera_render(*argv, cwd) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([str(ROOT / "core"), str(ROOT), os.environ.get("PYTHONPATH", "")]))
+def vera_render(*argv, cwd, path_first=()) -> subprocess.CompletedProcess:
+    path = [*map(str, path_first), str(ROOT / "core"), str(ROOT), os.environ.get("PYTHONPATH", "")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(path))
     return subprocess.run([sys.executable, "-m", "vera.cli", *argv], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=600)
 
@@ -61,6 +61,7 @@ def layers(folder: Path, pattern: str) -> dict:
 def test_two_devices_render_the_layers_of_one(demo):
     result = vera_render("run", str(copy_shot(demo, "two")), "--devices", "2", "--progress", "none", cwd=demo)
     assert result.returncode == 0, result.stderr
+    assert "2 workers on cpu: Strategy(devices=2, shard_weights=True, sequence_parallel=2" in result.stderr
     assert "2 of 2 windows rendered, 9 frames written" in result.stderr  # rank 0 reports, once
     assert result.stderr.count("windows rendered") == 1
     # the float32 window caches: same model, same inputs; only summation orders inside matmuls of other shapes
@@ -85,6 +86,18 @@ def test_a_failure_on_rank_0_fails_the_task_with_its_exit_code(demo):
     assert result.returncode == EXIT_BAD_INPUT, result.stderr
     assert "the outputs there were rendered differently" in result.stderr
     assert "worker 0 of 2 failed with exit code 2" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_worker_out_of_memory_fails_the_task_as_transient(demo):
+    """Rank 1 runs out of memory while rank 0 sends it work: the task exits 3 (retry elsewhere), it does not hang."""
+    shot = copy_shot(demo, "oom")
+    result = vera_render("run", str(shot), "--devices", "2", "--progress", "none", cwd=demo,
+                         path_first=[Path(__file__).parent / "inject_rank1_oom"])
+    assert result.returncode == EXIT_TRANSIENT, result.stderr
+    assert "out of memory (CUDA out of memory (raised by the test on rank 1))" in result.stderr
+    assert "worker 1 of 2 failed with exit code 3" in result.stderr
+    assert not list((demo / "oom").glob("edit.*.exr"))
 
 
 def test_default_strategy_uses_every_device():

@@ -189,6 +189,8 @@ def run_shot(shot, window=None, force: bool = False, progress: str = "auto", mem
         control = dist.new_group(backend="gloo")  # python objects between ranks, whatever the compute backend
         strategy = choose_strategy(shot, world, memory, fp8)
         mesh = _mesh(strategy, device)
+        if rank == 0:
+            print(f"vera-render: {world} workers on {device.type}: {strategy}", file=sys.stderr)
 
         def load():
             from vera.parallel import parallelize

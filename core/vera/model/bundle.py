@@ -156,8 +156,9 @@ def load_bundle(name_or_path: str | Path = "demo", device: str | torch.device = 
                        max_length=cfg.text_len)
     if text.d_model != cfg.text_dim:
         raise BadInput(f"{folder}: text encoder width {text.d_model} != config text_dim {cfg.text_dim}")
-    transformer = _load_transformer(_inside(folder, manifest["transformer"]), cfg,
-                                    CPU if strategy.memory == "layers" else dev, dtype)
+    # streamed blocks live in CPU memory; sharded weights are read there and FSDP moves each device its share
+    on_cpu = strategy.memory == "layers" or strategy.shard_weights
+    transformer = _load_transformer(_inside(folder, manifest["transformer"]), cfg, CPU if on_cpu else dev, dtype)
     apply_memory(transformer, strategy, dev)
     name = "demo" if str(name_or_path) == "demo" else manifest.get("name", folder.name)
     return Bundle(name=name, path=folder, config=cfg, transformer=transformer, vae=vae, text=text,
