@@ -36,6 +36,28 @@ def strategies(world: int) -> dict[str, Strategy]:
     return found
 
 
+def gradients(model, x, t, context) -> dict:
+    """Training through FSDP (+ Ulysses): every rank computes the same loss on the gathered output; FSDP averages
+    the gradients over the ranks. Returns the largest gradient difference from one process, relative to the
+    largest gradient, per strategy."""
+    weights = torch.randn(2, 3, CONFIG.z_dim, 2, 4, 8, generator=torch.Generator().manual_seed(5))
+    reference = copy.deepcopy(model).train().requires_grad_(True)
+    (reference(x, t, context) * weights).sum().backward()
+    expected = {name: p.grad for name, p in reference.named_parameters()}
+    scale = max(float(g.abs().max()) for g in expected.values())
+    found = {}
+    world = dist.get_world_size()
+    for name, strategy in strategies(world).items():
+        if not strategy.shard_weights:
+            continue
+        parallel = parallelize(copy.deepcopy(model).train().requires_grad_(True), build_mesh(strategy), strategy)
+        (parallel(x, t, context) * weights).sum().backward()
+        worst = max(float((p.grad.full_tensor() - expected[key]).abs().max())
+                    for key, p in parallel.named_parameters())
+        found[f"{name}/gradients"] = worst / scale
+    return found
+
+
 def refusals(model, x, t, context) -> dict:
     """The BadInput messages for a degree that does not divide the heads, or the tokens (1x1x3 after patching)."""
     mesh = build_mesh(Strategy(devices=dist.get_world_size(), sequence_parallel=dist.get_world_size()))["sp"]
@@ -73,6 +95,7 @@ def main(out_path: str) -> None:
                 results[key] = float((out - reference).abs().max())
         results["reference_abs_mean"] = float(reference.abs().mean())
         results["refused"] = refusals(model, x, t, context)
+    results.update(gradients(model, x, t, context))
     errors = [None] * dist.get_world_size()
     dist.all_gather_object(errors, results)  # every rank's result, not only rank 0's
     if dist.get_rank() == 0:

@@ -29,6 +29,11 @@ def torchrun(nproc: int, tmp_path) -> dict:
 def test_sharded_sequence_and_cfg_parallel_equal_one_process(nproc, tmp_path):
     results = torchrun(nproc, tmp_path)
     assert results["reference_abs_mean"] > 0.1  # a non-trivial output to compare
+    gradients = {k: results.pop(k) for k in list(results) if k.endswith("/gradients")}
+    # training through sharded weights (and Ulysses): FSDP's average over ranks gives one process's gradients
+    assert set(gradients) == {f"fsdp{nproc}/gradients", f"sp{nproc}+fsdp/gradients"} | (
+        {"cfg2+sp2+fsdp/gradients"} if nproc == 4 else set())
+    assert all(error <= 1e-5 for error in gradients.values()), gradients
     compared = {k: v for k, v in results.items() if k not in ("reference_abs_mean", "refused")}
     expected = {f"sp{nproc}", f"fsdp{nproc}", f"sp{nproc}+fsdp", "cfg2"} | ({"cfg2+sp2+fsdp"} if nproc == 4 else set())
     assert set(compared) == expected | {f"{name}/isolated" for name in expected}

@@ -29,7 +29,7 @@ import inspect
 
 import torch
 import torch.distributed as dist
-import torch.distributed._functional_collectives as funcol  # torch's differentiable collectives (torchtitan's)
+import torch.distributed._functional_collectives as funcol
 import torch.nn as nn
 
 from vera.errors import BadInput
@@ -62,14 +62,16 @@ def apply_fsdp(model: VeraMoT, mesh, *, param_dtype: torch.dtype | None = None,
 # ------------------------------------------------------------------------------------- Ulysses (sequence)
 
 
+# torch's functional collectives (as torchtitan and diffusers' context parallelism use): differentiable, so training
+# can backpropagate through them; waited at once, so the model only ever sees plain tensors.
 def _all_to_all(x: torch.Tensor, group) -> torch.Tensor:
-    """Chunk p of dim 0 goes to rank p; the result's chunk p came from rank p. Differentiable (training)."""
-    return funcol.all_to_all_single_autograd(x.contiguous(), None, None, group)
+    """Chunk p of dim 0 goes to rank p; the result's chunk p came from rank p."""
+    return funcol.wait_tensor(funcol.all_to_all_single_autograd(x.contiguous(), None, None, group))
 
 
 def _all_gather(x: torch.Tensor, dim: int, group) -> torch.Tensor:
-    """Every rank's `x` concatenated along `dim` in rank order. Differentiable (training)."""
-    return funcol.all_gather_single_autograd(x.contiguous(), dim, group)
+    """Every rank's `x` concatenated along `dim` in rank order."""
+    return funcol.wait_tensor(funcol.all_gather_single_autograd(x.contiguous(), dim, group))
 
 
 class UlyssesAttention(nn.Module):
