@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import sys
 import uuid
+from dataclasses import replace
 
 import torch
 import torch.distributed as dist
@@ -192,15 +193,16 @@ def run_shot(shot, window=None, force: bool = False, progress: str = "auto", mem
         if rank == 0:
             print(f"vera-render: {world} workers on {device.type}: {strategy}", file=sys.stderr)
 
-        def load():
+        def load(strategy=strategy):
             from vera.parallel import parallelize
 
             bundle = render._load_bundle(shot.spec, strategy)
             parallelize(bundle.transformer, mesh, strategy)
             return bundle
 
-        if rank != 0:
-            _follow(load, control, device)
+        if rank != 0:  # never runs the VAE: keep it in CPU memory ("parts") rather than on the GPU
+            follower = replace(strategy, memory="parts") if strategy.memory == "resident" else strategy
+            _follow(lambda: load(follower), control, device)
             return None
 
         def load_leader():
