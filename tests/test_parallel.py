@@ -16,8 +16,8 @@ HERE = Path(__file__).resolve().parent
 
 def torchrun(nproc: int, tmp_path) -> dict:
     out = tmp_path / f"parallel{nproc}.json"
-    env = dict(os.environ, OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([str(HERE.parent / "core"), str(HERE.parent), os.environ.get("PYTHONPATH", "")]))
+    path = [str(HERE.parent / "core"), str(HERE.parent), os.environ.get("PYTHONPATH", "")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(path))
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                            str(HERE / "parallel_worker.py"), str(out)], env=env, capture_output=True, text=True,
                           timeout=300)

@@ -100,13 +100,14 @@ class UlyssesAttention(nn.Module):
         return list(out.permute(1, 2, 0, 3, 4, 5).flatten(2, 3).unbind(0))
 
 
-def _rank_rows(tensor: torch.Tensor, dim: int, degree: int, rank: int, what: str) -> torch.Tensor:
+def _rank_tokens(tensor: torch.Tensor, dim: int, degree: int, rank: int) -> torch.Tensor:
+    """This rank's contiguous 1/degree of the tokens along `dim`; BadInput if they do not divide."""
     length = tensor.shape[dim]
     if length % degree:
         divisors = [d for d in range(2, min(length, 64) + 1) if length % d == 0][:8]
-        raise BadInput(f"sequence parallel: degree {degree} does not divide the {length} {what} of this frame "
-                       f"size and window (divisors: {', '.join(map(str, divisors)) or 'none'}); use a number of "
-                       f"devices whose sequence-parallel degree divides it, or another size")
+        raise BadInput(f"sequence parallel: degree {degree} does not divide the {length} tokens per stream of this "
+                       f"frame size and window (divisors: {', '.join(map(str, divisors)) or 'none'}); use a number "
+                       f"of devices whose sequence-parallel degree divides it, or another size")
     return tensor.narrow(dim, rank * (length // degree), length // degree)
 
 
@@ -127,10 +128,9 @@ def apply_sequence_parallel(model: VeraMoT, mesh) -> VeraMoT:
         bound = signature.bind(block, *args, **kwargs)
         a = bound.arguments
         full = a["cos"].shape[0]
-        a["cos"] = _rank_rows(a["cos"], 0, degree, rank, "tokens per stream")
-        a["sin"] = _rank_rows(a["sin"], 0, degree, rank, "tokens per stream")
+        a["cos"], a["sin"] = (_rank_tokens(a[name], 0, degree, rank) for name in ("cos", "sin"))
         if a["x"].shape[2] == full:
-            a["x"] = _rank_rows(a["x"], 2, degree, rank, "tokens per stream")
+            a["x"] = _rank_tokens(a["x"], 2, degree, rank)
         return bound.args[1:], bound.kwargs
 
     def gather_head_input(head, args):
