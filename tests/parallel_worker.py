@@ -18,6 +18,7 @@ import torch.distributed as dist
 from vera.errors import BadInput
 from vera.model.configs import VeraConfig
 from vera.model.dit import VeraMoT
+from vera.offload import apply_memory
 from vera.parallel import UlyssesAttention, apply_sequence_parallel, build_mesh, parallelize
 from vera.plan import Strategy
 
@@ -30,7 +31,8 @@ def strategies(world: int) -> dict[str, Strategy]:
     found = {f"sp{world}": Strategy(devices=world, sequence_parallel=world),
              f"fsdp{world}": Strategy(devices=world, shard_weights=True),
              f"sp{world}+fsdp": Strategy(devices=world, sequence_parallel=world, shard_weights=True),
-             "cfg2": Strategy(devices=world, cfg_parallel=True, sequence_parallel=world // 2)}
+             "cfg2": Strategy(devices=world, cfg_parallel=True, sequence_parallel=world // 2),
+             f"sp{world}+layers": Strategy(devices=world, sequence_parallel=world, memory="layers")}
     if world == 4:
         found["cfg2+sp2+fsdp"] = Strategy(devices=4, cfg_parallel=True, sequence_parallel=2, shard_weights=True)
     return found
@@ -87,7 +89,8 @@ def main(out_path: str) -> None:
         for isolate in (False, True):
             reference = model(x, t, context, isolate_streams=isolate)
             for name, strategy in strategies(dist.get_world_size()).items():
-                parallel = parallelize(copy.deepcopy(model), build_mesh(strategy), strategy)
+                parallel = apply_memory(copy.deepcopy(model), strategy, torch.device("cpu"))  # streamed blocks
+                parallel = parallelize(parallel, build_mesh(strategy), strategy)
                 ulysses = isinstance(parallel.blocks[0].attention, UlyssesAttention)
                 assert ulysses == (strategy.sequence_parallel > 1), name
                 out = parallel(x, t, context, isolate_streams=isolate)

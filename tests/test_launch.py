@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vera.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_TRANSIENT
+from vera.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_TRANSIENT, BadInput
 from vera.launch import _farm_code, _first_failure, default_strategy
+from vera.plan import Strategy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,6 +99,24 @@ def test_a_worker_out_of_memory_fails_the_task_as_transient(demo):
     assert "out of memory (CUDA out of memory (raised by the test on rank 1))" in result.stderr
     assert "worker 1 of 2 failed with exit code 3" in result.stderr
     assert not list((demo / "oom").glob("edit.*.exr"))
+
+
+def test_memory_tier_from_the_command_line_renders_the_same_layers(demo, monkeypatch):
+    """`--memory layers` in one process: the VAE in and out of the device, blocks streamed (onload = CPU here)."""
+    from vera.cli import main
+    from vera.launch import choose_strategy
+    from vera.render import load_shot
+
+    shot = copy_shot(demo, "streamed")
+    assert choose_strategy(load_shot(shot), 1) == Strategy()  # auto without a GPU: resident
+    two = choose_strategy(load_shot(shot), 2, memory="layers")  # streamed blocks are whole: not sharded
+    assert (two.sequence_parallel, two.shard_weights, two.memory) == (2, False, "layers")
+    with pytest.raises(BadInput, match="memory must be one of"):
+        choose_strategy(load_shot(shot), 1, memory="disk")
+    monkeypatch.setenv("VERA_CACHE", str(demo / "cache"))
+    assert main(["run", str(shot), "--memory", "layers", "--progress", "none"]) == 0
+    one, streamed = layers(demo / "layers", "edit.*.exr"), layers(demo / "streamed", "edit.*.exr")
+    assert one.keys() == streamed.keys() and all(np.array_equal(one[k], streamed[k]) for k in one)
 
 
 def test_default_strategy_uses_every_device():

@@ -78,11 +78,7 @@ def choose_strategy(shot, devices: int, memory: str = "auto", fp8: bool = False)
         if planned is not None:
             return Strategy(**{**planned.to_dict(), "fp8_storage": planned.fp8_storage or fp8})
         memory = "resident"
-    strategy = default_strategy(cfg.num_heads, devices, guidance, memory, fp8)
-    if strategy.shard_weights and strategy.memory == "layers":
-        raise BadInput("--memory layers streams whole blocks to each device; it does not combine with sharded "
-                       "weights (use --memory parts, or fewer devices)")
-    return strategy
+    return default_strategy(cfg.num_heads, devices, guidance, memory, fp8)
 
 
 def _planned(cfg, frames: int, resolution, devices: int, guidance: bool) -> Strategy | None:

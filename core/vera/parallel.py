@@ -198,7 +198,10 @@ def build_mesh(strategy, device_type: str = "cpu"):
 
 
 def parallelize(model: VeraMoT, mesh, strategy, param_dtype: torch.dtype | None = None) -> VeraMoT:
-    """Apply a Strategy's parallelism to `model` on a mesh from `build_mesh`."""
+    """Apply a Strategy's parallelism to `model` on a mesh from `build_mesh` (after its memory tier, if any)."""
+    if strategy.shard_weights and strategy.memory == "layers":
+        raise BadInput("sharded weights and blocks streamed from CPU memory do not combine (each device would "
+                       "stream whole blocks); use memory parts or resident with sharding")
     if mesh["sp"].size() > 1:
         apply_sequence_parallel(model, mesh["sp"])
     if mesh["cfg"].size() > 1:
