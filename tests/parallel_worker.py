@@ -38,6 +38,26 @@ def strategies(world: int) -> dict[str, Strategy]:
     return found
 
 
+def sharded_loads(model, x, t, context, path) -> dict:
+    """Each rank reads only its rows of a checkpoint (vera.parallel.load_sharded): the same output."""
+    from vera.model.checkpoint import save_vera
+    from vera.parallel import load_sharded
+
+    if dist.get_rank() == 0:
+        save_vera(model, path)
+    dist.barrier()
+    found = {}
+    reference = model(x, t, context)
+    for name, strategy in strategies(dist.get_world_size()).items():
+        if strategy.shard_weights:
+            loaded = load_sharded(path, CONFIG, build_mesh(strategy), strategy, torch.device("cpu"), torch.float32)
+            local = sum(p.to_local().numel() for p in loaded.parameters())
+            # this rank's share (rows of small tensors such as the (1, 6, dim) modulations go to rank 0 whole)
+            assert local <= sum(p.numel() for p in model.parameters()) * (1 / dist.get_world_size() + 0.1), name
+            found[f"{name}/loaded"] = float((loaded(x, t, context) - reference).abs().max())
+    return found
+
+
 def gradients(model, x, t, context) -> dict:
     """Training through FSDP (+ Ulysses): every rank computes the same loss on the gathered output; FSDP averages
     the gradients over the ranks. Returns the largest gradient difference from one process, relative to the
@@ -97,6 +117,7 @@ def main(out_path: str) -> None:
                 key = name + ("/isolated" if isolate else "")
                 results[key] = float((out - reference).abs().max())
         results["reference_abs_mean"] = float(reference.abs().mean())
+        results.update(sharded_loads(model, x, t, context, out_path + ".safetensors"))
         results["refused"] = refusals(model, x, t, context)
     results.update(gradients(model, x, t, context))
     errors = [None] * dist.get_world_size()

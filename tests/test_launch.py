@@ -134,5 +134,7 @@ def test_the_first_worker_error_decides_the_exit_code():
     # rank 1 ran out of memory; at the same second rank 0 saw the connection close (internal error)
     failures = {0: Failure(timestamp=10, exitcode=EXIT_INTERNAL), 1: Failure(timestamp=10, exitcode=EXIT_TRANSIENT)}
     assert _first_failure(failures) == (1, EXIT_TRANSIENT)
-    assert _first_failure({0: Failure(timestamp=9, exitcode=1), 1: Failure(timestamp=10, exitcode=2)}) == (0, 1)
+    assert _first_failure({0: Failure(timestamp=9, exitcode=1), 1: Failure(timestamp=9, exitcode=-15)}) == (0, 1)
+    # rank 0 stopped by the launcher (SIGTERM) because rank 1 failed: rank 1 is the cause
+    assert _first_failure({0: Failure(timestamp=9, exitcode=-15), 1: Failure(timestamp=9, exitcode=3)}) == (1, 3)
     assert [_farm_code(c) for c in (2, 3, -9, -11, 7)] == [2, 3, EXIT_TRANSIENT, EXIT_INTERNAL, EXIT_INTERNAL]

@@ -34,6 +34,10 @@ def test_sharded_sequence_and_cfg_parallel_equal_one_process(nproc, tmp_path):
     assert set(gradients) == {f"fsdp{nproc}/gradients", f"sp{nproc}+fsdp/gradients"} | (
         {"cfg2+sp2+fsdp/gradients"} if nproc == 4 else set())
     assert all(error <= 1e-5 for error in gradients.values()), gradients
+    loaded = {k: results.pop(k) for k in list(results) if k.endswith("/loaded")}
+    # sharded weights read rank by rank from the checkpoint file (each rank only its rows)
+    assert set(loaded) == {k.replace("/gradients", "/loaded") for k in gradients}
+    assert all(error <= 1e-5 for error in loaded.values()), loaded
     compared = {k: v for k, v in results.items() if k not in ("reference_abs_mean", "refused")}
     expected = {f"sp{nproc}", f"fsdp{nproc}", f"sp{nproc}+fsdp", "cfg2", f"sp{nproc}+layers"} | (
         {"cfg2+sp2+fsdp"} if nproc == 4 else set())

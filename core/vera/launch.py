@@ -19,6 +19,7 @@ one, from `default_strategy`.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import uuid
 from dataclasses import replace
@@ -123,8 +124,16 @@ def launch_workers(devices: int, argv: list[str]) -> int:
 
 
 def _first_failure(failures: dict) -> tuple[int, int]:
-    """The worker that failed first; on a tie, one with its own error rather than a broken connection (1)."""
-    rank = min(failures, key=lambda r: (failures[r].timestamp, failures[r].exitcode == EXIT_INTERNAL, r))
+    """The worker whose failure is the cause. When one worker fails, the launcher stops the others (SIGTERM),
+    and those blocked in a collective with it may fail first with a broken connection (exit 1): so a worker's
+    own error (bad input, out of memory, killed) comes before an internal error, which comes before being
+    stopped; then the earliest (the launcher stamps failures without an error file at the same time)."""
+    def cause(rank):
+        code = failures[rank].exitcode
+        return (2 if code in (-signal.SIGTERM, -signal.SIGINT) else 1 if code == EXIT_INTERNAL else 0,
+                failures[rank].timestamp, rank)
+
+    rank = min(failures, key=cause)
     return rank, failures[rank].exitcode
 
 
@@ -190,11 +199,7 @@ def run_shot(shot, window=None, force: bool = False, progress: str = "auto", mem
             print(f"vera-render: {world} workers on {device.type}: {strategy}", file=sys.stderr)
 
         def load(strategy=strategy):
-            from vera.parallel import parallelize
-
-            bundle = render._load_bundle(shot.spec, strategy)
-            parallelize(bundle.transformer, mesh, strategy)
-            return bundle
+            return render._load_bundle(shot.spec, strategy, mesh)
 
         if rank != 0:  # never runs the VAE: keep it in CPU memory ("parts") rather than on the GPU
             follower = replace(strategy, memory="parts") if strategy.memory == "resident" else strategy

@@ -26,6 +26,7 @@ which rules out its fastest kernels.
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -199,9 +200,9 @@ def build_mesh(strategy, device_type: str = "cpu"):
 
 def parallelize(model: VeraMoT, mesh, strategy, param_dtype: torch.dtype | None = None) -> VeraMoT:
     """Apply a Strategy's parallelism to `model` on a mesh from `build_mesh` (after its memory tier, if any)."""
-    if strategy.shard_weights and strategy.memory == "layers":
-        raise BadInput("sharded weights and blocks streamed from CPU memory do not combine (each device would "
-                       "stream whole blocks); use memory parts or resident with sharding")
+    if strategy.shard_weights and (strategy.memory == "layers" or strategy.fp8_storage):
+        raise BadInput("sharded weights do not combine with blocks streamed from CPU memory or fp8 storage (both "
+                       "act on whole layers on one device); use memory parts or resident with sharding")
     if mesh["sp"].size() > 1:
         apply_sequence_parallel(model, mesh["sp"])
     if mesh["cfg"].size() > 1:
@@ -209,3 +210,33 @@ def parallelize(model: VeraMoT, mesh, strategy, param_dtype: torch.dtype | None 
     if strategy.shard_weights:
         apply_fsdp(model, mesh._flatten("shard"), param_dtype=param_dtype)
     return model
+
+
+def load_sharded(path, cfg, mesh, strategy, device: torch.device, dtype: torch.dtype) -> VeraMoT:
+    """A VeraMoT parallelized for `strategy` (which shards its weights) whose every rank reads only its own rows
+    of the checkpoint file: built on the meta device, sharded, then filled from safetensors slices. Peak host
+    memory is one tensor's rows, not the model (14B: 80 GiB per rank if each rank read the whole file)."""
+    from vera.model.checkpoint import _open_safetensors, read_config
+    from vera.model.dit import build_on_meta, stream_first_key
+
+    path = Path(path)
+    found = read_config(path)
+    if found != cfg:
+        raise BadInput(f"{path}: the checkpoint's config differs from the bundle's ({found} vs {cfg})")
+    from torch.distributed.tensor import DTensor
+
+    model = parallelize(build_on_meta(cfg), mesh, strategy)
+    sharded = {}
+    with _open_safetensors(path) as f:
+        # FSDP2's documented way to fill a meta-device model: a state dict of DTensors shaped like its parameters,
+        # loaded with assign=True. FSDP2 shards dim 0 as torch.chunk does (ceil(n / world) rows per rank).
+        for name, meta in model.state_dict().items():
+            rows, world = meta.shape[0], meta.device_mesh.size()
+            per_rank = -(-rows // world)
+            start = min(meta.device_mesh.get_local_rank() * per_rank, rows)
+            local = f.get_slice(stream_first_key(name))[start:min(start + per_rank, rows)]
+            sharded[name] = nn.Parameter(DTensor.from_local(local.to(device=device, dtype=dtype), meta.device_mesh,
+                                                            meta.placements, shape=meta.shape, stride=meta.stride()),
+                                         requires_grad=False)
+    model.load_state_dict(sharded, assign=True)
+    return model.eval()

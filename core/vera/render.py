@@ -94,10 +94,10 @@ def _bundle_path(spec: ShotSpec) -> str:
     return "demo" if spec.model.bundle == "demo" else spec.resolve(spec.model.bundle)
 
 
-def _load_bundle(spec: ShotSpec, strategy=None):
+def _load_bundle(spec: ShotSpec, strategy=None, mesh=None):
     from vera.model.bundle import load_bundle
 
-    return load_bundle(_bundle_path(spec), device=spec.model.device, strategy=strategy)
+    return load_bundle(_bundle_path(spec), device=spec.model.device, strategy=strategy, mesh=mesh)
 
 
 def _bundle_window_frames(spec: ShotSpec) -> int:

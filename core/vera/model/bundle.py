@@ -138,10 +138,12 @@ def _load_transformer(path: Path, cfg: VeraConfig, device: torch.device, dtype: 
 
 
 def load_bundle(name_or_path: str | Path = "demo", device: str | torch.device = "auto",
-                cache_dir: str | Path | None = None, strategy=None) -> Bundle:
+                cache_dir: str | Path | None = None, strategy=None, mesh=None) -> Bundle:
     """Load a bundle ("demo" or a folder) onto `device`; the text encoder loads lazily, on a prompt-cache miss.
 
-    `strategy` (a vera.plan.Strategy) sets the memory tier and fp8 storage (vera.offload); default resident."""
+    `strategy` (a vera.plan.Strategy) sets the memory tier and fp8 storage (vera.offload); default resident.
+    With a `mesh` (vera.parallel.build_mesh; one process of several) the transformer gets the strategy's
+    parallelism, and with sharded weights each process reads only its share of the file."""
     from vera.offload import CPU, apply_memory
     from vera.plan import Strategy
 
@@ -156,10 +158,18 @@ def load_bundle(name_or_path: str | Path = "demo", device: str | torch.device = 
                        max_length=cfg.text_len)
     if text.d_model != cfg.text_dim:
         raise BadInput(f"{folder}: text encoder width {text.d_model} != config text_dim {cfg.text_dim}")
-    # streamed blocks live in CPU memory; sharded weights are read there and FSDP moves each device its share
-    on_cpu = strategy.memory == "layers" or strategy.shard_weights
-    transformer = _load_transformer(_inside(folder, manifest["transformer"]), cfg, CPU if on_cpu else dev, dtype)
-    apply_memory(transformer, strategy, dev)
+    transformer_path = _inside(folder, manifest["transformer"])
+    if mesh is not None and strategy.shard_weights:
+        from vera.parallel import load_sharded
+
+        transformer = load_sharded(transformer_path, cfg, mesh, strategy, dev, dtype)
+    else:  # streamed blocks live in CPU memory
+        transformer = _load_transformer(transformer_path, cfg, CPU if strategy.memory == "layers" else dev, dtype)
+        apply_memory(transformer, strategy, dev)
+        if mesh is not None:
+            from vera.parallel import parallelize
+
+            parallelize(transformer, mesh, strategy)
     name = "demo" if str(name_or_path) == "demo" else manifest.get("name", folder.name)
     return Bundle(name=name, path=folder, config=cfg, transformer=transformer, vae=vae, text=text,
                   defaults=manifest["defaults"], device=dev, dtype=dtype, memory=strategy.memory)
