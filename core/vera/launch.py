@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 import uuid
 from dataclasses import replace
 
@@ -33,6 +34,8 @@ from vera.plan import MEMORY_MODES, Strategy
 
 MEMORY_CHOICES = ("auto", *MEMORY_MODES)
 GIB = 2**30
+PEER_LOST = ("Connection closed by peer", "Connection reset by peer")  # gloo, when another worker's process ends
+PEER_LOST_GRACE_S = 10.0
 
 
 class WorkerFailed(VeraError):
@@ -214,6 +217,12 @@ def run_shot(shot, window=None, force: bool = False, progress: str = "auto", mem
         result = render.run(shot, window, force, progress, load_bundle=load_leader)
         dist.broadcast_object_list([("stop",)], src=0, group=control)  # on failure the launcher stops them
         return result
+    except RuntimeError as exc:
+        if any(sign in str(exc) for sign in PEER_LOST):
+            # Another worker died (its error is the task's): wait for the launcher to stop this one, so that
+            # the failure it reports is the cause, not this consequence.
+            time.sleep(PEER_LOST_GRACE_S)
+        raise
     finally:
         dist.destroy_process_group()
 
