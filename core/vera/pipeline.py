@@ -20,6 +20,7 @@ import torch
 from vera.errors import BadInput
 from vera.model.dit import pack_mask
 from vera.model.vae import decode_matte
+from vera.offload import on_device
 from vera.sampling import sample
 from vera.shot import MASK_CHANNELS, ShotSpec
 
@@ -156,7 +157,9 @@ def render_window(bundle, spec: ShotSpec, frames: list[int], seed: int, progress
         mask_model = [np.zeros((model_h, model_w, 1), np.float32)]
 
     device = bundle.device
-    latent_source = vae.encode(_stack(source, count).to(device) * 2.0 - 1.0)
+    parts = bundle.memory != "resident"  # the VAE on the device only while it runs (vera.offload)
+    with on_device(vae, device, parts):
+        latent_source = vae.encode(_stack(source, count).to(device) * 2.0 - 1.0)
     packed = pack_mask(_stack(mask_model, count).to(device), vae.temporal_stride, vae.spatial_stride)
     condition = torch.cat([latent_source.float(), packed.float()], dim=1)
 
@@ -169,8 +172,10 @@ def render_window(bundle, spec: ShotSpec, frames: list[int], seed: int, progress
                      progress=work)
     _refuse_non_finite(latents, "sampled latents")
 
-    edit_rgb = _frames_out(vae.decode(latents[:, 0]), len(frames))
-    matte = decode_matte(vae, latents[:, 1])[0, 0, :len(frames)].float().cpu().numpy()
+    with on_device(vae, device, parts):
+        edit_rgb = _frames_out(vae.decode(latents[:, 0]), len(frames))
+        matte = decode_matte(vae, latents[:, 1])[0, 0, :len(frames)].float().cpu().numpy()
+        composite = _frames_out(vae.decode(latents[:, 2]), len(frames)) if decode_composite else None
     result = RenderResult(fit=fit)
     for i, frame in enumerate(frames):
         edit_plate_space = colour.from_model(edit_rgb[i], spec.plate.colorspace)
@@ -178,7 +183,6 @@ def render_window(bundle, spec: ShotSpec, frames: list[int], seed: int, progress
                              garbage=garbage.get(frame))
         result.layers[frame] = (rgba, rgba[..., 3].copy())
     if decode_composite:
-        composite = _frames_out(vae.decode(latents[:, 2]), len(frames))
         for i, frame in enumerate(frames):
             result.composite[frame] = fit.to_plate(colour.from_model(composite[i], spec.plate.colorspace))
     work.advance(1, "decoded")

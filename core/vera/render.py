@@ -109,10 +109,10 @@ def _bundle_path(spec: ShotSpec) -> str:
     return "demo" if spec.model.bundle == "demo" else spec.resolve(spec.model.bundle)
 
 
-def _load_bundle(spec: ShotSpec):
+def _load_bundle(spec: ShotSpec, strategy=None, mesh=None):
     from vera.model.bundle import load_bundle
 
-    return load_bundle(_bundle_path(spec), device=spec.model.device)
+    return load_bundle(_bundle_path(spec), device=spec.model.device, strategy=strategy, mesh=mesh)
 
 
 def _bundle_window_frames(spec: ShotSpec) -> int:
@@ -622,15 +622,18 @@ def _assemble_frame(shot: Shot, frame: int, weights, sources, made_with, fingerp
                               plate_data_window)
 
 
-def run(shot: Shot, window: int | None = None, force: bool = False, progress: str = "auto") -> dict:
-    """`vera-render run`: one window (a farm task), or every window then assemble (a whole shot)."""
+def run(shot: Shot, window: int | None = None, force: bool = False, progress: str = "auto",
+        load_bundle=None) -> dict:
+    """`vera-render run`: one window (a farm task), or every window then assemble (a whole shot).
+    `load_bundle()` loads the model (default: the spec's bundle, resident; vera.launch passes its strategy's)."""
+    load_bundle = load_bundle or (lambda: _load_bundle(shot.spec))
     if window is not None:
-        return {"window": window, "result": render_window(shot, window, force, progress)}
+        return {"window": window, "result": render_window(shot, window, force, progress, load_bundle)}
     loaded = []
 
     def get_bundle():  # loaded once, and only if some window needs rendering
         if not loaded:
-            loaded.append(_load_bundle(shot.spec))
+            loaded.append(load_bundle())
         return loaded[0]
 
     results = {}

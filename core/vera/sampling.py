@@ -84,8 +84,9 @@ def sample(model, condition: torch.Tensor, context: torch.Tensor, negative_conte
     if int(steps) < 1:
         raise BadInput(f"sampler steps must be at least 1, got {steps}")
     cfg = model.cfg
-    param = next(model.parameters())
-    device, dtype = param.device, param.dtype
+    # Sample where the conditioning is: the model's weights may sit in CPU memory between layers (vera.offload).
+    # Inputs stay float32: the model casts each Linear's input to its compute dtype (vera.model.dit).
+    device, dtype = condition.device, torch.float32
     batch, _, frames, height, width = condition.shape
     streams = len(cfg.streams)
     latents = initial_noise((batch, streams, cfg.z_dim, frames, height, width), seed).to(device)

@@ -20,6 +20,7 @@ def register(subparsers) -> None:
     p.add_argument("--window", type=int, metavar="N", help="render only window N (what one farm task does)")
     _add_force(p)
     add_progress_argument(p)
+    _add_device_options(p)
     p.set_defaults(func=_run)
 
     p = subparsers.add_parser("assemble", help="cross-fade the rendered windows into the final frames")
@@ -57,6 +58,26 @@ def _add_force(p) -> None:
                    help="discard outputs rendered with other settings or inputs, and re-render")
 
 
+def _add_device_options(p) -> None:
+    from vera.launch import MEMORY_CHOICES
+
+    p.add_argument("--devices", type=int, default=1, metavar="N",
+                   help="worker processes, one GPU each (gloo processes on a CPU); rank 0 writes the files")
+    p.add_argument("--memory", choices=MEMORY_CHOICES, default="auto",
+                   help="where weights live on each device: resident; parts (VAE on the device only while it "
+                        "runs); layers (also the transformer's blocks streamed from CPU memory); auto asks the "
+                        "planner (resident without a GPU). See docs/gpus.md")
+    p.add_argument("--fp8", action="store_true", help="store the transformer's weights as float8, compute in bf16")
+
+
+def _worker_argv(args) -> list[str]:
+    """The same `run` for each worker of --devices (vera.launch)."""
+    argv = ["run", args.spec, "--devices", str(args.devices), "--memory", args.memory, "--progress", args.progress]
+    if args.window is not None:
+        argv += ["--window", str(args.window)]
+    return argv + ["--force"] * args.force + ["--fp8"] * args.fp8
+
+
 def _validate(args) -> int:
     from vera.shot import validate
 
@@ -72,10 +93,16 @@ def _validate(args) -> int:
 
 
 def _run(args) -> int:
-    from vera.render import load_shot, run
+    from vera.launch import is_worker, launch_workers, run_shot
+    from vera.render import load_shot
 
     shot = load_shot(args.spec)
-    result = run(shot, window=args.window, force=args.force, progress=args.progress)
+    if args.devices > 1 and not is_worker():
+        return launch_workers(args.devices, _worker_argv(args))
+    result = run_shot(shot, window=args.window, force=args.force, progress=args.progress, memory=args.memory,
+                      fp8=args.fp8)
+    if result is None:  # a worker that served rank 0, which reports
+        return 0
     if args.window is not None:
         print(f"{shot.spec.name}: window {args.window} {result['result']}", file=sys.stderr)
     else:

@@ -63,6 +63,7 @@ class Bundle:
     defaults: dict = field(default_factory=dict)
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32
+    memory: str = "resident"  # vera.plan.MEMORY_MODES: where the parts live between uses (vera.offload)
 
     @property
     def resolution(self) -> tuple[int, int]:
@@ -147,26 +148,50 @@ def _load_transformer(path: Path, cfg: VeraConfig, device: torch.device, dtype: 
 
 
 def load_bundle(name_or_path: str | Path = "demo", device: str | torch.device = "auto",
-                cache_dir: str | Path | None = None) -> Bundle:
-    """Load a bundle ("demo" or a folder) onto `device`; the text encoder loads lazily, on a prompt-cache miss."""
+                cache_dir: str | Path | None = None, strategy=None, mesh=None) -> Bundle:
+    """Load a bundle ("demo" or a folder) onto `device`; the text encoder loads lazily, on a prompt-cache miss.
+
+    `strategy` (a vera.plan.Strategy) sets the memory tier and fp8 storage (vera.offload); default resident.
+    With a `mesh` (vera.parallel.build_mesh; one process of several) the transformer gets the strategy's
+    parallelism, and with sharded weights each process reads only its share of the file."""
+    from vera.offload import CPU, apply_memory
+    from vera.plan import Strategy
+
+    strategy = strategy or Strategy()
     folder = bundle_folder(name_or_path)
     manifest = read_manifest(folder)
     dev, dtype = resolve_device(device)
     cfg = VeraConfig.from_dict(manifest["config"])
-    vae = build_vae(manifest["vae"], folder, device=dev)  # float32 on every device, as Wan
+    # float32 on every device, as Wan; on the CPU between uses unless everything stays resident
+    vae = build_vae(manifest["vae"], folder, device=CPU if strategy.memory != "resident" else dev)
     _check_compatible(folder / BUNDLE_FILE, cfg, vae, manifest["defaults"])
     text = TextEncoder(_inside(folder, manifest["text_encoder"]), device=dev, dtype=dtype, cache_dir=cache_dir,
                        max_length=cfg.text_len)
     if text.d_model != cfg.text_dim:
         raise BadInput(f"{folder}: text encoder width {text.d_model} != config text_dim {cfg.text_dim}")
-    transformer = _load_transformer(_inside(folder, manifest["transformer"]), cfg, dev, dtype)
-    if manifest.get("lora"):
-        from vera.model.lora import apply_lora
+    transformer_path = _inside(folder, manifest["transformer"])
+    lora = manifest.get("lora")
+    if mesh is not None and strategy.shard_weights:
+        if lora:
+            raise BadInput(f"{folder}: a bundle with LoRA adapters cannot be loaded with sharded weights; merge "
+                           "them first (load and save_bundle it on one machine) or render without sharding")
+        from vera.parallel import load_sharded
 
-        apply_lora(transformer, _inside(folder, manifest["lora"]["path"]), manifest["lora"].get("scale", 1.0))
+        transformer = load_sharded(transformer_path, cfg, mesh, strategy, dev, dtype)
+    else:  # streamed blocks live in CPU memory
+        transformer = _load_transformer(transformer_path, cfg, CPU if strategy.memory == "layers" else dev, dtype)
+        if lora:  # merged into the weights before any offload hook or parallel wrapper sees them
+            from vera.model.lora import apply_lora
+
+            apply_lora(transformer, _inside(folder, lora["path"]), lora.get("scale", 1.0))
+        apply_memory(transformer, strategy, dev)
+        if mesh is not None:
+            from vera.parallel import parallelize
+
+            parallelize(transformer, mesh, strategy)
     name = "demo" if str(name_or_path) == "demo" else manifest.get("name", folder.name)
     return Bundle(name=name, path=folder, config=cfg, transformer=transformer, vae=vae, text=text,
-                  defaults=manifest["defaults"], device=dev, dtype=dtype)
+                  defaults=manifest["defaults"], device=dev, dtype=dtype, memory=strategy.memory)
 
 
 def _inside(folder: Path, relative: str) -> Path:

@@ -164,6 +164,17 @@ class WanVAE(VideoVAE):
             self.model.enable_tiling()
             return call(x)
 
+    def to(self, device=None, dtype=None) -> "WanVAE":
+        """Move the VAE (and its latent statistics) to `device` / cast it to `dtype` (memory tier `parts`)."""
+        if device is not None:
+            self.device = torch.device(device)
+            self.model.to(device=self.device)
+            self._mean, self._std = self._mean.to(self.device), self._std.to(self.device)
+        if dtype is not None:
+            self.dtype = dtype
+            self.model.to(dtype=dtype)
+        return self
+
     @torch.no_grad()
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         height, width = video.shape[-2:]

@@ -1,0 +1,233 @@
+"""`vera-render run SHOT.json --devices N`: one render on N worker processes (one GPU each), torchrun-style.
+
+    parent   `launch_workers` starts N copies of the same `vera-render run` with torch's elastic launcher (what
+             torchrun runs: a local rendezvous on a free port, RANK / WORLD_SIZE / LOCAL_RANK set for each) and
+             waits. If any worker fails, the launcher stops the others and the task fails with that worker's exit
+             code (the farm's: 1 internal, 2 bad input, 3 transient).
+    workers  `run_shot` sees the launcher's environment: each joins the process group (NCCL on CUDA, gloo on the
+             CPU), builds the DeviceMesh of the Strategy and loads the model with its parallelism applied
+             (vera.parallel). Rank 0 is the leader: it runs the normal shot code (vera.render: manifest, VAE, text
+             encoder, files) and, at every transformer call, first sends the call's inputs to the other ranks,
+             which only serve transformer calls (`_follow`) until the leader says stop. So the files are written
+             by rank 0 alone, and vera.render / vera.pipeline are the same code as for one device.
+
+The same `vera-render run` also works under torchrun directly (`torchrun --nproc-per-node 8 -m vera.cli run SHOT`).
+The Strategy comes from the planner (vera.plan.plan, when it exists and a GPU reports its memory) or, without
+one, from `default_strategy`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import uuid
+from dataclasses import replace
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from vera.errors import EXIT_INTERNAL, EXIT_TRANSIENT, BadInput, VeraError
+from vera.plan import MEMORY_MODES, Strategy
+
+MEMORY_CHOICES = ("auto", *MEMORY_MODES)
+GIB = 2**30
+PEER_LOST = ("Connection closed by peer", "Connection reset by peer")  # gloo, when another worker's process ends
+PEER_LOST_GRACE_S = 10.0
+
+
+class WorkerFailed(VeraError):
+    """A worker of a --devices run failed; the exit code is that worker's."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def is_worker() -> bool:
+    """True inside a process started by torch's elastic launcher (`--devices N`, or torchrun)."""
+    return "TORCHELASTIC_RUN_ID" in os.environ
+
+
+# ------------------------------------------------------------------------------------------- the strategy
+
+
+def default_strategy(num_heads: int, devices: int, guidance: bool, memory: str = "resident",
+                     fp8: bool = False) -> Strategy:
+    """Without a planner: every device busy. The largest Ulysses degree dividing both the head count and the
+    devices; the two guidance branches on two device groups when that leaves an even number of groups; the
+    weights FSDP-sharded on more than one device (except with blocks streamed from CPU memory)."""
+    sp = max(d for d in range(1, devices + 1) if devices % d == 0 and num_heads % d == 0)
+    cfg_parallel = guidance and (devices // sp) % 2 == 0
+    return Strategy(devices=devices, shard_weights=devices > 1 and memory != "layers", sequence_parallel=sp,
+                    cfg_parallel=cfg_parallel, memory=memory, fp8_storage=fp8)
+
+
+def choose_strategy(shot, devices: int, memory: str = "auto", fp8: bool = False) -> Strategy:
+    """The Strategy for rendering `shot` (a vera.render.Shot) on `devices` devices of this machine's kind."""
+    from vera.model.bundle import read_manifest
+    from vera.model.configs import VeraConfig
+    from vera.render import _bundle_path
+
+    if memory not in MEMORY_CHOICES:
+        raise BadInput(f"memory must be one of {', '.join(MEMORY_CHOICES)}, got {memory!r}")
+    manifest = read_manifest(_bundle_path(shot.spec))
+    cfg = VeraConfig.from_dict(manifest["config"])
+    guidance = float(shot.spec.sampler.guidance if shot.spec.sampler.guidance is not None
+                     else manifest["defaults"]["guidance"]) > 1.0  # vera.sampling runs CFG only above 1
+    if memory == "auto":
+        planned = _planned(cfg, shot.window_frames, manifest["defaults"]["resolution"], devices, guidance)
+        if planned is not None:
+            return Strategy(**{**planned.to_dict(), "fp8_storage": planned.fp8_storage or fp8})
+        memory = "resident"
+    return default_strategy(cfg.num_heads, devices, guidance, memory, fp8)
+
+
+def _planned(cfg, frames: int, resolution, devices: int, guidance: bool) -> Strategy | None:
+    """The planner's choice for this GPU's memory, or None (no planner in this build, or no GPU to ask)."""
+    import vera.plan
+
+    planner = getattr(vera.plan, "plan", None)
+    if planner is None or not torch.cuda.is_available():
+        return None
+    gpu_memory = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / GIB
+    width, height = (int(v) for v in resolution)
+    result = planner(cfg, frames, width, height, devices, gpu_memory, guidance=guidance)
+    if not result.fits:
+        raise BadInput(result.reason)
+    return result.strategy
+
+
+# ----------------------------------------------------------------------------------------------- parent
+
+
+def launch_workers(devices: int, argv: list[str]) -> int:
+    """Run `vera-render <argv>` on `devices` local worker processes; 0, or WorkerFailed with the failed
+    worker's exit code."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    if devices < 1:
+        raise BadInput(f"--devices must be at least 1, got {devices}")
+    if torch.cuda.is_available() and torch.cuda.device_count() < devices:
+        raise BadInput(f"--devices {devices} asked for, but this machine has {torch.cuda.device_count()} GPU(s)")
+    # N processes share the CPU's cores (torchrun sets 1; we split them) unless the user chose
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // devices)))
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=devices, run_id=f"vera-{uuid.uuid4().hex[:8]}",
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1)
+    try:
+        elastic_launch(config, sys.executable)("-m", "vera.cli", *argv)
+    except ChildFailedError as exc:
+        rank, code = _first_failure(exc.failures)
+        raise WorkerFailed(f"worker {rank} of {devices} failed with exit code {code} (its error is above)",
+                           _farm_code(code)) from None
+    return 0
+
+
+def _first_failure(failures: dict) -> tuple[int, int]:
+    """The worker whose failure is the cause. When one worker fails, the launcher stops the others (SIGTERM),
+    and those blocked in a collective with it may fail first with a broken connection (exit 1): so a worker's
+    own error (bad input, out of memory, killed) comes before an internal error, which comes before being
+    stopped; then the earliest (the launcher stamps failures without an error file at the same time)."""
+    def cause(rank):
+        code = failures[rank].exitcode
+        return (2 if code in (-signal.SIGTERM, -signal.SIGINT) else 1 if code == EXIT_INTERNAL else 0,
+                failures[rank].timestamp, rank)
+
+    rank = min(failures, key=cause)
+    return rank, failures[rank].exitcode
+
+
+def _farm_code(code: int) -> int:
+    if 1 <= code <= 4:
+        return code
+    return EXIT_TRANSIENT if code == -9 else EXIT_INTERNAL  # SIGKILL: most often the out-of-memory killer
+
+
+# ---------------------------------------------------------------------------------------------- workers
+
+
+class _Leader(nn.Module):
+    """Rank 0's transformer: sends every call's inputs to the other ranks, then takes part in the call."""
+
+    def __init__(self, model: nn.Module, control):
+        super().__init__()
+        self.model, self.control, self.cfg = model, control, model.cfg
+
+    def forward(self, x, t, context, isolate_streams: bool = False):
+        dist.broadcast_object_list([("forward", x.cpu(), t.cpu(), context.cpu(), isolate_streams)], src=0,
+                                   group=self.control)
+        return self.model(x, t, context, isolate_streams)
+
+
+def _follow(load, control, device) -> None:
+    """Ranks > 0: load the model at the first call, run every call the leader sends, until it says stop."""
+    model = None
+    while True:
+        box = [None]
+        dist.broadcast_object_list(box, src=0, group=control)
+        command, *payload = box[0]
+        if command == "stop":
+            return
+        model = model or load().transformer
+        x, t, context, isolate = payload
+        with torch.no_grad():
+            model(x.to(device), t.to(device), context.to(device), isolate)
+
+
+def run_shot(shot, window=None, force: bool = False, progress: str = "auto", memory: str = "auto",
+             fp8: bool = False):
+    """`vera-render run` in this process: alone, or as one worker of a --devices run. Returns vera.render.run's
+    result (None on the ranks that only serve the leader)."""
+    from vera import render
+    from vera.model.bundle import resolve_device
+
+    if not is_worker():
+        strategy = choose_strategy(shot, 1, memory, fp8)
+        return render.run(shot, window, force, progress, load_bundle=lambda: render._load_bundle(shot.spec, strategy))
+
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    device, _ = resolve_device(shot.spec.model.device)
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        control = dist.new_group(backend="gloo")  # python objects between ranks, whatever the compute backend
+        strategy = choose_strategy(shot, world, memory, fp8)
+        mesh = _mesh(strategy, device)
+        if rank == 0:
+            print(f"vera-render: {world} workers on {device.type}: {strategy}", file=sys.stderr)
+
+        def load(strategy=strategy):
+            return render._load_bundle(shot.spec, strategy, mesh)
+
+        if rank != 0:  # never runs the VAE: keep it in CPU memory ("parts") rather than on the GPU
+            follower = replace(strategy, memory="parts") if strategy.memory == "resident" else strategy
+            _follow(lambda: load(follower), control, device)
+            return None
+
+        def load_leader():
+            bundle = load()
+            bundle.transformer = _Leader(bundle.transformer, control)
+            return bundle
+
+        result = render.run(shot, window, force, progress, load_bundle=load_leader)
+        dist.broadcast_object_list([("stop",)], src=0, group=control)  # on failure the launcher stops them
+        return result
+    except RuntimeError as exc:
+        if any(sign in str(exc) for sign in PEER_LOST):
+            # Another worker died (its error is the task's): wait for the launcher to stop this one, so that
+            # the failure it reports is the cause, not this consequence.
+            time.sleep(PEER_LOST_GRACE_S)
+        raise
+    finally:
+        dist.destroy_process_group()
+
+
+def _mesh(strategy: Strategy, device: torch.device):
+    from vera.parallel import build_mesh
+
+    return build_mesh(strategy, device.type)

@@ -1,0 +1,140 @@
+"""`vera-render run SHOT.json --devices N` (vera.launch): N gloo worker processes render what one process renders,
+rank 0 writes the files, and a failure on a worker fails the task with the farm's exit code."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vera.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_TRANSIENT, BadInput
+from vera.launch import _farm_code, _first_failure, default_strategy
+from vera.plan import Strategy
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def vera_render(*argv, cwd, path_first=()) -> subprocess.CompletedProcess:
+    path = [*map(str, path_first), str(ROOT / "core"), str(ROOT), os.environ.get("PYTHONPATH", "")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(path))
+    return subprocess.run([sys.executable, "-m", "vera.cli", *argv], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, monkeypatch_module):
+    """The demo shot (9 frames: two windows of 5) rendered by one process, as `vera-render demo` does."""
+    from vera.demo import run_demo
+
+    out = tmp_path_factory.mktemp("demo")
+    monkeypatch_module.setenv("VERA_CACHE", str(out / "cache"))
+    run_demo(out=out, frames=9, progress="none")
+    return out
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+def copy_shot(demo: Path, out_dir: str, **changes) -> Path:
+    spec = json.loads((demo / "shot.json").read_text())
+    spec["output"]["dir"] = out_dir
+    spec.update(changes)
+    path = demo / f"{out_dir}.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def layers(folder: Path, pattern: str) -> dict:
+    from vera.exr import read_layer
+
+    return {p.name: read_layer(p, "rgba").pixels for p in sorted(folder.glob(pattern))}
+
+
+@pytest.mark.slow
+def test_two_devices_render_the_layers_of_one(demo):
+    result = vera_render("run", str(copy_shot(demo, "two")), "--devices", "2", "--progress", "none", cwd=demo)
+    assert result.returncode == 0, result.stderr
+    assert "2 workers on cpu: Strategy(devices=2, shard_weights=True, sequence_parallel=2" in result.stderr
+    assert "2 of 2 windows rendered, 9 frames written" in result.stderr  # rank 0 reports, once
+    assert result.stderr.count("windows rendered") == 1
+    # the float32 window caches: same model, same inputs; only summation orders inside matmuls of other shapes
+    # (each rank's share of the tokens) may differ, ~1e-7 relative per operation over 12 steps -> 1e-4
+    for window in ("w000", "w001"):
+        one = layers(demo / "layers" / ".vera" / "cache" / window, "*.exr")
+        two = layers(demo / "two" / ".vera" / "cache" / window, "*.exr")
+        assert one.keys() == two.keys() and len(one) == 5
+        assert max(float(np.abs(one[k] - two[k]).max()) for k in one) <= 1e-4
+    one, two = layers(demo / "layers", "edit.*.exr"), layers(demo / "two", "edit.*.exr")
+    assert len(one) == 9 and one.keys() == two.keys()
+    assert max(float(np.abs(one[k] - two[k]).max()) for k in one) <= 1e-3  # half precision output: one step
+    assert sum(float(v[..., 3].sum()) for v in one.values()) > 0  # the demo adds something
+
+
+@pytest.mark.slow
+def test_a_failure_on_rank_0_fails_the_task_with_its_exit_code(demo):
+    """Rank 0 refuses to mix settings (bad input, 2) while rank 1 waits for it: the launcher stops rank 1, and the
+    task exits 2, not hanging and not 1."""
+    shot = copy_shot(demo, "layers", seed=7)  # the one-process output folder, with other settings
+    result = vera_render("run", str(shot), "--devices", "2", "--progress", "none", cwd=demo)
+    assert result.returncode == EXIT_BAD_INPUT, result.stderr
+    assert "the outputs there were rendered differently" in result.stderr
+    assert "worker 0 of 2 failed with exit code 2" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_worker_out_of_memory_fails_the_task_as_transient(demo):
+    """Rank 1 runs out of memory while rank 0 sends it work: the task exits 3 (retry elsewhere), it does not hang."""
+    shot = copy_shot(demo, "oom")
+    result = vera_render("run", str(shot), "--devices", "2", "--progress", "none", cwd=demo,
+                         path_first=[Path(__file__).parent / "inject_rank1_oom"])
+    assert result.returncode == EXIT_TRANSIENT, result.stderr
+    assert "out of memory (CUDA out of memory (raised by the test on rank 1))" in result.stderr
+    assert "worker 1 of 2 failed with exit code 3" in result.stderr
+    assert not list((demo / "oom").glob("edit.*.exr"))
+
+
+def test_memory_tier_from_the_command_line_renders_the_same_layers(demo, monkeypatch):
+    """`--memory layers` in one process: the VAE in and out of the device, blocks streamed (onload = CPU here)."""
+    from vera.cli import main
+    from vera.launch import choose_strategy
+    from vera.render import load_shot
+
+    shot = copy_shot(demo, "streamed")
+    assert choose_strategy(load_shot(shot), 1) == Strategy()  # auto without a GPU: resident
+    two = choose_strategy(load_shot(shot), 2, memory="layers")  # streamed blocks are whole: not sharded
+    assert (two.sequence_parallel, two.shard_weights, two.memory) == (2, False, "layers")
+    with pytest.raises(BadInput, match="memory must be one of"):
+        choose_strategy(load_shot(shot), 1, memory="disk")
+    monkeypatch.setenv("VERA_CACHE", str(demo / "cache"))
+    assert main(["run", str(shot), "--memory", "layers", "--progress", "none"]) == 0
+    one, streamed = layers(demo / "layers", "edit.*.exr"), layers(demo / "streamed", "edit.*.exr")
+    assert one.keys() == streamed.keys() and all(np.array_equal(one[k], streamed[k]) for k in one)
+
+
+def test_default_strategy_uses_every_device():
+    assert default_strategy(12, 8, guidance=True).sequence_parallel == 4  # 8 does not divide 12 heads
+    assert default_strategy(12, 8, guidance=True).cfg_parallel  # ... so the guidance branches take the other 2
+    s = default_strategy(40, 8, guidance=True)
+    assert (s.sequence_parallel, s.cfg_parallel, s.shard_weights) == (8, False, True)
+    assert not default_strategy(6, 2, guidance=False, memory="layers").shard_weights
+    assert default_strategy(12, 1, guidance=True) == default_strategy(12, 1, guidance=False)
+
+
+def test_the_first_worker_error_decides_the_exit_code():
+    from types import SimpleNamespace as Failure
+
+    # rank 1 ran out of memory; at the same second rank 0 saw the connection close (internal error)
+    failures = {0: Failure(timestamp=10, exitcode=EXIT_INTERNAL), 1: Failure(timestamp=10, exitcode=EXIT_TRANSIENT)}
+    assert _first_failure(failures) == (1, EXIT_TRANSIENT)
+    assert _first_failure({0: Failure(timestamp=9, exitcode=1), 1: Failure(timestamp=9, exitcode=-15)}) == (0, 1)
+    # rank 0 stopped by the launcher (SIGTERM) because rank 1 failed: rank 1 is the cause
+    assert _first_failure({0: Failure(timestamp=9, exitcode=-15), 1: Failure(timestamp=9, exitcode=3)}) == (1, 3)
+    assert [_farm_code(c) for c in (2, 3, -9, -11, 7)] == [2, 3, EXIT_TRANSIENT, EXIT_INTERNAL, EXIT_INTERNAL]
