@@ -96,7 +96,7 @@ def test_a_worker_out_of_memory_fails_the_task_as_transient(demo):
     result = vera_render("run", str(shot), "--devices", "2", "--progress", "none", cwd=demo,
                          path_first=[Path(__file__).parent / "inject_rank1_oom"])
     assert result.returncode == EXIT_TRANSIENT, result.stderr
-    assert "out of memory (CUDA out of memory (raised by the test on rank 1))" in result.stderr
+    assert "out of memory" in result.stderr and "CUDA out of memory (raised by the test on rank 1)" in result.stderr
     assert "worker 1 of 2 failed with exit code 3" in result.stderr
     assert not list((demo / "oom").glob("edit.*.exr"))
 
