@@ -91,18 +91,18 @@ GIB = 2**30
 # ----------------------------------------------------------------------------------------- sizes and FLOPs
 
 
-def latent_grid(frames: int, width: int, height: int) -> tuple[int, int, int]:
+def latent_grid(frames: int, width: int, height: int, stride=VAE_STRIDE) -> tuple[int, int, int]:
     """(latent frames, height, width) of a clip; BadInput unless frames is 4k+1 and the size fits the patches."""
-    if frames < 1 or (frames - 1) % VAE_STRIDE[0]:
-        raise BadInput(f"frames must be 4k+1 (49, 81, ...), got {frames}")
-    cell = VAE_STRIDE[1] * 2  # VAE stride x patch size (1, 2, 2)
+    if frames < 1 or (frames - 1) % stride[0]:
+        raise BadInput(f"frames must be {stride[0]}k+1 (49, 81, ...), got {frames}")
+    cell = stride[1] * 2  # VAE stride x patch size (1, 2, 2)
     if width < cell or height < cell or width % cell or height % cell:
-        raise BadInput(f"size {width}x{height} must be positive multiples of {cell} (VAE 8 x patch 2)")
-    return (frames - 1) // VAE_STRIDE[0] + 1, height // VAE_STRIDE[1], width // VAE_STRIDE[2]
+        raise BadInput(f"size {width}x{height} must be positive multiples of {cell} (VAE {stride[1]} x patch 2)")
+    return (frames - 1) // stride[0] + 1, height // stride[1], width // stride[2]
 
 
-def tokens_per_stream(cfg: VeraConfig, frames: int, width: int, height: int) -> int:
-    return math.prod(s // p for s, p in zip(latent_grid(frames, width, height), cfg.patch_size))
+def tokens_per_stream(cfg: VeraConfig, frames: int, width: int, height: int, stride=VAE_STRIDE) -> int:
+    return math.prod(s // p for s, p in zip(latent_grid(frames, width, height, stride), cfg.patch_size))
 
 
 def block_parameters(cfg: VeraConfig) -> int:
@@ -207,7 +207,41 @@ class Components:
 
     text_encoder_params: int = TEXT_ENCODER_PARAMS
     vae_params: int = WAN_VAE_PARAMS
-    vae_decode: bool = True    # False for a parameter-free patch VAE (nothing to decode)
+    vae_decode: bool = True              # False for a parameter-free patch VAE (no decoder network)
+    vae_stride: tuple = VAE_STRIDE       # (frames, height, width) per latent cell
+
+
+def bundle_components(folder) -> tuple[VeraConfig, Components, dict]:
+    """(config, components, defaults) of a model bundle, counted from its files on the meta device (no weights
+    are read): the text encoder's transformers config and the VAE's (a Wan VAE's diffusers config, or a patch
+    VAE's stride)."""
+    import torch
+
+    from vera.model.bundle import bundle_folder, read_manifest
+
+    folder = bundle_folder(folder)
+    manifest = read_manifest(folder)
+    cfg = VeraConfig.from_dict(manifest["config"])
+    components = Components()
+    text_folder = folder / manifest["text_encoder"]
+    if (text_folder / "config.json").is_file():
+        from transformers import UMT5Config, UMT5EncoderModel
+
+        with torch.device("meta"):
+            encoder = UMT5EncoderModel(UMT5Config.from_pretrained(text_folder, local_files_only=True))
+        components.text_encoder_params = sum(p.numel() for p in encoder.parameters())
+    vae = manifest["vae"]
+    if vae.get("type") == "patch":
+        patch = int(vae.get("patch", 4))
+        components.vae_params, components.vae_decode, components.vae_stride = 0, False, (1, patch, patch)
+    elif vae.get("type") == "wan":
+        from diffusers import AutoencoderKLWan
+
+        vae_folder = folder / vae.get("path", "vae")
+        with torch.device("meta"):
+            model = AutoencoderKLWan.from_config(AutoencoderKLWan.load_config(vae_folder))
+        components.vae_params = sum(p.numel() for p in model.parameters())
+    return cfg, components, manifest["defaults"]
 
 
 @dataclass
@@ -257,8 +291,9 @@ def plan(cfg: VeraConfig, frames: int, width: int, height: int, gpus: int, gpu_m
         raise BadInput(f"GPU memory must be positive, got {gpu_memory_gib} GiB")
     if tflops <= 0:
         raise BadInput(f"throughput must be positive, got {tflops} TFLOP/s")
-    tokens = tokens_per_stream(cfg, frames, width, height)
-    work = _Workload(cfg, tokens, width, height, mode, guidance, lora_rank, components or Components())
+    components = components or Components()
+    tokens = tokens_per_stream(cfg, frames, width, height, components.vae_stride)
+    work = _Workload(cfg, tokens, width, height, mode, guidance, lora_rank, components)
 
     chosen = best = None
     for strategy in candidates(cfg, gpus, mode, guidance):
