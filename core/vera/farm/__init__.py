@@ -131,7 +131,8 @@ def submit(spec_path: str | Path, backend: str, jobdir: str | Path, launch: bool
     from vera.render import load_shot, prepare_manifest
 
     shot = load_shot(spec_path)
-    check_gpus(shot, options.get("gpus") or 1, options.get("gpu_memory"))
+    gpus = options.get("gpus")
+    check_gpus(shot, 1 if gpus is None else gpus, options.get("gpu_memory"))
     prepare_manifest(shot, force)
     jobdir = Path(jobdir).resolve()
     jobdir.mkdir(parents=True, exist_ok=True)
