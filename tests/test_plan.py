@@ -182,7 +182,7 @@ def test_lora_needs_far_less_than_full_training():
     cfg = CONFIGS["vera-1.3b"]
     lora, full = plan(cfg, 49, 832, 480, 1, 80, "lora"), plan(cfg, 49, 832, 480, 1, 80, "full")
     assert lora.memory["optimizer"] < full.memory["optimizer"] / 20  # rank-32 adapters: 3% of the weights
-    assert lora.memory["weights"] < full.memory["weights"] / 1.9  # frozen bf16 vs float32 master
+    assert lora.memory["weights"] < full.memory["weights"] / 1.8  # frozen bf16 (+ f32 adapters) vs f32 master
     assert lora.fits and not full.fits
 
 
