@@ -33,7 +33,7 @@ WINDOW_TOKEN = "{{Task.Param.Window}}"
 
 def host_requirements(gpus: int | None, gpu_memory_gib: float | None) -> dict | None:
     """OpenJD's step hostRequirements for GPUs: the standard amount capabilities `amount.worker.gpu` (count) and
-    `amount.worker.gpu.memory` (MiB per GPU, as Deadline Cloud's submitters write it from GiB)."""
+    `amount.worker.gpu.memory` (the least memory of any GPU on the host, in MiB: jobtemplate-2023-09 §3.3.1.1)."""
     amounts = []
     if gpus:
         amounts.append({"name": "amount.worker.gpu", "min": int(gpus)})
