@@ -13,8 +13,17 @@ from vera.errors import BadInput
 
 LABELS = {"weights": "weights", "gradients": "gradients", "optimizer": "optimizer state",
           "activations": "activations", "vae": "VAE", "text_encoder": "text encoder", "overhead": "overhead"}
-WHAT = {"weights": "transformer on the GPU", "gradients": "float32, sharded", "vae": "weights + decode working set",
-        "text_encoder": "umT5 weights while prompts encode", "overhead": "CUDA context, allocator slack"}
+COMMON = {"vae": "float32 weights + decode working set", "overhead": "CUDA context, allocator slack (allowance)"}
+WHAT = {  # what each row counts, per mode (vera.plan)
+    "inference": {**COMMON, "weights": "bf16 transformer: all, an FSDP shard + 2 blocks, or 2 streamed blocks",
+                  "activations": "one joint block's peak, both CFG branches unless on 2 groups",
+                  "text_encoder": "umT5 weights (bf16) while prompts encode"},
+    "full": {**COMMON, "weights": "float32 master shard + 2 gathered bf16 blocks", "gradients": "float32, sharded",
+             "optimizer": "AdamW's 2 float32 moments, sharded",
+             "activations": "checkpointed residuals + 1 recomputed block"},
+    "lora": {**COMMON, "weights": "frozen bf16 (shard) + float32 adapters", "gradients": "adapters only",
+             "optimizer": "AdamW moments of the adapters", "activations": "checkpointed residuals + 1 recomputed block"},
+}
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -126,7 +135,7 @@ def format_plan(result) -> str:
     lines.append("per GPU (GiB):")
     for key, value in result.memory.items():
         if key != "peak":
-            note = WHAT.get(key, "")
+            note = WHAT[result.mode].get(key, "")
             lines.append(f"  {LABELS[key]:<16}{value:8.2f}  {note}")
     turns = result.mode == "inference" and result.strategy and result.strategy.memory != "resident"
     lines.append(f"  {'peak':<16}{result.memory['peak']:8.2f}  of {result.gpu_memory_gib:g}"
