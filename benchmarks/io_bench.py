@@ -2,7 +2,7 @@
 in the same run, and the whole post-model step (rebuild at full resolution + premultiply + write) as ratios
 to our plain write.
 
-    /work/venv/bin/python benchmarks/io_bench.py [--repeat 5] [--width 4096 --height 2160] [--json out.json]
+    python benchmarks/io_bench.py [--repeat 5] [--width 4096 --height 2160] [--json out.json]
 
 What is timed (median of --repeat runs, interleaved so machine load hits all rows alike):
 - ours write: `vera.exr.write_layers` of an (H, W, 4) float32 premultiplied layer -> R,G,B,A + matte.A half, ZIP

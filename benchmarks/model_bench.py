@@ -1,7 +1,7 @@
 """Model benchmark: our three-stream MoT against three diffusers Wan2.1 DiTs, and the analytic cost of real sizes.
 
-    /work/venv/bin/python benchmarks/model_bench.py            # measured CPU comparison + analytic table
-    /work/venv/bin/python benchmarks/model_bench.py --json     # the same as JSON
+    python benchmarks/model_bench.py            # measured CPU comparison + analytic table
+    python benchmarks/model_bench.py --json     # the same as JSON
 
 Measured part: a small-but-not-tiny configuration on the CPU (float32). One VeraMoT forward (joint attention over
 3 x L tokens) against three diffusers `WanTransformer3DModel` forwards of the same size on the same token grid

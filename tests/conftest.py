@@ -14,3 +14,15 @@ def tiny_bundle(tmp_path_factory):
     from bundles import SMALL_HEIGHT, SMALL_WIDTH, random_bundle
 
     return random_bundle(tmp_path_factory.mktemp("bundle") / "tiny", resolution=(SMALL_WIDTH, SMALL_HEIGHT))
+
+
+@pytest.fixture
+def engine_on_path(monkeypatch):
+    """vera-render found the way an installed Nuke finds it: on PATH (this test environment's scripts folder,
+    where pip put it beside the interpreter), with no $VERA_RENDER override."""
+    import sys
+
+    monkeypatch.delenv("VERA_RENDER", raising=False)
+    scripts = os.path.dirname(sys.executable)
+    monkeypatch.setenv("PATH", scripts + os.pathsep + os.environ.get("PATH", ""))
+    return scripts

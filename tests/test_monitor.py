@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def demo(tmp_path, monkeypatch):
-    monkeypatch.setenv("VERA_RENDER", os.path.join(os.path.dirname(sys.executable), "vera-render"))
+def demo(tmp_path, monkeypatch, engine_on_path):
     monkeypatch.setenv("VERA_PREFS", str(tmp_path / "prefs.json"))
     built = monitor_demo.build(tmp_path)
     monkeypatch.setenv("VERA_JOBS", built["jobs_file"])
@@ -92,6 +92,24 @@ def test_state_from_vera_render_status(qtbot, demo):
     assert len(queried) == 4 + 2  # finished jobs (done, failed) are not asked again
 
 
+def test_thumbnails_are_made_off_the_ui_thread(qtbot, demo, monkeypatch):
+    """oiiotool (a subprocess) never runs on the UI thread: the panel stays responsive."""
+    threads = []
+    real = monitor.thumbnail_for
+
+    def thumbnail_for(*args, **kwargs):
+        threads.append(threading.current_thread())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(monitor, "thumbnail_for", thumbnail_for)
+    widget = MonitorPanel(script=demo["script"], status_fn=lambda out_dir: None, background=True,
+                          auto_refresh=False)
+    qtbot.addWidget(widget)
+    rows = {cell(widget, r, "Node"): r for r in range(4)}
+    qtbot.waitUntil(lambda: not widget.table.item(rows["VeraEdit2"], 0).icon().isNull(), timeout=60_000)
+    assert threads and threading.main_thread() not in threads
+
+
 def test_open_folder_and_import_outside_nuke(panel, qtbot, qapp, monkeypatch, demo):
     opened = []
     monkeypatch.setattr(QtGui.QDesktopServices, "openUrl", lambda url: opened.append(url.toLocalFile()))
@@ -101,7 +119,7 @@ def test_open_folder_and_import_outside_nuke(panel, qtbot, qapp, monkeypatch, de
 
     qtbot.mouseClick(panel.buttons["import"], QtCore.Qt.MouseButton.LeftButton)
     text = qapp.clipboard().text()
-    assert "Merge2 {" in text and f"{panel.selected_job()['out_dir']}/edit.####.exr" in text
+    assert "Merge2 {" in text and f"{panel.selected_job()['out_dir']}/edit.%04d.exr" in text
     assert "copied" in panel.message.text()
 
 

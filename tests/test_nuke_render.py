@@ -12,14 +12,9 @@ import fake_nuke
 from bundles import random_bundle, write_plate
 from vera_nuke import actions, engine, jobs, prefs
 
-VERA_RENDER = os.path.join(os.path.dirname(sys.executable), "vera-render")
-
-
 @pytest.fixture
-def nuke(tmp_path, monkeypatch):
-    nk = fake_nuke.setup(tmp_path, monkeypatch)
-    monkeypatch.setenv("VERA_RENDER", VERA_RENDER)
-    return nk
+def nuke(tmp_path, monkeypatch, engine_on_path):
+    return fake_nuke.setup(tmp_path, monkeypatch)
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +55,13 @@ def test_render_locally_drives_a_progress_task_from_vera_render(nuke, tmp_path, 
     node["device"].setValue("cpu")
     node["window_overlap"].setValue(2)
 
-    run = actions.render_locally(node)
+    node["render_local"].execute()  # the artist's click
+    run = actions.last_run(node)
     assert run is not None, nuke.messages
     assert json.loads(node["vera_job"].value())["state"] == "running"
     assert run.wait(timeout=240) == "done", run.last_error
+    assert json.loads(node["vera_job"].value())["state"] == "running"  # the main thread has not run yet
+    assert nuke.pump_main_thread() == 1  # Nuke's event loop runs the queued update
 
     task = nuke.progress_tasks[-1]
     assert task.name == f"Vera: {node.name()}"
@@ -79,8 +77,8 @@ def test_render_locally_drives_a_progress_task_from_vera_render(nuke, tmp_path, 
     assert sorted(p.name for p in out.glob("edit.*.exr")) == [f"edit.{f}.exr" for f in range(1001, 1006)]
     assert engine.status(str(out))["complete"] is True
 
-    stack = actions.import_layers(node)
-    read = stack["read"]
+    node["import_layers"].execute()
+    read = next(n for n in nuke.allNodes("Read") if n.knob("vera_role") is not None)
     frames = range(read["first"].value(), read["last"].value() + 1)
     assert all(os.path.isfile(read["file"].evaluate(f)) for f in frames)
 
@@ -104,7 +102,8 @@ def test_cancel_stops_the_local_run(nuke, tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "validate", lambda spec: [])  # this stand-in engine has no validate
     monkeypatch.setenv("VERA_RENDER", f"{sys.executable} {script}")
 
-    run = actions.render_locally(node)
+    node["render_local"].execute()
+    run = actions.last_run(node)
     deadline = time.time() + 30
     while time.time() < deadline and not (nuke.progress_tasks and nuke.progress_tasks[-1].progress):
         time.sleep(0.05)
@@ -114,11 +113,13 @@ def test_cancel_stops_the_local_run(nuke, tmp_path, monkeypatch):
     assert run.wait(timeout=30) == "cancelled"
     assert run.run.proc.returncode != 0 and not engine.pid_alive(run.run.pid)
     assert task.progress[-1] < 100
+    nuke.pump_main_thread()
     assert json.loads(node["vera_job"].value())["state"] == "cancelled"
     assert "slow window 0: 1/50 (2%) step" in (tmp_path / "out" / actions.RUN_LOG).read_text()
 
     # the monitor's Cancel (another thread) stops this session's run the same way
-    again = actions.render_locally(node)
+    node["render_local"].execute()
+    again = actions.last_run(node)
     deadline = time.time() + 30
     while time.time() < deadline and not (len(nuke.progress_tasks) == 2 and nuke.progress_tasks[-1].progress):
         time.sleep(0.05)
@@ -133,10 +134,58 @@ def test_a_failing_run_is_reported(nuke, tmp_path, monkeypatch):
     node = plate_node(nuke, tmp_path)
     monkeypatch.setattr(engine, "validate", lambda spec: [])
     monkeypatch.setenv("VERA_RENDER", f"{sys.executable} {script}")
-    run = actions.render_locally(node)
+    node["render_local"].execute()
+    run = actions.last_run(node)
     assert run.wait(timeout=30) == "failed"
+    nuke.pump_main_thread()
     error = "vera-render: error: plate.1003.exr (frame 1003): truncated"
     assert nuke.messages[-1] == f"Vera: {node.name()} failed: {error}"
+
+
+def test_the_job_is_recorded_before_its_process_starts(nuke, tmp_path, monkeypatch):
+    script = tmp_path / "quick.py"
+    script.write_text("import sys\nsys.exit(0)\n")
+    node = plate_node(nuke, tmp_path)
+    monkeypatch.setattr(engine, "validate", lambda spec: [])
+    monkeypatch.setenv("VERA_RENDER", f"{sys.executable} {script}")
+    seen = []
+    real_add = jobs.add
+
+    def add(job):
+        seen.append((job["state"], job.get("pid")))
+        return real_add(job)
+
+    monkeypatch.setattr(jobs, "add", add)
+    node["render_local"].execute()
+    run = actions.last_run(node)
+    assert run.wait(timeout=30) == "done"
+    assert seen[0] == ("queued", None)  # in the registry before any process exists
+    assert jobs.get(run.job["id"])["pid"] == run.run.pid
+
+
+def test_a_run_whose_job_cannot_be_recorded_is_stopped(nuke, tmp_path, monkeypatch):
+    script = tmp_path / "slow_render.py"
+    script.write_text(SLOW_RENDER)
+    node = plate_node(nuke, tmp_path)
+    monkeypatch.setattr(engine, "validate", lambda spec: [])
+    monkeypatch.setenv("VERA_RENDER", f"{sys.executable} {script}")
+    started = []
+    real_start = engine.LocalRun.start
+
+    def start(self):
+        started.append(self)
+        return real_start(self)
+
+    def broken_update(job_id, **changes):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(engine.LocalRun, "start", start)
+    monkeypatch.setattr(jobs, "update", broken_update)
+    node["render_local"].execute()
+    assert actions.last_run(node) is None
+    assert "No space left on device" in nuke.messages[-1]
+    proc = started[0].proc
+    assert proc.wait(timeout=10) is not None and not engine.pid_alive(proc.pid)  # not left running unrecorded
 
 
 def test_submit_to_farm_records_the_job(nuke, tmp_path, bundle_dir):
@@ -145,7 +194,8 @@ def test_submit_to_farm_records_the_job(nuke, tmp_path, bundle_dir):
     node["model_bundle"].setValue(bundle_dir)
     node["window_overlap"].setValue(2)
 
-    job = actions.submit_to_farm(node)
+    node["submit_farm"].execute()
+    job = json.loads(node["vera_job"].value())
 
     assert job is not None, nuke.messages
     assert job["kind"] == "farm" and job["farm"] == "openjd" and job["state"] == "submitted"
@@ -154,7 +204,8 @@ def test_submit_to_farm_records_the_job(nuke, tmp_path, bundle_dir):
     assert json.loads(node["vera_job"].value())["id"] == job["id"]
     assert [j["id"] for j in jobs.load(str(tmp_path / "shot010_comp_v001.nk"))] == [job["id"]]
     node["farm"].setValue("deadline")
-    assert actions.submit_to_farm(node)["farm"] == "deadline"
+    node["submit_farm"].execute()
+    assert json.loads(node["vera_job"].value())["farm"] == "deadline"
 
 
 def test_pid_alive_peeks_without_stealing_the_exit_code():

@@ -20,15 +20,25 @@ def nuke(tmp_path, monkeypatch):
     return nk
 
 
-def test_init_registers_gizmos_and_package_without_ui(nuke):
-    runpy.run_path(str(ROOT / "init.py"), run_name="__main__")
-    assert f"{ROOT.as_posix()}/gizmos" in nuke.plugin_paths
-    assert ROOT.as_posix() in nuke.plugin_paths
+def test_init_registers_gizmos_and_package_without_ui(nuke, tmp_path):
+    nuke.env["gui"] = False  # a render / terminal session: nuke.menu would raise
+    nuke.run_init(ROOT / "init.py")
+    assert set(nuke.pluginPath()) == {f"{ROOT.as_posix()}/gizmos", ROOT.as_posix()}
     assert nuke.createNode("VeraEdit").Class() == "VeraEdit"  # loads from the registered path
     # reached through NUKE_PATH the folder is already on the plug-in path: not registered again
     count = len(nuke.plugin_paths)
-    runpy.run_path(str(ROOT / "init.py"), run_name="__main__")
+    nuke.run_init(ROOT / "init.py")
     assert nuke.plugin_paths.count(ROOT.as_posix()) == 1 and len(nuke.plugin_paths) == count
+
+
+def test_a_studio_init_adding_the_folder_runs_veras_init_once(nuke, tmp_path):
+    """~/.nuke/init.py with nuke.pluginAddPath(<vera>) (the docs' second way): Nuke runs Vera's init.py."""
+    studio = tmp_path / "init.py"
+    studio.write_text(f"import nuke\nnuke.pluginAddPath({ROOT.as_posix() + '/'!r})\n")
+    nuke.run_init(studio)
+    assert nuke.pluginPath().count(ROOT.as_posix()) == 1  # trailing slash stripped: no duplicate
+    assert f"{ROOT.as_posix()}/gizmos" in nuke.pluginPath()
+    assert nuke.createNode("VeraEdit").Class() == "VeraEdit"
 
 
 def test_init_in_a_render_session_imports_no_qt(tmp_path):
@@ -46,7 +56,7 @@ def test_menu_adds_the_menu_toolbar_and_panel(nuke, qapp):
 
     import vera_nuke.actions as actions
 
-    runpy.run_path(str(ROOT / "init.py"), run_name="__main__")  # Nuke runs init.py before menu.py
+    nuke.run_init(ROOT / "init.py")  # Nuke runs init.py before menu.py
     runpy.run_path(str(ROOT / "menu.py"), run_name="__main__")
     vera_menu = nuke.menu("Nuke").findItem("Vera")
     assert [i.name() for i in vera_menu.items()] == ["Vera Edit", "Monitor", "Preferences..."]

@@ -334,7 +334,10 @@ def test_end_to_end_with_a_random_model(tmp_path, shot):
     assert final_frames(out) == [f"edit.{f}.exr" for f in range(FIRST, LAST + 1)]
     layer = read_layer(out / "edit.1007.exr")
     assert layer.pixel_type == "half" and layer.display_window == (0, 0, SMALL_WIDTH - 1, SMALL_HEIGHT - 1)
-    assert layer.attributes["vera/model"] == "random-0" and layer.attributes["vera/window"] == "0,1"
+    assert layer.attributes["vera/model"] == "random-0"
+    import OpenEXR  # a cross-faded frame names both windows as an int pair (V2i)
+
+    assert list(OpenEXR.File(str(out / "edit.1007.exr")).header()["vera/window"]) == [0, 1]
     rgba = layer.pixels
     assert np.isfinite(rgba).all() and not rgba[rgba[..., 3] == 0][:, :3].any()
     again = render.run(render.load_shot(shot), progress="none")

@@ -41,3 +41,18 @@ def test_demo_training_script_and_configs_are_valid(tmp_path):
     assert stage1.bundle["from"] == "random" and stage2.bundle["from"] == str(tmp_path / "bundle")
     assert stage1.batch * 2 == stage2.batch * 2 == 8
     assert stage1.defaults == stage2.defaults
+
+
+def test_no_path_of_a_development_machine():
+    """A fresh clone on any machine: no test, doc, benchmark or script names this machine's folders
+    (tests find vera-render on PATH, docs name commands, not interpreters)."""
+    machine_dirs = re.compile(r"(?<![\w.~])/(?:" + "|".join(("work", "root", "tmp")) + r")/")
+    offenders = []
+    for folder in ("core", "vera_nuke", "tests", "docs", "benchmarks", "scripts", "gizmos", ".ci"):
+        for path in (ROOT / folder).rglob("*"):
+            if path.suffix in (".py", ".md", ".sh", ".gizmo", ".toml", ".json", "") and path.is_file():
+                text = path.read_text(errors="replace")
+                offenders += [f"{path.relative_to(ROOT)}: {m.group(0)}" for m in machine_dirs.finditer(text)]
+    for name in ("README.md", "init.py", "menu.py", "pyproject.toml"):
+        offenders += [f"{name}: {m.group(0)}" for m in machine_dirs.finditer((ROOT / name).read_text())]
+    assert offenders == []

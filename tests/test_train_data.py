@@ -9,7 +9,7 @@ from vera.errors import BadInput
 from vera.train.cli import main as vera_train
 from vera.train.data import (
     LayeredDataset, check_dataset, open_dataset, find_samples, frame_path, read_exr_sample, read_jsonl_sample,
-    write_exr_frame, write_exr_sample,
+    write_exr_frame, write_exr_sample, write_video,
 )
 
 W, H, F = 64, 48, 5
@@ -38,25 +38,6 @@ def write_good_sample(folder, **kwargs):
                             task="object_addition", **kwargs)
 
 
-def write_mp4(path, frames_rgb01):
-    import av
-
-    frames = np.clip(np.round(np.asarray(frames_rgb01) * 255), 0, 255).astype(np.uint8)
-    if frames.ndim == 3:
-        frames = np.repeat(frames[..., None], 3, axis=-1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=24)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv444p"  # no chroma subsampling, near-lossless: values survive the round trip
-        stream.options = {"crf": "0", "preset": "ultrafast"}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
 def write_public_set(root, records=1):
     """A tiny public-format train set: JSONL at the root, MP4s under videos/ referenced relatively."""
     plate, element, mask, straight = layered_arrays()
@@ -67,7 +48,7 @@ def write_public_set(root, records=1):
     for i in range(records):
         names = {k: f"videos/{i}_{k}.mp4" for k in ("input", "edit", "alpha", "mask", "comp")}
         for key, frames in zip(names, (plate, edit_rgb, alpha, mask, composite)):
-            write_mp4(root / names[key], frames)
+            write_video(root / names[key], frames)
         composite_key = "composite_path" if i % 2 == 0 else "target_composite_path"
         lines.append({"edit_instruction": "Add a green square", "input_video_path": names["input"],
                       "edit_rgb_path": names["edit"], "edit_alpha_path": names["alpha"],
@@ -229,7 +210,7 @@ def test_check_data_reports_every_bad_public_record(tmp_path, capsys):
     write_public_set(tmp_path, records=1)
     good = json.loads((tmp_path / "train.jsonl").read_text())
     (tmp_path / "videos" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a movie")
-    write_mp4(tmp_path / "videos" / "small.mp4", np.zeros((F, 24, 32, 3), np.float32))
+    write_video(tmp_path / "videos" / "small.mp4", np.zeros((F, 24, 32, 3), np.float32))
     records = [good,
                {**good, "edit_rgb_path": "videos/broken.mp4"},
                {**good, "edit_alpha_path": "videos/nowhere.mp4"},

@@ -1,8 +1,10 @@
 """What the Vera Edit node's buttons do (gizmos/VeraEdit.gizmo calls these with nuke.thisNode()).
 
-Every problem reaches the artist as nuke.message text, never a traceback: ShotError / EngineError are
-caught here. Jobs are recorded twice: on the node (hidden knob `vera_job`, JSON, saved with the script)
-and in the job registry (vera_nuke.jobs) that the monitor reads.
+Every problem reaches the artist as nuke.message text, never a traceback: ShotError / EngineError /
+ConnectError are caught here. Jobs are recorded twice: on the node (hidden knob `vera_job`, JSON, saved with
+the script) and in the job registry (vera_nuke.jobs) that the monitor reads. A button runs with the gizmo as
+Nuke's current group, so nodes are made in the Vera node's own group (vera_nuke.graph) and named by their
+full name (`Group1.VeraEdit1`).
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import os
 import threading
 import uuid
 
-from vera_nuke import engine, jobs, layers, prefs, shot
+from vera_nuke import engine, graph, jobs, layers, prefs, shot
 from vera_nuke.engine import EngineError
+from vera_nuke.graph import ConnectError
 from vera_nuke.shot import ShotError
 
 NODE_CLASS = "VeraEdit"  # gizmos/VeraEdit.gizmo
@@ -21,7 +24,8 @@ JOB_KNOB = "vera_job"
 ID_KNOB = "vera_id"
 STATUS_KNOB = "status"
 RUN_LOG = "vera-run.log"
-_local_runs = {}  # job id -> LocalRenderJob (this session's runs, for cancel from the monitor)
+_local_runs = {}  # job id -> LocalRenderJob (this session's running runs, for cancel from the monitor)
+_last_runs = {}  # node id (vera_id) -> its latest LocalRenderJob of this session (running or finished)
 
 
 def _nuke():
@@ -76,7 +80,7 @@ class LocalRenderJob:
     """
 
     def __init__(self, node, spec_path: str, spec: dict):
-        self.node_name = node.name()
+        self.node_name = node.fullName()
         self.spec_path = spec_path
         self.out_dir = spec["output"]["dir"]
         self.log_path = os.path.join(self.out_dir, RUN_LOG)
@@ -90,11 +94,23 @@ class LocalRenderJob:
         self._cancel_requested = False  # set from another thread (the monitor's Cancel)
 
     def start(self) -> "LocalRenderJob":
-        self.run.start()
+        """Record the job (queued), start the process, record it running. A process whose job could not be
+        recorded is stopped: nothing may render that the monitor cannot see or cancel."""
+        jobs.add(self.job)  # before any process exists
+        try:
+            self.run.start()
+        except EngineError as exc:
+            jobs.update(self.job["id"], state="failed", message=str(exc))
+            raise
+        try:
+            jobs.update(self.job["id"], state="running", pid=self.run.pid)
+        except OSError as exc:
+            self.run.terminate()
+            raise EngineError(f"Vera: the render was stopped: its job could not be recorded ({exc})") from None
         self.job.update(state="running", pid=self.run.pid)
-        jobs.add(self.job)
-        record_job(_nuke().toNode(self.node_name), self.job)
+        record_job(graph.node_by_full_name(self.node_name), self.job)
         _local_runs[self.job["id"]] = self
+        _last_runs[self.job["node_id"]] = self
         self.thread = threading.Thread(target=self._follow, name=f"vera-{self.node_name}", daemon=True)
         self.thread.start()
         return self
@@ -154,7 +170,7 @@ class LocalRenderJob:
 
     def _finish(self, job: dict) -> None:
         nuke = _nuke()
-        node = nuke.toNode(self.node_name)
+        node = graph.node_by_full_name(self.node_name)
         if node is not None:
             record_job(node, job)
         if job["state"] == "failed":
@@ -170,9 +186,14 @@ def render_locally(node=None):
     try:
         _values, path, spec = _prepare(node)
         return LocalRenderJob(node, path, spec).start()
-    except (ShotError, EngineError) as exc:
+    except (ShotError, EngineError, ConnectError, OSError) as exc:
         _fail(exc)
         return None
+
+
+def last_run(node):
+    """The latest local run Render Locally started for `node` in this session (running or finished)."""
+    return _last_runs.get(node[ID_KNOB].value())
 
 
 def submit_to_farm(node=None):
@@ -184,10 +205,10 @@ def submit_to_farm(node=None):
         farm = values["farm"] if farm in ("", "default") else farm
         job_dir = os.path.join(spec["output"]["dir"], "farm", farm)
         answer = engine.submit(path, farm, job_dir, launch=values["launch"] == "yes")
-    except (ShotError, EngineError) as exc:
+    except (ShotError, EngineError, ConnectError) as exc:
         _fail(exc)
         return None
-    job = jobs.new_job(kind="farm", farm=farm, node=node.name(), node_id=node_id(node), script=shot.script_path(),
+    job = jobs.new_job(kind="farm", farm=farm, node=node.fullName(), node_id=node_id(node), script=shot.script_path(),
                        spec=path, out_dir=spec["output"]["dir"], job_dir=job_dir, farm_job=answer,
                        frames=[spec["plate"]["first"], spec["plate"]["last"]], name=spec["name"],
                        state="submitted")
@@ -208,32 +229,36 @@ def _layer_source(node) -> tuple:
 
 def stack_for(node) -> list:
     spec, _out_dir = _layer_source(node)
-    return layers.stack_from_spec(spec, node.name(), shot.working_space(), (node.xpos() + 250, node.ypos()))
+    source = node.input(0)
+    layer_format = layers.format_text(source.format()) if source is not None else ""  # layers = plate's format
+    return layers.stack_from_spec(spec, node.name(), shot.working_space(), (node.xpos() + 250, node.ypos()),
+                                  layer_format)
 
 
 def import_layers(node=None):
-    """Import Layers: build the Merge-over stack, or update its Read when it already exists."""
+    """Import Layers: build the Merge-over stack beside the node (in its group), or update its Read when the
+    stack already exists, wherever it is."""
     node = _node(node)
     try:
         source = node.input(0)
         if source is None:
             raise ShotError(f"{node.name()}: connect the Source input first")
         specs = stack_for(node)
-    except ShotError as exc:
+        owner = node_id(node)
+        existing = layers.find_stack(owner)
+        if "read" not in existing:
+            return layers.build(specs, source, owner, graph.parent_group(node))
+        by_role = {s.role: s for s in specs}
+        layers.update_read(existing["read"], by_role["read"].knobs)
+        if "backdrop" in existing:
+            existing["backdrop"]["label"].setValue(by_role["backdrop"].knobs["label"])
+        merge = existing.get("merge")
+        if merge is not None and merge.input(0) is None:
+            graph.connect(merge, 0, source)
+        return existing
+    except (ShotError, ConnectError) as exc:
         _fail(exc)
         return None
-    owner = node_id(node)
-    existing = layers.find_stack(owner)
-    by_role = {s.role: s for s in specs}
-    if "read" not in existing:
-        return layers.build(specs, source, owner)
-    layers.update_read(existing["read"], by_role["read"].knobs)
-    if "backdrop" in existing:
-        existing["backdrop"]["label"].setValue(by_role["backdrop"].knobs["label"])
-    merge = existing.get("merge")
-    if merge is not None and merge.input(0) is None:
-        merge.setInput(0, source)
-    return existing
 
 
 def nk_text_for(node) -> str:

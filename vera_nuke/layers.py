@@ -4,7 +4,8 @@ Inside a labelled Backdrop:  Read (edit.####.exr, premultiplied) -> Grade (refin
 -> Shuffle2 (matte.alpha -> alpha, off until the artist wants the raw matte) -> Merge2 over: A (input 1) =
 that chain, B (input 0) = the Vera Edit node's Source. Every node carries hidden knobs `vera_role` and
 `vera_owner` (the Vera node's `vera_id`), so a re-import finds its stack whatever the artist renamed:
-it updates the Read in place and leaves the refinement nodes (and anything inserted) alone.
+it updates the Read in place and leaves the refinement nodes (and anything inserted) alone. The stack is
+made in the Vera node's own group (vera_nuke.graph), never inside the gizmo whose button runs this.
 
 The stack is described once (`stack_nodes`); `build` makes it with Nuke's Python API and `nk_text` writes
 the same thing as Nuke script text ("Copy as .nk").
@@ -16,6 +17,7 @@ import os
 import re
 from collections import namedtuple
 
+from vera_nuke import graph
 from vera_nuke.util import to_nuke_path
 
 ROLE_KNOB = "vera_role"
@@ -28,9 +30,11 @@ NodeSpec = namedtuple("NodeSpec", "role cls knobs inputs")  # inputs: {index: ro
 # Shuffle2 keeps R,G,B and takes alpha from the matte layer (the mapping API: (input, from, to)).
 MATTE_MAPPINGS = [(0, "rgba.red", "rgba.red"), (0, "rgba.green", "rgba.green"),
                   (0, "rgba.blue", "rgba.blue"), (0, "matte.alpha", "rgba.alpha")]
-# The same mapping as a Shuffle2 `mappings` script value: count, then "from slot index to slot index".
+# The same mapping as a Shuffle2 `mappings` script value: count, then per entry "from-channel input-slot
+# index to-channel output-slot index", the index counting within the channel's layer (matte.alpha: 0).
 MATTE_MAPPINGS_SCRIPT = ("4 rgba.red 0 0 rgba.red 0 0 rgba.green 0 1 rgba.green 0 1 rgba.blue 0 2 "
-                         "rgba.blue 0 2 matte.alpha 1 3 rgba.alpha 0 3")
+                         "rgba.blue 0 2 matte.alpha 1 0 rgba.alpha 0 3")
+MATTE_LAYER = "matte matte.alpha"  # the add_layer argument: Nuke knows a custom layer once added
 
 
 def _nuke():
@@ -40,7 +44,13 @@ def _nuke():
 
 
 def layer_pattern(out_dir: str, name: str = "edit", padding: int = 4) -> str:
-    return to_nuke_path(os.path.join(out_dir, f"{name}.{'#' * padding}.exr"))
+    """The layers' file pattern as Nuke writes a Read's file: printf padding (`edit.%04d.exr`)."""
+    return to_nuke_path(os.path.join(out_dir, f"{name}.%0{padding}d.exr"))
+
+
+def format_text(fmt) -> str:
+    """A nuke.Format as a .nk `format` value: width height x y r t pixel-aspect."""
+    return f"{fmt.width()} {fmt.height()} {fmt.x()} {fmt.y()} {fmt.r()} {fmt.t()} {fmt.pixelAspect():g}"
 
 
 def read_knobs(pattern: str, first: int, last: int, colorspace: str, working_space: str) -> dict:
@@ -56,15 +66,19 @@ def read_knobs(pattern: str, first: int, last: int, colorspace: str, working_spa
 
 
 def stack_nodes(owner_name: str, instruction: str, pattern: str, first: int, last: int, colorspace: str,
-                working_space: str, origin=(0, 0)) -> list:
+                working_space: str, origin=(0, 0), layer_format: str = "") -> list:
+    """The stack. `layer_format` (the plate's format, see format_text) goes into the .nk text so a pasted
+    Read need not guess; the API build reads it from the file header instead (fromUserText)."""
     x, y = origin
+    read = dict(read_knobs(pattern, first, last, colorspace, working_space), label="Vera edit layer", xpos=x, ypos=y)
+    if layer_format:
+        read["format"] = layer_format
     title = instruction.strip().splitlines()[0][:60] if instruction.strip() else ""
     return [
         NodeSpec("backdrop", "BackdropNode", {
             "label": f"Vera: {owner_name}\n{title}", "note_font_size": 16, "tile_color": 0x5C6F8AFF,
             "xpos": x - 40, "ypos": y - 60, "bdwidth": 200, "bdheight": 360}, {}),
-        NodeSpec("read", "Read", dict(read_knobs(pattern, first, last, colorspace, working_space),
-                                      label="Vera edit layer", xpos=x, ypos=y), {}),
+        NodeSpec("read", "Read", read, {}),
         NodeSpec("grade", "Grade", {"channels": "rgb", "unpremult": "rgba.alpha",
                                     "label": "refine edit colour", "xpos": x, "ypos": y + 100}, {0: "read"}),
         NodeSpec("matte", "Shuffle2", {"in1": "rgba", "in2": "matte", "out1": "rgba", "disable": True,
@@ -75,19 +89,20 @@ def stack_nodes(owner_name: str, instruction: str, pattern: str, first: int, las
     ]
 
 
-def stack_from_spec(spec: dict, owner_name: str, working_space: str = "scene_linear", origin=(0, 0)) -> list:
+def stack_from_spec(spec: dict, owner_name: str, working_space: str = "scene_linear", origin=(0, 0),
+                    layer_format: str = "") -> list:
     """The stack for a shot spec's output (the frames it names, in its plate's colour space)."""
     out = spec["output"]
     pattern = layer_pattern(out["dir"], out.get("name", "edit"), int(out.get("padding", 4)))
     plate = spec["plate"]
     return stack_nodes(owner_name, spec.get("instruction", ""), pattern, int(plate["first"]), int(plate["last"]),
-                       plate["colorspace"], working_space, origin)
+                       plate["colorspace"], working_space, origin, layer_format)
 
 
 def find_stack(owner_id: str) -> dict:
-    """role -> node for the nodes tagged with this Vera node's id."""
+    """role -> node for the nodes tagged with this Vera node's id, in whatever group they are."""
     found = {}
-    for n in _nuke().allNodes():
+    for n in graph.all_nodes_everywhere():
         role, owner = n.knob(ROLE_KNOB), n.knob(OWNER_KNOB)
         if role is not None and owner is not None and owner.value() == owner_id:
             found.setdefault(role.value(), n)
@@ -105,29 +120,51 @@ def _tag(node, role: str, owner_id: str) -> None:
         knob.setValue(value)
 
 
-def build(specs: list, source, owner_id: str) -> dict:
-    """Create the nodes with Nuke's API; returns role -> node."""
+def register_matte_layer() -> None:
+    """Make the `matte` layer known to Nuke (what `add_layer` does in a .nk) before a node names it."""
+    nuke = _nuke()
+    if "matte" not in nuke.layers():
+        nuke.tcl(f"add_layer {{{MATTE_LAYER}}}")
+
+
+READ_FILE_KNOBS = ("file", "first", "last", "origfirst", "origlast", "premultiplied", "raw", "colorspace")
+
+
+def set_read_file(read, knobs: dict) -> None:
+    """The Read's file and range through fromUserText, so that Nuke reads the header (format, bounding box,
+    channels) as when a file is chosen in the panel; setValue would leave the default format."""
+    read["file"].fromUserText(f"{knobs['file']} {knobs['first']}-{knobs['last']}")
+    for name in READ_FILE_KNOBS[1:]:
+        if name in knobs:
+            read[name].setValue(knobs[name])
+
+
+def build(specs: list, source, owner_id: str, parent) -> dict:
+    """Create the nodes with Nuke's API inside `parent` (the Vera node's group); returns role -> node.
+    Raises graph.ConnectError when Nuke refuses a connection."""
     nuke = _nuke()
     made = {}
-    for spec in specs:
-        knobs = {k: v for k, v in spec.knobs.items() if k not in ("xpos", "ypos")}
-        node = getattr(nuke.nodes, spec.cls)(**knobs)
-        node.setXYpos(int(spec.knobs.get("xpos", 0)), int(spec.knobs.get("ypos", 0)))
-        if spec.role == "matte":
-            node["mappings"].setValue(MATTE_MAPPINGS)
-        _tag(node, spec.role, owner_id)
-        made[spec.role] = node
+    with parent:
+        register_matte_layer()
+        for spec in specs:
+            skip = ("xpos", "ypos", "format") + (READ_FILE_KNOBS if spec.cls == "Read" else ())
+            node = getattr(nuke.nodes, spec.cls)(**{k: v for k, v in spec.knobs.items() if k not in skip})
+            if spec.cls == "Read":
+                set_read_file(node, spec.knobs)
+            node.setXYpos(int(spec.knobs.get("xpos", 0)), int(spec.knobs.get("ypos", 0)))
+            if spec.role == "matte":
+                node["mappings"].setValue(MATTE_MAPPINGS)
+            _tag(node, spec.role, owner_id)
+            made[spec.role] = node
     for spec in specs:
         for index, upstream in spec.inputs.items():
-            made[spec.role].setInput(index, source if upstream == SOURCE else made[upstream])
+            graph.connect(made[spec.role], index, source if upstream == SOURCE else made[upstream])
     return made
 
 
 def update_read(read, knobs: dict) -> None:
     """Point an existing Read at the new render (same knobs a fresh import sets) and reload it."""
-    for name in ("file", "first", "last", "origfirst", "origlast", "premultiplied", "raw", "colorspace"):
-        if name in knobs:
-            read[name].setValue(knobs[name])
+    set_read_file(read, knobs)
     reload = read.knob("reload")
     if reload is not None and hasattr(reload, "execute"):
         reload.execute()
@@ -158,6 +195,8 @@ def nk_text(specs: list, owner_id: str, version: str = "13.0 v1") -> str:
     order = ["backdrop", "read", "grade", "matte", "merge"]
     for role in order:
         spec = by_role[role]
+        if role == "matte":
+            lines.append(f"add_layer {{{MATTE_LAYER}}}")  # before the first node naming the layer, as Nuke does
         if spec.inputs.get(0) == SOURCE:
             lines.append("push $cut_paste_input")
         lines.append(f"{spec.cls} {{")

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 
-from vera_nuke import actions, engine, jobs, layers, prefs, shot
+from vera_nuke import actions, engine, graph, jobs, layers, prefs, shot
 from vera_nuke.util import frame_path
 
 COLUMNS = ("", "Node", "Instruction", "Where", "State", "Progress", "Frames", "Note", "Output")
@@ -154,12 +154,10 @@ def in_nuke_gui() -> bool:
 def import_job(job: dict) -> str:
     """Import: Import Layers on the job's node in Nuke; elsewhere the stack as .nk on the clipboard."""
     if in_nuke_gui():
-        import nuke
-
-        node = nuke.toNode(job.get("node", ""))
+        node = graph.node_by_full_name(job.get("node", ""))  # the job names the node by its full name
         if node is not None:
             actions.import_layers(node)
-            return f"imported into {node.name()}"
+            return f"imported into {node.fullName()}"
     spec = shot.load_spec(job.get("spec", ""))
     if spec is None:
         raise engine.EngineError(f"no shot spec at {job.get('spec')}")
@@ -210,7 +208,13 @@ def _build_classes():
     QtCore, QtGui, QtWidgets = qt.QtCore, qt.QtGui, qt.QtWidgets
 
     class MonitorPanel(QtWidgets.QWidget):
-        """The job table. `status_fn(out_dir)` is `vera-render status --json` (swappable for tests)."""
+        """The job table. `status_fn(out_dir)` is `vera-render status --json` (swappable for tests).
+
+        With `background` (always in Nuke), the slow parts of a refresh (vera-render status, oiiotool
+        thumbnails: both subprocesses) run on a worker thread; `gathered` brings the table update back to
+        the UI thread (a queued signal), so Nuke's interface never waits for them."""
+
+        gathered = QtCore.Signal()
 
         def __init__(self, parent=None, script: str | None = None, status_fn=None, background: bool = True,
                      auto_refresh: bool = True):
@@ -224,7 +228,9 @@ def _build_classes():
             self.jobs = []
             self.views = {}
             self._reports = {}
+            self._thumbs = {}  # job id -> thumbnail file (made off the UI thread)
             self._querying = False
+            self.gathered.connect(self._fill)
 
             self.table = QtWidgets.QTableWidget(0, len(COLUMNS))
             self.table.setHorizontalHeaderLabels(COLUMNS)
@@ -267,31 +273,37 @@ def _build_classes():
         def refresh(self):
             self.jobs = jobs.load(self.script or None)
             if self.background:
-                self._query_reports_async()
+                self._gather_async()
             else:
-                self._reports = self._query_reports()
+                self._reports, self._thumbs = self._gather(self.jobs)
             self._fill()
 
         def _needs_report(self, job):
             view = self.views.get(job["id"])
             return not (view and view["state"] in jobs.FINAL_STATES and job["id"] in self._reports)
 
-        def _query_reports(self) -> dict:
+        def _gather(self, job_list) -> tuple:
+            """(status reports, thumbnails) of the jobs: subprocesses, so off the UI thread in Nuke."""
             reports = dict(self._reports)
-            for job in self.jobs:
+            for job in job_list:
                 if self._needs_report(job) and os.path.isdir(job.get("out_dir", "")):
                     reports[job["id"]] = self.status_fn(job["out_dir"])
-            return reports
+            thumbs = {job["id"]: thumbnail_for(job, job_view(job, reports.get(job["id"])), self.qt_reads_exr)
+                      for job in job_list}
+            return reports, thumbs
 
-        def _query_reports_async(self):
-            # vera-render starts a Python each time: never on the UI thread.
+        def _gather_async(self):
             if self._querying:
                 return
             self._querying = True
+            job_list = list(self.jobs)
 
             def work():
                 try:
-                    self._reports = self._query_reports()
+                    self._reports, self._thumbs = self._gather(job_list)
+                    self.gathered.emit()  # queued: _fill runs on the UI thread
+                except RuntimeError:  # the panel was closed meanwhile
+                    pass
                 finally:
                     self._querying = False
 
@@ -303,7 +315,7 @@ def _build_classes():
             for row, job in enumerate(self.jobs):
                 view = job_view(job, self._reports.get(job["id"]))
                 self.views[job["id"]] = view
-                thumb = thumbnail_for(job, view, self.qt_reads_exr)
+                thumb = self._thumbs.get(job["id"])
                 icon_item = QtWidgets.QTableWidgetItem()
                 if thumb:
                     pixmap = QtGui.QPixmap(thumb)

@@ -1,9 +1,12 @@
 """Building a shot spec (docs/shot-spec.md, vera.shot.ShotSpec) from a Vera Edit node and its inputs.
 
-The plate comes from the node's Source input: a Read gives its file pattern (Nuke's `####` or `%04d`, both
-fileseq patterns), frame range and colour space directly; anything else is first written to an EXR sequence
-through a temporary Write node (nuke.execute). The plate's format (display window) is the image size; its
-bounding box (data window) does not matter to the spec: the engine reads the display window.
+The plate comes from the node's Source input: a Read gives its file (`nuke.filename`: variables and TCL
+expanded, `%04d` padding, relative paths against the evaluated project directory), frame range and colour
+space directly; a movie Read's frame offset (frame_mode "start at"/"offset") becomes the shot's
+`plate.start_frame`. Anything else (including an image sequence whose frames are offset) is first written to
+an EXR sequence through a temporary Write node beside the Vera node (its group, not the gizmo), so the
+layers come back numbered as the comp's frames. The plate's bounding box (data window) does not matter to
+the spec: the engine reads the display window and writes layers covering the plate's overscan.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import json
 import os
 import re
 
-from vera_nuke import engine, prefs
+from vera_nuke import engine, graph, prefs
 from vera_nuke.util import atomic_write_text, to_nuke_path
 
 SCHEMA_VERSION = 1
@@ -20,6 +23,7 @@ TASKS = ("object_addition", "background_change")
 SPEC_NAME = "shot.json"
 FLOAT_FILE_TYPES = ("exr", "hdr", "sxr")
 LOG_FILE_TYPES = ("dpx", "cin")
+MOVIE_EXTENSIONS = (".mov", ".mp4", ".m4v", ".mkv", ".avi", ".webm", ".mxf")  # as vera.plates reads them
 
 
 class ShotError(Exception):
@@ -45,21 +49,49 @@ def script_stem() -> str:
 
 
 def output_dir(node, values: dict | None = None) -> str:
-    """The node's output folder, or <output root>/<script>/<node>."""
+    """The node's output folder, or <output root>/<script>/<node's full name> (VeraEdit1 at root and
+    Group1.VeraEdit1 inside a group never share one)."""
     chosen = node["output_dir"].value().strip()
     if chosen:
         return os.path.abspath(os.path.expanduser(chosen))
-    return os.path.join(prefs.output_root(values), script_stem(), node.name())
+    return os.path.join(prefs.output_root(values), script_stem(), node.fullName())
 
 
 def _absolute(path: str) -> str:
-    """Nuke resolves relative file paths against the project directory (else the script's folder)."""
+    """Nuke resolves relative file paths against the project directory (else the script's folder). The
+    project directory is usually an expression (`[python {nuke.script_directory()}]`): evaluated."""
     if os.path.isabs(path) or re.match(r"^[A-Za-z]:[\\/]", path):
         return to_nuke_path(path)
     root = _nuke().root()
-    base = root["project_directory"].value() if root.knob("project_directory") else ""
+    base = root["project_directory"].evaluate() if root.knob("project_directory") else ""
     base = base or os.path.dirname(script_path()) or os.getcwd()
     return to_nuke_path(os.path.normpath(os.path.join(base, path)))
+
+
+def file_of(read) -> str:
+    """A Read's file as Nuke reads it: variables and TCL expanded (nuke.filename), `%04d` padding."""
+    expanded = _nuke().filename(read)
+    return (expanded if expanded is not None else read["file"].value()).strip()
+
+
+def is_movie(path: str) -> bool:
+    return os.path.splitext(path)[1].lower() in MOVIE_EXTENSIONS
+
+
+def frame_offset(read):
+    """Frames a Read shifts its file by (output frame = file frame + offset), from frame_mode/frame; None
+    when the frame knob holds an expression this code does not interpret."""
+    mode = str(read["frame_mode"].value()) if read.knob("frame_mode") is not None else ""
+    text = str(read["frame"].value()).strip() if read.knob("frame") is not None else ""
+    if not text:
+        return 0
+    if not re.fullmatch(r"-?\d+", text):
+        return None
+    if mode == "start at":
+        return int(text) - int(read["first"].value())
+    if mode == "offset":
+        return int(text)
+    return None  # "expression" with a value: a frame expression
 
 
 def working_space() -> str:
@@ -77,35 +109,51 @@ def read_colorspace(read) -> str:
     if m:
         return m.group(1)
     if value in ("", "default"):
-        ext = os.path.splitext(read["file"].value())[1].lstrip(".").lower()
+        ext = os.path.splitext(file_of(read))[1].lstrip(".").lower()
         if ext in FLOAT_FILE_TYPES:
             return working_space()
         return "compositing_log" if ext in LOG_FILE_TYPES else "color_picking"  # OCIO roles
     return value
 
 
+def read_is_direct(read) -> bool:
+    """Whether the engine can read this Read's files with the comp's frame numbers: an image sequence
+    without a frame offset, or a movie with a numeric one (it becomes plate.start_frame)."""
+    offset = frame_offset(read)
+    return offset == 0 or (offset is not None and is_movie(file_of(read)))
+
+
 def plate_from_read(read, first: int | None = None, last: int | None = None) -> dict:
-    pattern = read["file"].value().strip()
+    """The spec's plate for a Read (first/last in the comp's frames). A movie's frames are numbered from
+    the Read's origfirst (its first frame as Nuke read it) plus the Read's frame offset."""
+    pattern = file_of(read)
     if not pattern:
         raise ShotError(f"{read.name()}: the Read has no file")
-    read_first, read_last = int(read["first"].value()), int(read["last"].value())
+    offset = frame_offset(read) or 0
+    read_first, read_last = int(read["first"].value()) + offset, int(read["last"].value()) + offset
     first = read_first if first is None else first
     last = read_last if last is None else last
     if first < read_first or last > read_last:
         raise ShotError(f"frames {first}-{last} are outside {read.name()}'s range {read_first}-{read_last}")
+    start_frame = int(read["origfirst"].value()) + offset if is_movie(pattern) else 1
     return {"path": _absolute(pattern), "first": first, "last": last,
-            "colorspace": read_colorspace(read), "layer": "rgba"}
+            "colorspace": read_colorspace(read), "layer": "rgba", "start_frame": start_frame}
 
 
 def write_through(upstream, path: str, first: int, last: int, channels: str = "rgba") -> str:
-    """Render `upstream` to an EXR sequence (raw: pixels stay in the working space) and remove the Write."""
+    """Render `upstream` to an EXR sequence (raw: pixels stay in the working space) and remove the Write.
+    The Write is made in `upstream`'s group (a button runs inside the gizmo, where it could not connect)."""
     nuke = _nuke()
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    write = nuke.nodes.Write(file=to_nuke_path(path), file_type="exr", channels=channels, raw=True,
-                             create_directories=True, datatype="16 bit half")
-    write.setInput(0, upstream)
+    with graph.parent_group(upstream):
+        write = nuke.nodes.Write(file=to_nuke_path(path), channels=channels, raw=True, create_directories=True)
+    write["file_type"].setValue("exr")  # the exr knobs (datatype...) exist only once the type is chosen
+    write["datatype"].setValue("16 bit half")
     try:
+        graph.connect(write, 0, upstream)
         nuke.execute(write, first, last)
+    except graph.ConnectError as exc:
+        raise ShotError(str(exc)) from None
     finally:
         nuke.delete(write)
     return to_nuke_path(path)
@@ -118,7 +166,8 @@ def _range(node, upstream) -> tuple:
             raise ShotError(f"{node.name()}: last frame {last} is before first frame {first}")
         return first, last
     if upstream.Class() == "Read":
-        return int(upstream["first"].value()), int(upstream["last"].value())
+        offset = frame_offset(upstream) or 0
+        return int(upstream["first"].value()) + offset, int(upstream["last"].value()) + offset
     return int(upstream.firstFrame()), int(upstream.lastFrame())
 
 
@@ -143,22 +192,24 @@ def build_spec(node, values: dict | None = None) -> dict:
         raise ShotError(f"{node.name()}: task must be one of {', '.join(TASKS)}")
     out_dir = output_dir(node, values)
     first, last = _range(node, source)
-    if source.Class() == "Read":
+    if source.Class() == "Read" and read_is_direct(source):
         plate = plate_from_read(source, first, last)
     else:
-        path = write_through(source, os.path.join(out_dir, "plate", "plate.####.exr"), first, last)
-        plate = {"path": path, "first": first, "last": last, "colorspace": working_space(), "layer": "rgba"}
+        path = write_through(source, os.path.join(out_dir, "plate", "plate.%04d.exr"), first, last)
+        plate = {"path": path, "first": first, "last": last, "colorspace": working_space(), "layer": "rgba",
+                 "start_frame": 1}
     mask = None
     mask_node = node.input(1) if node.maximumInputs() > 1 else None
     if mask_node is not None:
-        if mask_node.Class() == "Read":
-            mask = {"path": plate_from_read(mask_node, first, last)["path"], "channel": "A"}
+        if mask_node.Class() == "Read" and read_is_direct(mask_node):
+            read_mask = plate_from_read(mask_node, first, last)
+            mask = {"path": read_mask["path"], "channel": "A", "start_frame": read_mask["start_frame"]}
         else:
-            path = write_through(mask_node, os.path.join(out_dir, "mask", "mask.####.exr"), first, last, "alpha")
-            mask = {"path": path, "channel": "A"}
+            path = write_through(mask_node, os.path.join(out_dir, "mask", "mask.%04d.exr"), first, last, "alpha")
+            mask = {"path": path, "channel": "A", "start_frame": 1}
     return {
         "vera_shot": SCHEMA_VERSION,
-        "name": f"{script_stem()}_{node.name()}",
+        "name": f"{script_stem()}_{node.fullName()}",
         "plate": plate,
         "task": task,
         "instruction": instruction,

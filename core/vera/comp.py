@@ -49,15 +49,17 @@ class Pair:
     pixel_type: str
     plate_path: str
     edit_path: str
+    layer: str = "rgba"        # the plate's layer and view the edit goes over
+    view: str | None = None
 
 
 class Inputs:
     """The plate and edit sequences of a comp or QC run, checked against each other."""
 
     def __init__(self, plate: str, edit: str, first: int | None = None, last: int | None = None,
-                 layer: str = "rgba", nonfinite: str = "error", start_frame: int = 1):
+                 layer: str = "rgba", nonfinite: str = "error", start_frame: int = 1, view: str | None = None):
         self.plate = plates.open_sequence(plate, first, last, layer=layer, nonfinite=nonfinite,
-                                          start_frame=start_frame)
+                                          start_frame=start_frame, view=view)
         frames = self.plate.frames
         self.edit = plates.open_sequence(edit, frames[0], frames[-1], nonfinite=nonfinite)
         self.frames = frames
@@ -78,7 +80,7 @@ class Inputs:
                     plate=exr_io.crop_to_window(plate.pixels, plate.data_window, window),
                     edit=exr_io.crop_to_window(edit.pixels, edit.data_window, window),
                     window=window, display_window=plate.display_window, pixel_type=plate.pixel_type,
-                    plate_path=plate.path, edit_path=edit_path)
+                    plate_path=plate.path, edit_path=edit_path, layer=self.plate.layer, view=self.plate.view)
 
 
 def stored(pixels: np.ndarray, pixel_type: str) -> np.ndarray:
@@ -89,9 +91,16 @@ def stored(pixels: np.ndarray, pixel_type: str) -> np.ndarray:
 
 
 def comp_frame(pair: Pair, out_path: str, compression: str = "zip") -> None:
+    """Edit over plate into `out_path`. An EXR plate is kept whole, as a Merge passes its B input through: the
+    composite replaces the plate layer's R,G,B,A, every other channel, part, view and attribute is copied.
+    Other plates (DPX, PNG, movies...) give R,G,B,A only."""
     result = over(pair.edit, pair.plate)
-    channels = {c: result[..., i] for i, c in enumerate("RGBA")}
     attributes = exr_io.vera_attributes({"plate": pair.plate_path, "edit": pair.edit_path})
+    if pair.plate_path.lower().endswith(".exr"):
+        exr_io.write_replacing_layer(out_path, pair.plate_path, pair.layer, pair.view, result, pair.window,
+                                     pair.pixel_type, attributes, compression, pair.frame)
+        return
+    channels = {c: result[..., i] for i, c in enumerate("RGBA")}
     exr_io.write_exr(out_path, channels, pair.display_window, pair.window, pair.pixel_type, attributes,
                      compression)
 
@@ -137,7 +146,7 @@ def qc_frame(pair: Pair, comp_path: str | None = None) -> FrameQC:
                      max_untouched_diff=float(diff_untouched.max()),
                      changed_untouched=int(np.count_nonzero(diff_untouched)))
     if comp_path is not None:
-        layer = exr_io.read_layer(comp_path, "rgba", pair.frame)
+        layer = exr_io.read_layer(comp_path, pair.layer, pair.frame, pair.view)  # where comp_frame writes it
         comp = exr_io.crop_to_window(layer.pixels, layer.data_window, pair.window)
         comp_diff = np.abs(comp - pair.plate).max(axis=2)
         result.comp = comp_path

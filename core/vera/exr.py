@@ -153,6 +153,7 @@ class ExrLayer:
     channels: list[str]         # the file's channel names that were read, in R, G, B(, A) order
     part: int                   # part index in a multi-part file
     attributes: dict = field(default_factory=dict)
+    view: str | None = None     # the view read, in a multi-view file (None: the file has no views)
 
 
 def _open_exr(path, frame, header_only: bool = False):
@@ -218,13 +219,84 @@ def _layers_present(parts) -> str:
     return ", ".join(sorted(layers)) or "none"
 
 
-def _no_layer(path, layer, parts, frame):
-    return frame_error(path, f"no RGB channels in layer '{layer}' (layers present: {_layers_present(parts)})",
-                       frame)
+# ----------------------------------------------------------------------------------------------- views
+
+def _views(headers: list[dict]) -> tuple[list[str], bool]:
+    """(views in file order with the default first, multi-part?) of a multi-view EXR; ([], False) without views.
+
+    OpenEXR's two conventions (MultiViewOpenEXR): a multi-part file whose parts carry a `view` attribute (the
+    first part's view is the default), or a single-part file with a `multiView` attribute (its first view is
+    the default). A multi-part file with only a `multiView` attribute (as older writers made) counts as the latter
+    when its first part has no `view`.
+    """
+    part_views = [h.get("view") for h in headers]
+    if any(isinstance(v, str) for v in part_views):
+        views = []
+        for v in part_views:
+            if isinstance(v, str) and v not in views:
+                views.append(v)
+        if isinstance(part_views[0], str):
+            views.remove(part_views[0])
+            views.insert(0, part_views[0])
+        return views, True
+    multi_view = headers[0].get("multiView")
+    if isinstance(multi_view, (list, tuple)) and multi_view:
+        return [str(v) for v in multi_view], False
+    return [], False
 
 
-def _part_channel_names(exr, index) -> list[str]:
-    return [c.name for c in exr.header(index)["channels"]]
+def _view_candidates(headers: list[dict], view: str | None, path, frame):
+    """(view read or None, [(part index, part name to match, {channel name as matched: channel name in the file})]).
+
+    Multi-part views: the chosen view's parts, then the parts without a view (shared by every view); channel
+    names carry no view, and the view's name is dropped from the part name (`rgba_left` -> `rgba`). Single-part
+    views: the chosen view's channels with the view dropped (`right.R` -> `R`, `diff.right.R` -> `diff.R`),
+    the unprefixed ones when it is the default view, and channels of no view. `view` None: the default view.
+    """
+    names = [[c.name for c in h["channels"]] for h in headers]
+    part_names = [str(h.get("name", "")) for h in headers]
+    views, multi_part = _views(headers)
+    if not views:
+        if view is not None:
+            raise frame_error(path, f"view '{view}' asked for, but this is not a multi-view EXR "
+                                    "(no view or multiView attribute)", frame)
+        return None, [(i, part_names[i], {n: n for n in names[i]}) for i in range(len(headers))]
+    chosen = views[0] if view is None else view
+    if chosen not in views:
+        raise frame_error(path, f"no view '{chosen}' in this EXR (views: {', '.join(views)})", frame)
+    if multi_part:
+        order = [i for i, h in enumerate(headers) if h.get("view") == chosen]
+        order += [i for i, h in enumerate(headers) if not isinstance(h.get("view"), str)]
+        strip = lambda name: name.lower().replace(chosen.lower(), "").strip("._- ")  # noqa: E731
+        return chosen, [(i, strip(part_names[i]), {n: n for n in names[i]}) for i in order]
+    candidates = []
+    for i, part_channels in enumerate(names):
+        own, shared = {}, {}
+        for name in part_channels:
+            pieces = name.split(".")
+            if len(pieces) >= 2 and pieces[-2] in views:
+                if pieces[-2] == chosen:
+                    own[".".join(pieces[:-2] + pieces[-1:])] = name
+            elif len(pieces) > 1 or chosen == views[0]:  # a channel of no view, or of the default view
+                shared[name] = name
+        candidates.append((i, part_names[i], {**shared, **own}))
+    return chosen, candidates
+
+
+def _locate_layer(headers: list[dict], layer: str, view: str | None, path, frame):
+    """(part index, {R,G,B[,A]: channel name in the file}, view read) of `layer` in `view`, or BadInput."""
+    chosen, candidates = _view_candidates(headers, view, path, frame)
+    parts = [(name, list(mapping)) for _, name, mapping in candidates]
+    index, found = _find_layer(parts, layer)
+    if index is None and chosen is not None and layer == "rgba":
+        # Part names are free (MultiViewOpenEXR): the unprefixed R,G,B of a part of the view are its rgba.
+        index, found = _find_layer([("", names) for _, names in parts], layer)
+    if index is None:
+        of_view = f" of view '{chosen}'" if chosen is not None else ""
+        raise frame_error(path, f"no RGB channels in layer '{layer}'{of_view} (layers present: "
+                                f"{_layers_present(parts)})", frame)
+    part, _, mapping = candidates[index]
+    return part, {key: mapping[name] for key, name in found.items()}, chosen
 
 
 def _plain_attributes(header: dict) -> dict:
@@ -233,30 +305,26 @@ def _plain_attributes(header: dict) -> dict:
     return {k: v for k, v in header.items() if k not in skip and isinstance(v, (str, int, float))}
 
 
-def read_header(path, frame=None, layer: str = "rgba") -> dict:
-    """display_window, data_window and part index of the part holding `layer`, from the header alone."""
+def read_header(path, frame=None, layer: str = "rgba", view: str | None = None) -> dict:
+    """display_window, data_window, part index of the part holding `layer` (of `view` in a multi-view file)
+    and the view read, from the header alone."""
     exr = _open_exr(path, frame, header_only=True)
-    parts = [(exr.header(i).get("name", ""), _part_channel_names(exr, i)) for i in range(len(exr.parts))]
-    index, _ = _find_layer(parts, layer)
-    if index is None:
-        raise _no_layer(path, layer, parts, frame)
+    index, _, chosen = _locate_layer([exr.header(i) for i in range(len(exr.parts))], layer, view, path, frame)
     header = exr.header(index)
     return {"display_window": _window_from_header(header["displayWindow"]),
             "data_window": _window_from_header(header["dataWindow"]),
-            "part": index}
+            "part": index, "view": chosen}
 
 
-def read_layer(path, layer: str = "rgba", frame=None) -> ExrLayer:
+def read_layer(path, layer: str = "rgba", frame=None, view: str | None = None) -> ExrLayer:
     """Read `layer` (R,G,B and A if present) of an EXR file over its data window.
 
     `rgba` is the unprefixed R,G,B,A (or `rgba.*`); any other name L is `L.R`/`L.red`..., or the unprefixed
     channels of a multi-part file's part named L. Missing alpha reads as 1 (inside the data window).
+    In a multi-view (stereo) file the layer is read from `view`, by default the file's default view.
     """
     exr = _open_exr(path, frame)
-    parts = [(p.name() if callable(getattr(p, "name", None)) else "", list(p.channels.keys())) for p in exr.parts]
-    index, found = _find_layer(parts, layer)
-    if index is None:
-        raise _no_layer(path, layer, parts, frame)
+    index, found, chosen = _locate_layer([p.header for p in exr.parts], layer, view, path, frame)
     part = exr.parts[index]
     header = part.header
     data_window = _window_from_header(header["dataWindow"])
@@ -280,7 +348,7 @@ def read_layer(path, layer: str = "rgba", frame=None) -> ExrLayer:
     pixel_type = "half" if dtypes == {np.dtype(np.float16)} else "float"
     return ExrLayer(pixels=pixels, data_window=data_window, display_window=display_window, pixel_type=pixel_type,
                     has_alpha="A" in found, channels=[found[k] for k in "RGBA" if k in found], part=index,
-                    attributes=_plain_attributes(header))
+                    attributes=_plain_attributes(header), view=chosen)
 
 
 # ----------------------------------------------------------------------------------------------- writing
@@ -293,15 +361,27 @@ def compression_code(name: str):
                        f"{', '.join(COMPRESSIONS)})") from None
 
 
+_INT32 = (-(2**31), 2**31 - 1)
+
+
 def _attribute_value(value):
-    if isinstance(value, bool):
+    """An EXR attribute value: str, int (32-bit), float, an int pair or triple (V2i/V3i, from a numpy int
+    array), else JSON text. Ints beyond 32 bits (EXR has no wider int) are written as decimal text, since the
+    binding would wrap them silently."""
+    if isinstance(value, (bool, np.bool_)):
         return int(value)
-    if isinstance(value, (str, int, float)):
+    if isinstance(value, (int, np.integer)):
+        value = int(value)
+        return value if _INT32[0] <= value <= _INT32[1] else str(value)
+    if isinstance(value, (str, float)):
         return value
-    if isinstance(value, np.integer):
-        return int(value)
     if isinstance(value, np.floating):
         return float(value)
+    if (isinstance(value, np.ndarray) and value.dtype.kind in "iu" and value.shape in ((2,), (3,))
+            and value.min() >= _INT32[0] and value.max() <= _INT32[1]):
+        return value.astype(np.int32)
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
     return json.dumps(value, default=str)
 
 
@@ -360,16 +440,71 @@ def write_exr(path, channels: dict, display_window: Window, data_window: Window 
 
 
 def write_layers(path, rgba: np.ndarray, display_window: Window, attributes: dict | None = None,
-                 compression: str = "zip") -> None:
-    """Write Vera's edit layer: R,G,B,A (premultiplied) and matte.A, half, over the display window, atomically.
+                 compression: str = "zip", plate_data_window: Window | None = None) -> None:
+    """Write Vera's edit layer: R,G,B,A (premultiplied) and matte.A, half, atomically.
 
-    `rgba` is (H, W, 4) float32 premultiplied, covering `display_window`. `attributes` (prompt, seed, model,
-    source, ...) go into the header as `vera/<key>`; `vera/version` is added. See docs/output-format.md.
+    `rgba` is (H, W, 4) float32 premultiplied, covering `display_window`. The data window is the display
+    window, grown to cover `plate_data_window` (the plate's overscan) with zeros: Nuke repeats a file's edge
+    pixels past a data window equal to its display window, which would smear the edit into the overscan.
+    `attributes` (prompt, seed, model, source, ...) go into the header as `vera/<key>`; `vera/version` is
+    added. See docs/output-format.md.
     """
     w, h = window_size(display_window)
     if rgba.ndim != 3 or rgba.shape != (h, w, 4):
         raise ValueError(f"rgba has shape {rgba.shape}; the display window {tuple(display_window)} needs {(h, w, 4)}")
+    data_window = tuple(display_window)
+    if plate_data_window is not None:
+        data_window = window_union(display_window, plate_data_window)
+        rgba = crop_to_window(rgba, display_window, data_window)
     alpha = rgba[..., 3]
     channels = {"R": rgba[..., 0], "G": rgba[..., 1], "B": rgba[..., 2], "A": alpha, "matte.A": alpha}
-    write_exr(path, channels, display_window, pixel_type="half", attributes=vera_attributes(attributes),
-              compression=compression)
+    write_exr(path, channels, display_window, data_window, pixel_type="half",
+              attributes=vera_attributes(attributes), compression=compression)
+
+
+
+# Header keys that describe how a part is stored (not what it is): set anew when a part is rewritten.
+_STORAGE_KEYS = {"channels", "chunkCount", "compression", "type", "tiles", "lineOrder", "version", "name"}
+
+
+def write_replacing_layer(path, source_path, layer: str, view: str | None, rgba: np.ndarray, data_window: Window,
+                          pixel_type: str, attributes: dict, compression: str = "zip", frame=None) -> None:
+    """Write EXR `source_path` again as `path`, atomically, with its `layer` (of `view`) replaced by `rgba`.
+
+    What a compositor's Merge passes through from its B input: every part, channel and header attribute of the
+    source is kept (other layers such as Z or disparity, other views, `multiView`/`view`, the source's own
+    metadata), channels copied bit for bit in their own pixel types. The layer's R,G,B,A channels get `rgba`
+    ((h, w, 4) over `data_window`, stored as `pixel_type`; a source without alpha gains one, named like its R).
+    The layer's part takes `data_window` (its other channels are 0 where the source had no pixels) and
+    `attributes`. Every part is written as scanline with `compression`.
+    """
+    exr = _open_exr(source_path, frame)
+    index, found, _ = _locate_layer([p.header for p in exr.parts], layer, view, source_path, frame)
+    names = dict(found)
+    if "A" not in names:
+        names["A"] = found["R"][: len(found["R"]) - len(found["R"].split(".")[-1])] + "A"  # right.R -> right.A
+    dtype = np.float16 if pixel_type == "half" else np.float32
+    code = compression_code(compression)
+    parts = []
+    for i, part in enumerate(exr.parts):
+        header = {k: v for k, v in part.header.items() if k not in _STORAGE_KEYS}
+        header.update(compression=code, type=OpenEXR.scanlineimage)
+        channels = dict(part.channels)
+        if any(getattr(c, "xSampling", 1) != 1 or getattr(c, "ySampling", 1) != 1 for c in channels.values()):
+            raise frame_error(source_path, "has subsampled channels (luminance/chroma); they cannot be copied into "
+                                           "the composite", frame)
+        if i == index:
+            old_window = _window_from_header(part.header["dataWindow"])
+            channels = {name: crop_to_window(c.pixels, old_window, data_window) for name, c in channels.items()}
+            for k, key in enumerate("RGBA"):
+                channels[names[key]] = _stored(rgba[..., k], dtype)
+            header["dataWindow"] = _header_box(data_window)
+            header.update(attributes)
+        parts.append((header, channels, part.name() if callable(getattr(part, "name", None)) else ""))
+    if len(parts) == 1:
+        header, channels, name = parts[0]
+        out = OpenEXR.File(dict(header, **({"name": name} if name else {})), channels)
+    else:
+        out = OpenEXR.File([OpenEXR.Part(header, channels, name) for header, channels, name in parts])
+    with atomic_path(path) as tmp:
+        out.write(tmp)

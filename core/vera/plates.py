@@ -167,18 +167,20 @@ def _read_oiio(path, frame, region, nonfinite, layer) -> Image:
                    has_alpha=has_alpha, region=region, nonfinite=nonfinite, layer=layer)
 
 
-def _read_exr(path, frame, region, nonfinite, layer) -> Image:
-    lay = exr_io.read_layer(path, layer=layer, frame=frame)
+def _read_exr(path, frame, region, nonfinite, layer, view=None) -> Image:
+    lay = exr_io.read_layer(path, layer=layer, frame=frame, view=view)
     return _finish(lay.pixels, path=path, frame=frame, display_window=lay.display_window,
                    data_window=lay.data_window, pixel_type=lay.pixel_type, has_alpha=lay.has_alpha,
                    region=region, nonfinite=nonfinite, layer=layer)
 
 
-def _header_windows(path, frame, layer):
+def _header_windows(path, frame, layer, view=None):
     """(display window, data window) without reading pixels."""
     if path.lower().endswith(".exr"):
-        head = exr_io.read_header(path, frame=frame, layer=layer)
+        head = exr_io.read_header(path, frame=frame, layer=layer, view=view)
         return head["display_window"], head["data_window"]
+    if view is not None:
+        raise _not_multi_view(path, frame, view)
     inp = _oiio_open(path, frame)
     try:
         return _oiio_windows(inp.spec())
@@ -192,8 +194,9 @@ class PlateSequence:
     """A plate: numbered image files or a movie. `frames`, `width`, `height`, `read(frame)`."""
 
     def __init__(self, pattern: str, frames: list[int], display_window, layer: str, nonfinite: str,
-                 path_of=None, movie=None):
+                 path_of=None, movie=None, view: str | None = None):
         self.pattern = pattern
+        self.view = view  # the view read from a multi-view EXR plate (None: the file's default view)
         self.frames = frames
         self.display_window = tuple(display_window)
         self.width, self.height = exr_io.window_size(display_window)
@@ -211,6 +214,12 @@ class PlateSequence:
     def path(self, frame: int) -> str:
         return self._movie.path if self._movie else self._path_of(frame)
 
+    def data_window(self, frame: int) -> tuple:
+        """The frame's data window (bounding box, maybe overscan) from its header; a movie's is its frame."""
+        if self._movie:
+            return self.display_window
+        return tuple(_header_windows(self.path(frame), frame, self.layer)[1])
+
     def read(self, frame: int, region: str = "display") -> Image:
         """The frame as an Image over the display window (`region="data"`: over the file's data window)."""
         if region not in REGIONS:
@@ -227,8 +236,10 @@ class PlateSequence:
                            pixel_type="float", has_alpha=False, region=region, nonfinite=self.nonfinite,
                            layer=self.layer)
         path = self.path(frame)
-        reader = _read_exr if path.lower().endswith(".exr") else _read_oiio
-        image = reader(path, frame, region, self.nonfinite, self.layer)
+        if path.lower().endswith(".exr"):
+            image = _read_exr(path, frame, region, self.nonfinite, self.layer, self.view)
+        else:
+            image = _read_oiio(path, frame, region, self.nonfinite, self.layer)
         if exr_io.window_size(image.display_window) != (self.width, self.height):
             raise _size_mismatch(path, frame, image.display_window, self.display_window, self.frames[0])
         return image
@@ -241,25 +252,33 @@ def _size_mismatch(path, frame, window, reference_window, reference_frame) -> Ba
                        frame)
 
 
+def _not_multi_view(path, frame, view) -> BadInput:
+    return frame_error(path, f"view '{view}' asked for, but this is not a multi-view EXR (only EXR plates "
+                             "have views)", frame)
+
+
 def _check_nonfinite_option(nonfinite: str) -> None:
     if nonfinite not in NONFINITE_CHOICES:
         raise BadInput(f"nonfinite must be one of {', '.join(NONFINITE_CHOICES)}, not {nonfinite!r}")
 
 
 def open_sequence(pattern: str, first: int | None = None, last: int | None = None, layer: str = "rgba",
-                  nonfinite: str = "error", start_frame: int = 1) -> PlateSequence:
+                  nonfinite: str = "error", start_frame: int = 1, view: str | None = None) -> PlateSequence:
     """Open a plate. `first`/`last` restrict the frames (every frame in the range must exist); without them
     the pattern's own range, else the frames on disk (gaps are reported as missing).
 
     `nonfinite`: "error" refuses frames with NaN/inf (counting them), "zero" replaces them with 0.
     Movies: frame numbers are `start_frame`.. (1..N by default); `first`/`last` select among them.
     Every frame's size is checked against the first one here, before any pixels are read.
+    `view`: the view of a multi-view (stereo) EXR plate; None reads each file's default view.
     """
     _check_nonfinite_option(nonfinite)
     pattern = str(pattern)
     if first is not None and last is not None and last < first:
         raise BadInput(f"{pattern}: last frame {last} is before first frame {first}")
     if os.path.splitext(pattern)[1].lower() in MOVIE_EXTENSIONS:
+        if view is not None:
+            raise _not_multi_view(pattern, None, view)
         return _open_movie(pattern, first, last, layer, nonfinite, start_frame)
 
     seq = _parse_pattern(pattern)
@@ -299,12 +318,12 @@ def open_sequence(pattern: str, first: int | None = None, last: int | None = Non
     display_window = None
     for frame in frames if numbered else frames[:1]:
         path = path_of(frame)
-        window, _ = _header_windows(path, frame, layer)
+        window, _ = _header_windows(path, frame, layer, view)
         if display_window is None:
             display_window, first_frame = window, frame
         elif exr_io.window_size(window) != exr_io.window_size(display_window):
             raise _size_mismatch(path, frame, window, display_window, first_frame)
-    return PlateSequence(pattern, frames, display_window, layer, nonfinite, path_of=path_of)
+    return PlateSequence(pattern, frames, display_window, layer, nonfinite, path_of=path_of, view=view)
 
 
 # ----------------------------------------------------------------------------------------------- movies

@@ -4,7 +4,8 @@
 so it can be undone). `rebuild_layer` turns the model's edit RGB and alpha back into a full-resolution,
 premultiplied layer:
 
-1. crop the padding away, resample the edit RGB to plate size (bicubic);
+1. crop the padding away, resample the edit RGB to plate size (bicubic, limited per pixel to the range of the
+   2x2 model pixels around it, so the resampler's overshoot adds no colour the model did not make);
 2. upsample the matte edge-aware with the full-resolution plate as guide: the fast guided filter
    (He & Sun 2015, after He, Sun & Tang 2010): the local linear model alpha ~ A . I + b is fitted at model
    resolution against the downsampled plate, A and b are smooth, so they are upsampled bilinearly and applied
@@ -206,6 +207,42 @@ def _sample(low, full_h: int, full_w: int, roi, mode: str):
                                            align_corners=False)[0]
 
 
+_STRIP_ROWS = 32  # the limit runs in strips of rows on one thread, so its bounds stay in cache
+
+
+def _sample_without_overshoot(low, full_h: int, full_w: int, roi):
+    """Bicubic resampling of `low` (C, h, w) over roi, limited per pixel to the range of the 2x2 source pixels
+    around its sample point (the footprint bilinear interpolation reads; same pixel-centre mapping as
+    `_sample`, the border repeating as padding_mode="border" does).
+
+    Bicubic's negative lobes overshoot at edges (values below the darkest or above the brightest neighbour,
+    e.g. negative colour next to black); the limit removes what the resampler invented and keeps every value
+    the source holds (scene-linear values above 1 included).
+    """
+    import torch
+
+    def first_taps(start, stop, n_low, n_full):
+        src = np.clip((np.arange(start, stop) + 0.5) * (n_low / n_full) - 0.5, 0.0, n_low - 1)
+        return torch.from_numpy(np.floor(src).astype(np.int64))
+
+    out = _sample(low, full_h, full_w, roi, "bicubic")
+    # Min and max of each 2x2 block at low resolution (last row/column repeated), then one lookup per pixel.
+    padded = torch.nn.functional.pad(low[None], (0, 1, 0, 1), mode="replicate")[0]
+    corners = (padded[:, :-1, :-1], padded[:, 1:, :-1], padded[:, :-1, 1:], padded[:, 1:, 1:])
+    bounds = torch.cat([torch.minimum(torch.minimum(corners[0], corners[1]), torch.minimum(corners[2], corners[3])),
+                        torch.maximum(torch.maximum(corners[0], corners[1]), torch.maximum(corners[2], corners[3]))])
+    y0, y1, x0, x1 = roi
+    rows = first_taps(y0, y1, low.shape[1], full_h)
+    cols = first_taps(x0, x1, low.shape[2], full_w)
+    c = len(low)
+    with _torch_threads(1):  # memory-bound small steps: a second thread costs more than it gives
+        for top in range(0, y1 - y0, _STRIP_ROWS):
+            strip = bounds[:, rows[top:top + _STRIP_ROWS]][:, :, cols]
+            part = out[:, top:top + _STRIP_ROWS]
+            torch.clamp(part, min=strip[:c], max=strip[c:], out=part)
+    return out
+
+
 def _matte_in_roi(alpha_content, plate_rgb, r: int, eps: float):
     """(alpha over roi, roi) at plate resolution; roi = (y0, y1, x0, x1) bounds everything that can be non-zero
     (the guided filter's coefficients are exactly 0 where the model's matte is 0 around a pixel), or None."""
@@ -321,6 +358,7 @@ def rebuild_layer(edit_rgb_model: np.ndarray, alpha_model: np.ndarray, plate_rgb
         if roi is not None:  # everything outside roi stays exactly 0
             y0, y1, x0, x1 = roi
             alpha = finish_matte(q.numpy(), threshold, None if garbage is None else garbage[y0:y1, x0:x1])
-            rgb = _sample(torch.from_numpy(np.ascontiguousarray(edit.transpose(2, 0, 1))), H, W, roi, "bicubic")
+            rgb = _sample_without_overshoot(torch.from_numpy(np.ascontiguousarray(edit.transpose(2, 0, 1))), H, W,
+                                            roi)
             _premultiply_into(planes[:, y0:y1, x0:x1], rgb, q)  # q is alpha (finished in place); rgb is finite
     return planes.numpy().transpose(1, 2, 0)

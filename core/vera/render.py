@@ -33,7 +33,7 @@ from vera.errors import BadInput, VeraError, read_json_object
 from vera.progress import Progress
 from vera.plates import compact_frames
 from vera.shot import ShotSpec, load_valid
-from vera.windows import Window, blend_weights, plan_windows, window_seed
+from vera.windows import Window, blend_weights, cross_fade, plan_windows, window_seed
 
 MANIFEST_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -325,17 +325,18 @@ def _write_cache_frame(path: Path, rgba: np.ndarray, matte: np.ndarray, display_
 
 
 def _read_cache_frame(path: Path, frame: int):
-    """(rgba (H,W,4) float32 over the display window, display window) of a cached frame."""
+    """(rgba (H,W,4) float32 over the display window, display window, header attributes) of a cached frame."""
     from vera.exr import read_layer
 
     layer = read_layer(path, "rgba", frame)
-    return layer.pixels, layer.display_window
+    return layer.pixels, layer.display_window, layer.attributes
 
 
-def _write_final_frame(path: Path, rgba: np.ndarray, display_window, attributes: dict, compression: str) -> str:
+def _write_final_frame(path: Path, rgba: np.ndarray, display_window, attributes: dict, compression: str,
+                       plate_data_window=None) -> str:
     from vera.exr import write_layers
 
-    write_layers(path, rgba, display_window, attributes, compression)
+    write_layers(path, rgba, display_window, attributes, compression, plate_data_window)
     return _sha256_file(path)
 
 
@@ -409,13 +410,14 @@ def _render_window_files(shot: Shot, window: Window, progress: str, get_bundle) 
     if missing:
         raise VeraError(f"the pipeline returned no layers for frames {compact_frames(missing)}")
     spec = shot.spec
-    display_window = spec.open_plate(window.first, window.last).display_window
+    plate = spec.open_plate(window.first, window.last)
+    display_window = plate.display_window
     attributes = dict(layer_attributes(bundle, spec, seed), shot=spec.name, window=window.index)
     hashes = {}
     for frame in window.frames:
         rgba, matte = layers[frame]
-        hashes[str(frame)] = _write_cache_frame(shot.cache_path(window.index, frame), rgba, matte,
-                                                display_window, attributes)
+        hashes[str(frame)] = _write_cache_frame(shot.cache_path(window.index, frame), rgba, matte, display_window,
+                                                dict(attributes, source=plate.path(frame)))
     return hashes, attributes
 
 
@@ -438,6 +440,7 @@ def assemble(shot: Shot, force: bool = False, progress: str = "auto") -> dict:
         sources = {i: dict(windows[str(i)]["frames"]) for i in range(len(shot.windows))}
         made_with = {i: windows[str(i)].get("attributes", {}) for i in range(len(shot.windows))}
         counts = {"written": 0, "skipped": 0}
+        plate = shot.spec.open_plate(shot.frames[0], shot.frames[-1])  # each frame's overscan (data window)
         with Progress(len(shot.frames), f"{shot.spec.name} assemble", progress) as bar:
             for frame in shot.frames:
                 weights = blend_weights(shot.windows, frame)
@@ -450,7 +453,8 @@ def assemble(shot: Shot, force: bool = False, progress: str = "auto") -> dict:
                     bar.advance(1, f"frame {frame} (kept)")
                     continue
                 try:
-                    digest = _assemble_frame(shot, frame, weights, sources, made_with, fingerprint, path)
+                    digest = _assemble_frame(shot, frame, weights, sources, made_with, fingerprint, path,
+                                             plate.data_window(frame))
                 except Exception as exc:
                     with manifest_transaction(shot.out_dir) as box:
                         if box[0] is not None and box[0]["settings_fingerprint"] == fingerprint:
@@ -466,24 +470,32 @@ def assemble(shot: Shot, force: bool = False, progress: str = "auto") -> dict:
     return counts
 
 
-def _assemble_frame(shot: Shot, frame: int, weights, sources, made_with, fingerprint: str, path: Path) -> str:
-    blended = display_window = None
+def _assemble_frame(shot: Shot, frame: int, weights, sources, made_with, fingerprint: str, path: Path,
+                    plate_data_window=None) -> str:
+    terms, seeds, display_window, header = [], [], None, {}
     for index, weight in weights:
         cached = shot.cache_path(index, frame)
         if _sha256_file(cached) != sources[index][str(frame)]:
             raise BadInput(f"{cached}: cached frame changed since window {index} recorded it (frame {frame}); "
                            f"re-run window {index}")
-        rgba, display_window = _read_cache_frame(cached, frame)
-        # A linear blend of premultiplied colour is a correct cross-fade; the weights sum to 1.
-        blended = weight * rgba if blended is None else blended + weight * rgba
-    rgba = blended.astype(np.float32)
+        rgba, display_window, header = _read_cache_frame(cached, frame)
+        terms.append((weight, rgba))
+        seed = header.get("vera/seed")  # the seed recorded with the window's pixels
+        seeds.append(seed if isinstance(seed, int) else window_seed(shot.spec.seed, index))
+    rgba = cross_fade(terms, shot.spec.matte.threshold)
     # The output is half: where alpha rounds to 0 there, the edit must add nothing (premultiplied RGB 0).
     rgba[rgba[..., 3].astype(np.float16) == 0] = 0.0
-    # How the layer was made (prompt, model, sampler...), as the window recorded it; seeds of every window used.
+    # How the layer was made (prompt, model, sampler...), as the window recorded it. Seed and window are ints,
+    # an int pair (EXR V2i) on a cross-faded frame; source is this frame's plate file (docs/output-format.md).
     attributes = dict(made_with[weights[0][0]])
-    attributes.update(seed=",".join(str(made_with[i].get("seed", "")) for i, _ in weights),
-                      window=",".join(str(i) for i, _ in weights), settings=fingerprint)
-    return _write_final_frame(path, rgba, display_window, attributes, shot.spec.output.compression)
+    indices = [int(i) for i, _ in weights]
+    pair = len(weights) > 1
+    attributes.update(seed=np.array(seeds, np.int32) if pair else seeds[0],
+                      window=np.array(indices, np.int32) if pair else indices[0], settings=fingerprint)
+    if "vera/source" in header:
+        attributes["source"] = header["vera/source"]
+    return _write_final_frame(path, rgba, display_window, attributes, shot.spec.output.compression,
+                              plate_data_window)
 
 
 def run(shot: Shot, window: int | None = None, force: bool = False, progress: str = "auto") -> dict:

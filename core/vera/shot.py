@@ -29,6 +29,7 @@ class PlateSpec:
     colorspace: str                # OCIO colour space name of the plate (e.g. "ACEScg", "sRGB - Texture")
     layer: str = "rgba"            # EXR layer to read
     start_frame: int = 1           # a movie's first frame number (a movie's frames are start_frame..); not for sequences
+    view: str | None = None        # the view of a multi-view (stereo) EXR plate; None: the file's default view
 
 
 @dataclass
@@ -98,7 +99,7 @@ class ShotSpec:
         from vera.plates import open_sequence
 
         return open_sequence(self.resolve(self.plate.path), first, last, layer=self.plate.layer,
-                             start_frame=self.plate.start_frame)
+                             start_frame=self.plate.start_frame, view=self.plate.view)
 
     def open_mask(self, first: int | None = None, last: int | None = None):
         """The garbage matte as a PlateSequence (a movie's start frame applied), or None without a mask."""
@@ -138,6 +139,7 @@ class ShotSpec:
 # Validation: every problem at once, each naming the key it is about.
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # shot and file names: safe in paths and job names
+_VIEW_NAME = re.compile(r"^[^.\s]+$")  # OpenEXR multi-view names: no periods, no spaces
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -202,14 +204,14 @@ def _one_of(where: str, value: str, allowed, problems: list[str]) -> None:
 
 
 def _check_sequence(where: str, pattern: str, first: int, last: int, layer: str, base: Path,
-                    problems: list[str], start_frame: int = 1) -> None:
+                    problems: list[str], start_frame: int = 1, view: str | None = None) -> None:
     """Every frame of the range present and readable as a header (vera.plates reports all missing frames)."""
     from vera.plates import open_sequence
 
     path = Path(pattern).expanduser()
     try:
         open_sequence(str(path if path.is_absolute() else base / path), first, last, layer=layer,
-                      start_frame=start_frame)
+                      start_frame=start_frame, view=view)
     except BadInput as exc:
         problems.append(f"{where}: {exc}")
 
@@ -268,9 +270,13 @@ def validate(path_or_dict, base_dir: str | Path | None = None) -> list[str]:
         range_ok = False
     if "colorspace" in plate and not plate["colorspace"].strip():
         problems.append("plate.colorspace: empty (name the plate's OCIO colour space, e.g. 'ACEScg')")
+    view = plate.get("view")
+    if view is not None and not _VIEW_NAME.match(view):
+        problems.append(f"plate.view: '{view}' is not a view name (no spaces or periods; e.g. 'left', 'right')")
+        view = None
     if "path" in plate and range_ok:
         _check_sequence("plate.path", plate["path"], first, last, plate.get("layer", "rgba"), base, problems,
-                        plate.get("start_frame", 1))
+                        plate.get("start_frame", 1), view)
     mask = sections.get("mask", {})
     if "path" in mask and range_ok:
         _check_sequence("mask.path", mask["path"], first, last, "rgba", base, problems, mask.get("start_frame", 1))

@@ -1,33 +1,34 @@
 """A stand-in for Foundry Nuke's `nuke` Python module, for testing `vera_nuke` without Nuke.
 
-It behaves like Nuke's documented Python API (learn.foundry.com, "Nuke Python API reference") for the parts
-Vera uses, and records what happened so tests can assert on it:
+It behaves like Nuke's documented Python API (learn.foundry.com, Nuke Python developer guide and API reference,
+13.0-16.0) for the parts Vera uses, and records what happened so tests can assert on it. Each behaviour that
+matters names its source in a comment next to it. In short:
 
-- Nodes: `createNode(cls, knobs="", inpanel=True)` (connects to the selected node and selects the new one,
-  as the GUI does), `nodes.<Class>(**knobs)` (no auto-connect; `inputs=[...]` allowed), `toNode`, `allNodes`,
-  `selectedNode` (ValueError when nothing is selected), `selectedNodes`, `delete`, `thisNode`, `root`.
-- Node: `Class()`, `name()`, `setName`, `knob(name)` (None when missing), `node[name]` (NameError when the
-  knob does not exist, like Nuke), `knobs()`, `addKnob`, `removeKnob` (ValueError when not on the node),
-  `input(i)`, `inputs()`, `setInput(i, node)`, `maximumInputs()`, `dependent()`, `xpos/ypos/setXYpos`,
-  `screenWidth/screenHeight`, `format()`, `width()`, `height()`, `metadata()`, `isSelected/setSelected`.
-- Knobs: `value/getValue/setValue`, `setFlag/clearFlag/getFlag`, `name`, `label`, `Class`, `evaluate`
-  (File/String), `values()` (Enumeration), `execute()` (PyScript: runs the command with `thisNode()` set,
-  as pressing the button does), `toScript()`.
-- Gizmos: a node class not built in is looked up as `<Class>.gizmo` on the plug-in path (`pluginAddPath`),
-  and its `Input` nodes and `addUserKnob` lines define its inputs and knobs, as Nuke loads gizmos.
-- `ProgressTask` (setProgress, setMessage, isCancelled), `executeInMainThread[WithResult]` (run inline:
-  this fake has no event loop), `message` (recorded in `messages`), `execute(node, first, last)` (recorded
-  in `executed`; nothing is rendered), `menu(name).addCommand/addMenu` (recorded), `pluginAddPath`
-  (recorded and added to sys.path, Nuke's default `addToSysPath=True`), `getPaneFor`, `scriptName`.
+- Groups: Root and every Group (a gizmo is one, with its Input/Output nodes) hold nodes; the *current group*
+  (`thisGroup`, `Group.begin/end`, `with group:`) is where `nodes.X`, `createNode`, `allNodes` and `toNode` act.
+  A PyScript button runs with its gizmo as the current group and `thisNode()` set. Names are unique per
+  group; `fullName()` is `Group1.Read1`. `setInput` returns False (never raises) across groups or for an
+  input the node lacks.
+- `executeInMainThread` queues; tests run the queue with `pump_main_thread()` (Nuke's event loop).
+  `executeInMainThreadWithResult` from the main thread raises (Nuke would hang).
+- `pluginAddPath` prepends, strips trailing slashes, runs the folder's init.py inside an init.py (`run_init`
+  runs one as start-up does); `menu()` raises RuntimeError without a GUI (`env["gui"]`).
+- Files: `File_Knob.value()` is printf (`%04d`); `evaluate(frame)` and `nuke.filename(node[, REPLACE])` expand
+  `$env()`/TCL (`[python ...]`, `[value ...]`, `[getenv ...]`, `[file dirname ...]`); Root `project_directory` is
+  the `[python {nuke.script_directory()}]` expression. `fromUserText("path first-last")` makes a Read read its
+  file's header (format, data window metadata, channels); `setValue` does not.
+- A Write's exr knobs (`datatype`...) exist only while `file_type` is exr. Channel knobs accept only known layers
+  (`tcl("add_layer {...}")` registers one; a Read registers the layers its file holds).
+- Images: `read_exr_as_nuke` reads an EXR as Nuke's reader does (edge pixels repeat past a data window equal
+  to the display window); `execute(write, first, last)` renders a Write whose tree is Reads, Merge2 over and
+  pass-through nodes (disabled, Dot, NoOp, a Grade at its defaults) to EXR, and only records anything else.
+- `ProgressTask`, `message` (recorded in `messages`), menus, `getPaneFor`, `scriptName`, `layers`.
 
 Where it is simplified (say so in a test before relying on more):
-- `setInput` with an index at or beyond `maximumInputs()` raises ValueError; Nuke refuses the connection
-  (returns False). Failing loudly here catches the same mistake.
 - Unknown knob names passed to `nodes.X(...)` / `createNode(..., knobs)` raise NameError, as `node[name]` does.
 - Each built-in class knows only the knobs listed in `NODE_CLASSES` (the knobs of Nuke's reference guide
   that Vera touches, plus the knobs every node has). Array knobs (Grade `white`...) hold one value.
-- No images are computed: `format()` comes from the `format` knob, `metadata()` from `_metadata`, which a
-  test may fill (e.g. an EXR data window); `bbox()` (the node's box in the DAG) is xpos/ypos/size.
+- `format()` comes from the `format` knob; `bbox()` (the node's box in the DAG) is xpos/ypos/size.
 - `reset()` clears all state between tests; `ProgressTask.cancel()` is the test's way to press Cancel.
 """
 
@@ -93,6 +94,8 @@ class Knob:
 
     def setValue(self, value):
         self._value = self._coerce(value)
+        if self._node is not None:
+            self._node._knob_changed(self)
         return True
 
     def setFlag(self, flag):
@@ -137,7 +140,9 @@ class String_Knob(Knob):
         return str(value)
 
     def evaluate(self):
-        return self._value
+        # Foundry "Expressions" guide: a string knob's [TCL] and $env() parts are expanded on evaluate(),
+        # value() returns the text as typed (Root project_directory is usually [python {...}]).
+        return _tcl_expand(self._value, self._node)
 
     def getText(self):
         return self._value
@@ -154,14 +159,37 @@ class Multiline_Eval_String_Knob(EvalString_Knob):
     pass
 
 
+def _to_printf(pattern):
+    """`plate.####.exr` -> `plate.%04d.exr` (each # is one digit in Nuke)."""
+    return re.sub(r"#+", lambda m: f"%0{len(m.group(0))}d", pattern)
+
+
+def _frame_into(text, frame):
+    return re.sub(r"%0?(\d*)d", lambda m: f"{frame:0{int(m.group(1) or 1)}d}", text)
+
+
 class File_Knob(EvalString_Knob):
+    def _coerce(self, value):
+        # Nuke Python dev guide, "File knobs": value() gives the sequence in printf notation (%04d),
+        # whatever was typed (####).
+        return _to_printf(str(value))
+
     def evaluate(self, frame=None):
-        """Nuke substitutes the frame number into the pattern; we do the same for #### and %0Nd."""
-        text = self._value
-        if frame is None:
-            return text
-        text = re.sub(r"#+", lambda m: f"{frame:0{len(m.group(0))}d}", text)
-        return re.sub(r"%0?(\d*)d", lambda m: f"{frame:0{int(m.group(1) or 1)}d}", text)
+        """Nuke expands TCL/variables and puts the frame (default: the current frame) into the pattern."""
+        return _frame_into(_tcl_expand(self._value, self._node), root().frame() if frame is None else frame)
+
+    def fromUserText(self, text):
+        # Foundry "Read" guide / nukescripts' drop handler: fromUserText("path first-last") sets the file and
+        # range and makes the Read read the file's header (its format); setValue only sets the text.
+        m = re.match(r"^(.*?)(?:\s+(-?\d+)-(-?\d+))?\s*$", text)
+        self.setValue(m.group(1))
+        node = self._node
+        if node is not None and node.Class() == "Read":
+            if m.group(2) is not None:
+                first, last = int(m.group(2)), int(m.group(3))
+                for name, value in (("first", first), ("last", last), ("origfirst", first), ("origlast", last)):
+                    node[name].setValue(value)
+            _read_header_into(node)
 
 
 class Text_Knob(Knob):
@@ -235,10 +263,16 @@ class ColorspaceKnob(Enumeration_Knob):
 
 
 class Channel_Knob(String_Knob):
-    pass
+    def _coerce(self, value):
+        # Foundry "Creating Channels and Layers": a channel knob names a known layer or layer.channel; custom
+        # layers exist once registered (add_layer in a .nk, which Nuke writes before the nodes using them).
+        value = str(value)
+        if value not in ("none", "") and not _layer_known(value):
+            raise ValueError(f"{self._name}: unknown layer or channel {value!r} (register it with add_layer)")
+        return value
 
 
-class ChannelMask_Knob(String_Knob):
+class ChannelMask_Knob(Channel_Knob):
     pass
 
 
@@ -267,10 +301,16 @@ class PyScript_Knob(Knob):
         self._value = command
 
     def execute(self):
-        _this_stack.append(self._node)
+        # A button runs with thisNode() = its node and, for a gizmo/group, that group as the current group
+        # (Foundry nuke.thisGroup; the tk-nuke-writenode PR 35 / Cryptomatte PR 127 bugs came from this).
+        node = self._node
+        group = node if isinstance(node, Group) else (node._parent if node is not None else _root)
+        _this_stack.append(node)
+        _context.append(group)
         try:
             exec(self._value, {"nuke": sys.modules[__name__], "__name__": "__main__"})
         finally:
+            _context.pop()
             _this_stack.pop()
 
 
@@ -369,11 +409,7 @@ NODE_CLASSES = {
                   ("channels", ChannelMask_Knob, "rgb"), ("colorspace", ColorspaceKnob, "default"),
                   ("raw", Boolean_Knob, False), ("premultiplied", Boolean_Knob, False),
                   ("use_limit", Boolean_Knob, False), ("first", Int_Knob, 1), ("last", Int_Knob, 1),
-                  ("create_directories", Boolean_Knob, False), ("datatype", Enumeration_Knob,
-                                                                 ["16 bit half", "32 bit float"]),
-                  ("compression", Enumeration_Knob, ["none", "Zip (1 scanline)", "Zip (16 scanlines)",
-                                                     "PIZ Wavelet (32 scanlines)"]),
-                  ("metadata", Enumeration_Knob, ["default metadata", "no metadata", "all metadata"])]),
+                  ("create_directories", Boolean_Knob, False)]),
     "Grade": (2, [("channels", ChannelMask_Knob, "rgb"), ("blackpoint", Color_Knob, 0.0),
                   ("whitepoint", Color_Knob, 1.0), ("black", Color_Knob, 0.0), ("white", Color_Knob, 1.0),
                   ("multiply", Color_Knob, 1.0), ("add", Color_Knob, 0.0), ("gamma", Color_Knob, 1.0),
@@ -398,10 +434,23 @@ NODE_CLASSES = {
     "Input": (0, [("number", Int_Knob, 0)]),
     "Output": (1, []),
     "Viewer": (10, []),
-    "Root": (0, [("first_frame", Int_Knob, 1), ("last_frame", Int_Knob, 100), ("format", Format_Knob, "HD_1080"),
-                 ("colorManagement", Enumeration_Knob, ["Nuke", "OCIO"]),
-                 ("workingSpaceLUT", String_Knob, "scene_linear"), ("project_directory", String_Knob, "")]),
+    "Group": (0, []),  # inputs: its Input nodes
+    "Root": (0, [("first_frame", Int_Knob, 1), ("last_frame", Int_Knob, 100), ("frame", Int_Knob, 1),
+                 ("format", Format_Knob, "HD_1080"), ("colorManagement", Enumeration_Knob, ["Nuke", "OCIO"]),
+                 ("workingSpaceLUT", String_Knob, "scene_linear"),
+                 # Nuke's default project directory is this expression (Project Settings, Root node)
+                 ("project_directory", String_Knob, "[python {nuke.script_directory()}]")]),
 }
+# Write knobs that exist only while file_type is exr (Nuke's Write adds the file format's knobs when the
+# type is chosen, so `datatype` set before `file_type` fails: tk-nuke-writenode PR 35 sets file_type first).
+WRITE_EXR_KNOBS = [("datatype", Enumeration_Knob, ["16 bit half", "32 bit float"]),
+                   ("compression", Enumeration_Knob, ["none", "Zip (1 scanline)", "Zip (16 scanlines)",
+                                                      "PIZ Wavelet (32 scanlines)"]),
+                   ("metadata", Enumeration_Knob, ["default metadata", "no metadata", "all metadata"])]
+BUILTIN_LAYERS = {"rgba": ["rgba.red", "rgba.green", "rgba.blue", "rgba.alpha"],
+                  "rgb": ["rgba.red", "rgba.green", "rgba.blue"], "alpha": ["rgba.alpha"],
+                  "depth": ["depth.Z"], "forward": ["forward.u", "forward.v"],
+                  "backward": ["backward.u", "backward.v"], "mask": ["mask.a"]}
 # Nuke's menus call the backdrop class "Backdrop"; its node class is BackdropNode.
 CLASS_ALIASES = {"Backdrop": "BackdropNode", "Merge": "Merge2"}
 
@@ -420,15 +469,11 @@ class Node:
         self._inputs = [None] * max_inputs
         self._knobs = {}
         self._metadata = {}
+        self._channels = []  # what a Read's file holds (Nuke channel names), filled from the header
         self._deleted = False
+        self._parent = None  # the Group (or Root) holding the node
         for name, knob_cls, default in COMMON_KNOBS + list(knob_specs):
-            if knob_cls is Enumeration_Knob or knob_cls is ColorspaceKnob:
-                knob = knob_cls(name, name, default if isinstance(default, list) else [])
-                if not isinstance(default, list):
-                    knob._value = default
-            else:
-                knob = knob_cls(name, name, default)
-            self.addKnob(knob)
+            self.addKnob(_make_knob(name, knob_cls, default))
 
     # identity
     def Class(self):
@@ -438,15 +483,19 @@ class Node:
         return self._knobs["name"].value()
 
     def setName(self, name, uncollide=True):
-        if uncollide and toNode(name) not in (None, self):
-            name = _unique_name(re.sub(r"\d+$", "", name))
+        if uncollide and self._parent is not None and self._parent._child(name) not in (None, self):
+            name = _unique_name(re.sub(r"\d+$", "", name), self._parent)
         self._knobs["name"].setValue(name)
 
     def fullName(self):
-        return self.name()
+        # Foundry Node.fullName: "the full name of the node including the group(s) it lives in" (Group1.Read1)
+        parent = self._parent
+        if parent is None or parent is _root:
+            return self.name()
+        return f"{parent.fullName()}.{self.name()}"
 
     def __repr__(self):
-        return f"<{self._class} {self.name()}>"
+        return f"<{self._class} {self.fullName()}>"
 
     # knobs
     def knob(self, name):
@@ -477,6 +526,15 @@ class Node:
             raise ValueError(f"knob {knob.name()} is not on {self.name()}")
         del self._knobs[knob.name()]
 
+    def _knob_changed(self, knob):
+        if self._class == "Write" and knob.name() == "file_type":
+            exr = knob.value() == "exr"
+            for name, knob_cls, default in WRITE_EXR_KNOBS:
+                if exr and name not in self._knobs:
+                    self.addKnob(_make_knob(name, knob_cls, default))
+                elif not exr and name in self._knobs:
+                    del self._knobs[name]
+
     # graph
     def maximumInputs(self):
         return self._max_inputs
@@ -492,8 +550,12 @@ class Node:
         return self._inputs[i] if 0 <= i < self._max_inputs else None
 
     def setInput(self, i, node):
+        # Foundry Node.setInput: "True if successful, False otherwise" (an input the node does not have, or
+        # a node in another group: Nuke never connects across groups, and it does not raise).
         if not 0 <= i < self._max_inputs:
-            raise ValueError(f"{self.name()} ({self._class}) has no input {i} (maximum {self._max_inputs})")
+            return False
+        if node is not None and node._parent is not self._parent:
+            return False
         self._inputs[i] = node
         return True
 
@@ -501,10 +563,11 @@ class Node:
         return self.setInput(i, node)
 
     def dependent(self, what=None, forceEvaluate=True):
-        return [n for n in _nodes if self in n._inputs]
+        siblings = self._parent._children if self._parent is not None else []
+        return [n for n in siblings if self in n._inputs]
 
     def canSetInput(self, i, node):
-        return 0 <= i < self._max_inputs
+        return 0 <= i < self._max_inputs and (node is None or node._parent is self._parent)
 
     # position
     def xpos(self):
@@ -546,7 +609,15 @@ class Node:
         return self.format().height()
 
     def metadata(self, key=None, time=None, view=None):
-        return self._metadata if key is None else self._metadata.get(key)
+        if key is None:
+            return dict(self._metadata) if self._metadata or self.input(0) is None else self.input(0).metadata()
+        return self.metadata().get(key)
+
+    def channels(self):
+        """The channels flowing out of the node: a Read's from its file header, else its input's."""
+        if self._class == "Read":
+            return list(self._channels)
+        return self.input(0).channels() if self.input(0) is not None else []
 
     def firstFrame(self):
         """The frame range flows down the tree: a Read's own range, else its input's, else the root's."""
@@ -572,17 +643,62 @@ class Node:
     def hideControlPanel(self):
         pass
 
+
+class Group(Node):
+    """A Group (gizmos are Groups too): holds nodes; begin()/end() or `with group:` make it the current group
+    (Foundry "Groups" / nuke.Group docs), where nuke.nodes.X, createNode, allNodes and toNode act."""
+
+    def __init__(self, cls, max_inputs, knob_specs):
+        super().__init__(cls, max_inputs, knob_specs)
+        self._children = []
+
+    def _child(self, name):
+        return next((n for n in self._children if n.name() == name), None)
+
+    def nodes(self):
+        return list(self._children)
+
+    def node(self, name):
+        return self._child(name)
+
+    def maximumInputs(self):
+        # a group has one input per Input node inside it (Input `number`)
+        numbers = [n["number"].value() for n in self._children if n.Class() == "Input"]
+        return max(numbers) + 1 if numbers else self._max_inputs
+
+    def input(self, i):
+        return self._inputs[i] if 0 <= i < len(self._inputs) else None
+
+    def setInput(self, i, node):
+        if len(self._inputs) < self.maximumInputs():
+            self._inputs += [None] * (self.maximumInputs() - len(self._inputs))
+        self._max_inputs = self.maximumInputs()
+        return super().setInput(i, node)
+
     def begin(self):
+        _context.append(self)
         return self
 
     def end(self):
+        if _context and _context[-1] is self:
+            _context.pop()
         return None
 
+    def __enter__(self):
+        return self.begin()
 
-class Root(Node):
+    def __exit__(self, *exc):
+        self.end()
+        return False
+
+
+class Root(Group):
     def __init__(self):
         super().__init__("Root", 0, NODE_CLASSES["Root"][1])
         self._knobs["name"].setValue("")
+
+    def fullName(self):
+        return "root"
 
     def firstFrame(self):
         return self["first_frame"].value()
@@ -590,49 +706,70 @@ class Root(Node):
     def lastFrame(self):
         return self["last_frame"].value()
 
+    def frame(self):
+        return self["frame"].value()
+
+
+def _make_knob(name, knob_cls, default):
+    if knob_cls is Enumeration_Knob or knob_cls is ColorspaceKnob:
+        knob = knob_cls(name, name, default if isinstance(default, list) else [])
+        if not isinstance(default, list):
+            knob._value = default
+        return knob
+    return knob_cls(name, name, default)
+
 
 # ---------------------------------------------------------------------------------------------- state
-_nodes: list = []
 _root = None
 _this_stack: list = []
+_context: list = []  # current-group stack (Group.begin / `with group:` / a button's group)
 _counters: dict = {}
+_layers: dict = {}
 plugin_paths: list = []
 messages: list = []
 executed: list = []
 progress_tasks: list = []
 main_thread_calls: list = []
+_main_queue: list = []
+_in_init = [0]  # depth of init.py files being run (pluginAddPath runs a folder's init.py only then)
 _menus: dict = {}
 _lock = threading.RLock()
+REPLACE = 1  # nuke.filename(node, nuke.REPLACE): the frame number put in
 
 
 def reset():
     """Forget every node, message, menu and record (call between tests)."""
     global _root
     with _lock:
-        _nodes.clear()
         _this_stack.clear()
+        _context.clear()
         _counters.clear()
+        _layers.clear()
+        _layers.update({k: list(v) for k, v in BUILTIN_LAYERS.items()})
         messages.clear()
         executed.clear()
         progress_tasks.clear()
         main_thread_calls.clear()
+        _main_queue.clear()
         _menus.clear()
         del plugin_paths[:]
+        env["gui"] = True
         _root = Root()
 
 
-def _unique_name(base):
-    n = _counters.get(base, 0)
+def _unique_name(base, group):
+    """Names are unique within their group (Group1.Read1 and Read1 can both exist)."""
+    n = _counters.get((id(group), base), 0)
     while True:
         n += 1
         name = f"{base}{n}"
-        if toNode(name) is None:
-            _counters[base] = n
+        if group._child(name) is None:
+            _counters[(id(group), base)] = n
             return name
 
 
 def _gizmo_path(cls):
-    for folder in reversed(plugin_paths):
+    for folder in plugin_paths:  # the first folder on the plug-in path wins (Foundry "plug-in path")
         path = os.path.join(folder, f"{cls}.gizmo")
         if os.path.isfile(path):
             return path
@@ -714,9 +851,24 @@ def _tcl_words(text):
     return words
 
 
-def _make_node(cls):
+def _internal_nodes(text):
+    """(class, name, number) of the nodes inside a gizmo (after its header): its Input and Output nodes."""
+    found = []
+    for m in re.finditer(r"^\s*(Input|Output)\s*\{(.*?)^\s*\}", text, re.M | re.S):
+        body = m.group(2)
+        name = re.search(r"^\s*name\s+(\S+)", body, re.M)
+        number = re.search(r"^\s*number\s+(\d+)", body, re.M)
+        found.append((m.group(1), name.group(1) if name else m.group(1), int(number.group(1)) if number else 0))
+    return found
+
+
+def _make_node(cls, group=None):
+    """A new node of `cls` in `group` (default: the current group), named uniquely there."""
+    group = thisGroup() if group is None else group
     cls = CLASS_ALIASES.get(cls, cls)
-    if cls in NODE_CLASSES:
+    if cls == "Group":
+        node = Group(cls, 0, [])
+    elif cls in NODE_CLASSES:
         max_inputs, specs = NODE_CLASSES[cls]
         node = Node(cls, max_inputs, specs)
     else:
@@ -724,8 +876,9 @@ def _make_node(cls):
         if path is None:
             raise RuntimeError(f"{cls}: unknown command")  # Nuke's message for an unknown node class
         with open(path, encoding="utf-8") as f:
-            n_inputs, user_knobs, values = parse_gizmo(f.read())
-        node = Node(cls, n_inputs, [])
+            text = f.read()
+        n_inputs, user_knobs, values = parse_gizmo(text)
+        node = Group(cls, n_inputs, [])  # a gizmo is a Group whose nodes come from the file
         for type_id, name, label, command, enum, flags in user_knobs:
             knob_cls = _USER_KNOB_TYPES.get(type_id)
             if knob_cls is None:
@@ -742,9 +895,15 @@ def _make_node(cls):
         for name, value in values.items():
             if name in node._knobs:
                 node._knobs[name].setValue(value)
-    node._knobs["name"].setValue(_unique_name(cls))
+        for inner_cls, inner_name, number in _internal_nodes(text.split("\n", 1)[1]):
+            inner = _make_node(inner_cls, node)
+            inner.setName(inner_name)
+            if inner_cls == "Input":
+                inner["number"].setValue(number)
     with _lock:
-        _nodes.append(node)
+        node._parent = group
+        node._knobs["name"].setValue(_unique_name(cls, group))
+        group._children.append(node)
     return node
 
 
@@ -763,14 +922,14 @@ def _apply_knobs(node, knobs):
 
 
 def createNode(node, args="", inpanel=True):
-    """Create a node as the GUI does: connected to (and replacing) the selection."""
+    """Create a node as the GUI does, in the current group: connected to (and replacing) the selection."""
     new = _make_node(node)
     pairs = shlex.split(args) if args else []
     _apply_knobs(new, dict(zip(pairs[0::2], pairs[1::2])))
     selected = selectedNodes()
     if selected and new.maximumInputs() > 0:
         new.setInput(0, selected[0])
-    for n in _nodes:
+    for n in thisGroup()._children:
         n.setSelected(n is new)
     return new
 
@@ -778,7 +937,7 @@ def createNode(node, args="", inpanel=True):
 class _NodeFactory:
     def __getattr__(self, cls):
         def create(**knobs):
-            new = _make_node(cls)
+            new = _make_node(cls)  # Foundry nuke.nodes: "creates a node in the current group"
             _apply_knobs(new, knobs)
             return new
 
@@ -788,14 +947,40 @@ class _NodeFactory:
 nodes = _NodeFactory()
 
 
+def thisGroup():
+    # Foundry nuke.thisGroup: the current group; a gizmo's/group's button runs with that group current
+    return _context[-1] if _context else _root
+
+
 def toNode(name):
+    """Foundry nuke.toNode: a node by name in the current group; dotted names go into groups, and a name
+    starting with `root.` is absolute."""
     if name == "root":
         return _root
-    return next((n for n in _nodes if n.name() == name), None)
+    parts = name.split(".")
+    group = thisGroup()
+    if parts[0] == "root":
+        group, parts = _root, parts[1:]
+    node = None
+    for i, part in enumerate(parts):
+        node = group._child(part) if isinstance(group, Group) else None
+        if node is None:
+            return None
+        group = node
+    return node
 
 
 def allNodes(filter=None, group=None, recurseGroups=False):
-    return [n for n in _nodes if filter is None or n.Class() == CLASS_ALIASES.get(filter, filter)]
+    # Foundry nuke.allNodes: "If the group is omitted the current group (the one in the current context)
+    # is used"; recurseGroups also lists the nodes inside groups.
+    group = thisGroup() if group is None else group
+    found = []
+    for n in group._children:
+        if filter is None or n.Class() == CLASS_ALIASES.get(filter, filter):
+            found.append(n)
+        if recurseGroups and isinstance(n, Group):
+            found += allNodes(filter, n, True)
+    return found
 
 
 def selectedNodes(filter=None):
@@ -811,8 +996,9 @@ def selectedNode():
 
 def delete(node):
     with _lock:
-        _nodes.remove(node)
-        for n in _nodes:
+        parent = node._parent
+        parent._children.remove(node)
+        for n in parent._children:
             n._inputs = [None if i is node else i for i in n._inputs]
         node._deleted = True
 
@@ -832,10 +1018,37 @@ def scriptName():
     return name
 
 
-def pluginAddPath(path, addToSysPath=True):
-    plugin_paths.append(path)
-    if addToSysPath and path not in sys.path:
-        sys.path.append(path)
+def script_directory():
+    # shipped nuke/__init__.py: the folder of the script ("" when unsaved); used by project_directory
+    name = _root["name"].value()
+    return os.path.dirname(name) if name else ""
+
+
+def pluginAddPath(args, addToSysPath=True):
+    """Foundry nuke.pluginAddPath: adds the paths to the *beginning* of the plug-in path (moved there when
+    already present), trailing slashes stripped; "if this command is executed inside an init.py then the
+    init.py in the path will be executed"; also added to sys.path when addToSysPath."""
+    for path in ([args] if isinstance(args, str) else list(args)):
+        path = path.rstrip("/\\") or path
+        if path in plugin_paths:
+            plugin_paths.remove(path)
+        plugin_paths.insert(0, path)
+        if addToSysPath and path not in sys.path:
+            sys.path.insert(0, path)
+        init = os.path.join(path, "init.py")
+        if _in_init[0] and os.path.isfile(init):
+            run_init(init)
+
+
+def run_init(path):
+    """Test helper: run an init.py as Nuke does at start-up (pluginAddPath inside it runs nested init.py)."""
+    import runpy
+
+    _in_init[0] += 1
+    try:
+        runpy.run_path(str(path), run_name="__main__")
+    finally:
+        _in_init[0] -= 1
 
 
 def pluginPath():
@@ -850,25 +1063,270 @@ def tprint(*args):
     print(*args)
 
 
+# --------------------------------------------------------------------------------------------- TCL
+def _tcl_expand(text, node=None):
+    """The TCL a file or string knob may hold, as Nuke expands it (Foundry "Expressions" / "TCL"):
+    $env(NAME), [getenv NAME], [python EXPR] / [python {EXPR}], [value KNOB] / [value NODE.KNOB],
+    [file dirname X]. Innermost brackets first; anything else is left as typed."""
+    text = re.sub(r"\$env\((\w+)\)", lambda m: os.environ.get(m.group(1), ""), str(text))
+    pattern = re.compile(r"\[([^\[\]]*)\]")
+    while True:
+        m = pattern.search(text)
+        if m is None:
+            return text
+        words = _tcl_words(m.group(1))
+        command, rest = (words[0], words[1:]) if words else ("", [])
+        if command == "python":
+            value = str(eval(" ".join(rest), {"nuke": sys.modules[__name__]}))
+        elif command == "getenv":
+            value = os.environ.get(rest[0], "")
+        elif command == "value":
+            owner, _, knob = rest[0].rpartition(".")
+            target = (toNode(owner) if owner else node) or _root
+            value = str(target[knob].evaluate() if hasattr(target[knob], "evaluate") else target[knob].value())
+        elif command == "file" and rest[:1] == ["dirname"]:
+            value = os.path.dirname(rest[1])
+        else:
+            raise NotImplementedError(f"the fake nuke does not evaluate [{m.group(1)}]")
+        text = text[:m.start()] + value + text[m.end():]
+
+
+def filename(node, type=None, frame=None):
+    """Foundry nuke.filename: the node's file with variables and TCL expanded (%04d kept), or with the frame
+    (`nuke.REPLACE`: the current frame unless `frame` is given). None when the node has no file knob."""
+    knob = node.knob("file")
+    if knob is None:
+        return None
+    text = _tcl_expand(knob.value(), node)
+    if type == REPLACE:
+        text = _frame_into(text, root().frame() if frame is None else frame)
+    return text
+
+
+def tcl(command, *args):
+    """Only `add_layer {name name.chan ...}` (what a .nk writes before nodes using a custom layer)."""
+    words = _tcl_words(" ".join([command, *args]))
+    if words[0] != "add_layer":
+        raise NotImplementedError(f"the fake nuke runs only add_layer, not {words[0]}")
+    layer = _tcl_words(words[1]) if len(words) == 2 else words[1:]
+    name, channels = layer[0], layer[1:]
+    known = _layers.setdefault(name, [])
+    known += [c for c in channels if c not in known]
+    return ""
+
+
+def layers(node=None):
+    return sorted(_layers)
+
+
+def _layer_known(value):
+    layer, _, channel = value.partition(".")
+    if layer not in _layers:
+        return False
+    return not channel or value in _layers[layer] or (layer == "rgba" and channel in ("red", "green", "blue",
+                                                                                      "alpha"))
+
+
+# ------------------------------------------------------------------------------------------ images
+# Only the files matter here: a Read reads an EXR's header, `execute` renders a Write whose tree is
+# Read / Merge2 over / pass-through nodes, reading EXRs the way Nuke's EXR reader does.
+_EXR_CHANNEL_NAMES = {"R": "red", "G": "green", "B": "blue", "A": "alpha"}
+
+
+def nuke_channel(exr_name):
+    """An EXR channel name as Nuke shows it: `R` -> rgba.red, `matte.A` -> matte.alpha, `Z` -> depth.Z
+    (Foundry "Reading EXR channels": all but the last dotted part form the layer)."""
+    layer, _, chan = exr_name.rpartition(".")
+    chan = _EXR_CHANNEL_NAMES.get(chan, chan)
+    if not layer:
+        return f"rgba.{chan}" if chan in _EXR_CHANNEL_NAMES.values() else f"other.{chan}"
+    return f"{layer}.{chan}"
+
+
+def _read_header_into(read):
+    path = _frame_into(_tcl_expand(read["file"].value(), read), read["first"].value())
+    if not os.path.isfile(path):
+        return
+    ext = os.path.splitext(path)[1].lower()
+    if ext in (".mov", ".mp4"):
+        import av
+
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            count = stream.frames or sum(1 for _ in container.decode(stream))
+            w, h = stream.codec_context.width, stream.codec_context.height
+        read["format"].setValue(Format(w, h))
+        for name, value in (("first", 1), ("last", count), ("origfirst", 1), ("origlast", count)):
+            read[name].setValue(value)  # a movie's frames are 1..N unless frame_mode offsets them
+        read._channels = ["rgba.red", "rgba.green", "rgba.blue", "rgba.alpha"]
+        return
+    import OpenEXR
+
+    exr = OpenEXR.File(path, header_only=True)  # (closing it with `with` empties the header dict)
+    header = exr.header()
+    names = [c.name for c in header["channels"]]
+    (x0, y0), (x1, y1) = header["displayWindow"]
+    read["format"].setValue(Format(int(x1 - x0 + 1), int(y1 - y0 + 1), x=int(x0), y=int(y0), r=int(x1 + 1),
+                                   t=int(y1 + 1)))
+    (dx0, dy0), (dx1, dy1) = header["dataWindow"]
+    read._metadata = {"exr/dataWindow": [int(dx0), int(dy0), int(dx1), int(dy1)],
+                      "exr/displayWindow": [int(x0), int(y0), int(x1), int(y1)]}
+    read._channels = sorted({nuke_channel(n) for n in names})
+    for channel in read._channels:  # a Read registers the layers it finds (Nuke adds them on read)
+        tcl("add_layer", "{" + channel.split(".")[0] + " " + channel + "}")
+
+
+def read_exr_as_nuke(path, window):
+    """Pixels (H, W, 4) over `window` (x0, y0, x1, y1 inclusive) as Nuke's EXR reader gives them: inside the
+    data window the file's values; outside it black, except that when the data window equals the display
+    window exactly, edge pixels repeat outside it (the reader's edge mode "plate": Foundry Read node,
+    "edge pixels" / EXR bounding box). Missing alpha is 1 inside the data window (auto alpha)."""
+    import numpy as np
+    import OpenEXR
+
+    exr = OpenEXR.File(str(path), separate_channels=True)
+    header, chans = exr.header(), exr.channels()
+    (dx0, dy0), (dx1, dy1) = header["dataWindow"]
+    display = tuple(int(v) for v in (*header["displayWindow"][0], *header["displayWindow"][1]))
+    data = (int(dx0), int(dy0), int(dx1), int(dy1))
+    h, w = data[3] - data[1] + 1, data[2] - data[0] + 1
+    pixels = np.zeros((h, w, 4), np.float32)
+    for i, name in enumerate("RGBA"):
+        pixels[..., i] = chans[name].pixels if name in chans else (1.0 if name == "A" else 0.0)
+    x0, y0, x1, y1 = window
+    ys, xs = np.arange(y0, y1 + 1), np.arange(x0, x1 + 1)
+    if data == display:
+        return pixels[np.clip(ys - data[1], 0, h - 1)][:, np.clip(xs - data[0], 0, w - 1)]
+    out = np.zeros((len(ys), len(xs), 4), np.float32)
+    inside_y, inside_x = (ys >= data[1]) & (ys <= data[3]), (xs >= data[0]) & (xs <= data[2])
+    out[np.ix_(inside_y, inside_x)] = pixels[np.ix_(ys[inside_y] - data[1], xs[inside_x] - data[0])]
+    return out
+
+
+def _data_window(node, frame):
+    """The bounding box of a node's output (Nuke's bbox), in EXR pixel coordinates."""
+    if node.Class() == "Read":
+        import OpenEXR
+
+        header = OpenEXR.File(node["file"].evaluate(frame), header_only=True).header()
+        (x0, y0), (x1, y1) = header["dataWindow"]
+        (a0, b0), (a1, b1) = header["displayWindow"]
+        if (x0, y0, x1, y1) == (a0, b0, a1, b1):
+            return None  # edge mode "plate": unbounded (repeated edges), the merge takes the other box
+        return (int(x0), int(y0), int(x1), int(y1))
+    if node.Class() == "Merge2":
+        boxes = [b for b in (_data_window(node.input(0), frame), _data_window(node.input(1), frame)) if b]
+        if not boxes:
+            return None
+        return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes),
+                max(b[3] for b in boxes))
+    return _data_window(node.input(0), frame)
+
+
+def _pixels(node, frame, window):
+    """A node's pixels over `window`. Only what the Vera stack needs; anything else fails loudly."""
+    if node.Class() == "Read":
+        return read_exr_as_nuke(node["file"].evaluate(frame), window)
+    if node["disable"].value() or node.Class() in ("Dot", "NoOp", "Output"):
+        return _pixels(node.input(0), frame, window)
+    if node.Class() == "Grade" and all(node[k].value() == node_default for k, node_default in
+                                       (("multiply", 1.0), ("add", 0.0), ("gamma", 1.0), ("white", 1.0),
+                                        ("black", 0.0), ("blackpoint", 0.0), ("whitepoint", 1.0))):
+        return _pixels(node.input(0), frame, window)  # a Grade at its defaults changes nothing
+    if node.Class() == "Merge2" and node["operation"].value() == "over":
+        b = _pixels(node.input(0), frame, window)
+        a = _pixels(node.input(1), frame, window) if node.input(1) is not None else b * 0
+        return a + b * (1.0 - a[..., 3:4])  # Foundry Merge: over = A + B(1-a)
+    raise NotImplementedError(f"the fake nuke does not render {node.Class()} ({node.fullName()})")
+
+
 def execute(nameOrNode, start=None, end=None, incr=1, views=None, continueOnError=False):
+    """Render a Write (Foundry nuke.execute). Recorded in `executed`; the frames are written as EXR (R,G,B,A,
+    float, data window = the tree's bounding box) when the tree is one this fake can compute, else only
+    recorded."""
     node = toNode(nameOrNode) if isinstance(nameOrNode, str) else nameOrNode
     if node is None or node.Class() != "Write":
         raise ValueError(f"{nameOrNode}: not an executable node")
-    executed.append({"node": node.name(), "file": node["file"].value(), "first": start, "last": end})
+    executed.append({"node": node.fullName(), "file": node["file"].value(), "first": start, "last": end})
+    upstream = node.input(0)
+    if upstream is None:
+        raise RuntimeError(f"{node.fullName()}: nothing is connected")  # Nuke: "Write1: no input"
+    try:
+        _render_write(node, upstream, start, end)
+    except NotImplementedError:
+        pass  # a tree the fake cannot compute: recorded only
+
+
+def _render_write(node, upstream, start, end):
+    import OpenEXR
+    import numpy as np
+
+    for frame in range(start, end + 1):
+        box = _data_window(upstream, frame) or _display_box(upstream)
+        pixels = _pixels(upstream, frame, box)
+        path = node["file"].evaluate(frame)
+        if node["create_directories"].value():
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        display = _display_box(upstream)
+        header = {"dataWindow": ((box[0], box[1]), (box[2], box[3])),
+                  "displayWindow": ((display[0], display[1]), (display[2], display[3])),
+                  "compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+        channels = {c: np.ascontiguousarray(pixels[..., i]) for i, c in enumerate("RGBA")}
+        OpenEXR.File(header, channels).write(path)
+
+
+def _display_box(node):
+    fmt = node.format()
+    return (fmt.x(), fmt.y(), fmt.r() - 1, fmt.t() - 1)
 
 
 def executeInMainThread(call, args=(), kwargs=None):
+    """Foundry threading guide: queues `call` for Nuke's main thread and returns at once (the GUI runs it
+    later). Tests run the queue with `pump_main_thread()`, as Nuke's event loop would."""
     if not isinstance(args, tuple):
         args = (args,)
-    main_thread_calls.append(getattr(call, "__name__", repr(call)))
-    call(*args, **(kwargs or {}))
+    with _lock:
+        _main_queue.append((call, args, kwargs or {}, None))
 
 
 def executeInMainThreadWithResult(call, args=(), kwargs=None):
+    """Queues `call` and waits for the main thread to run it. Called *from* the main thread it would wait for
+    itself forever (Foundry threading guide: never call it from the main thread): raised here instead."""
+    if threading.current_thread() is threading.main_thread():
+        raise RuntimeError("executeInMainThreadWithResult called from the main thread: Nuke would hang")
     if not isinstance(args, tuple):
         args = (args,)
-    main_thread_calls.append(getattr(call, "__name__", repr(call)))
-    return call(*args, **(kwargs or {}))
+    box = {"done": threading.Event()}
+    with _lock:
+        _main_queue.append((call, args, kwargs or {}, box))
+    box["done"].wait()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def pump_main_thread():
+    """Test helper: what Nuke's event loop does with queued calls. Must run on the main thread."""
+    assert threading.current_thread() is threading.main_thread(), "pump from the main thread"
+    ran = 0
+    while True:
+        with _lock:
+            if not _main_queue:
+                return ran
+            call, args, kwargs, box = _main_queue.pop(0)
+        main_thread_calls.append(getattr(call, "__name__", repr(call)))
+        ran += 1
+        try:
+            result = call(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - handed to the waiting thread, or raised here
+            if box is None:
+                raise
+            box["error"] = exc
+        else:
+            if box is not None:
+                box["result"] = result
+        if box is not None:
+            box["done"].set()
 
 
 class ProgressTask:
@@ -949,6 +1407,9 @@ class Menu(MenuItem):
 
 
 def menu(name):
+    # Foundry nuke.menu / start-up guide: menus exist only in a GUI session; without one it raises
+    if not env.get("gui"):
+        raise RuntimeError("nuke.menu: no menus without a GUI (nuke -t / render session)")
     if name not in _menus:
         _menus[name] = Menu(name)
     return _menus[name]

@@ -18,6 +18,8 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--first", type=int, help="first frame (default: the plate's first)")
     p.add_argument("--last", type=int, help="last frame (default: the plate's last)")
     p.add_argument("--layer", default="rgba", help="EXR layer of the plate to use (default: rgba)")
+    p.add_argument("--view", help="view of a multi-view (stereo) EXR plate (default: the file's default view; "
+                                  "the shot spec's plate.view)")
     p.add_argument("--start-frame", type=int, default=1,
                    help="a movie plate's first frame number (default 1; the shot spec's plate.start_frame)")
     p.add_argument("--nonfinite", choices=("error", "zero"), default="error",
@@ -30,7 +32,7 @@ def register(subparsers) -> None:
         "comp", help="composite the edit layer over the plate (A + B(1-a)) into EXR files",
         description="Edit over plate, A + B(1 - a) in float32, written as EXR in the plate's pixel type and "
                     "display window (data window: the union of both). Agrees with "
-                    "`oiiotool EDIT --ch R,G,B,A PLATE --over`.",
+                    "`oiiotool EDIT --ch R,G,B,A PLATE --ch R,G,B,A=1.0 --over`.",
         epilog="exit codes: 0 ok, 2 bad input, 1 internal error.")
     _add_inputs(comp)
     comp.add_argument("--out", required=True, help="output pattern, e.g. comp.####.exr")
@@ -52,7 +54,8 @@ def register(subparsers) -> None:
 def _inputs(args):
     from vera.comp import Inputs
 
-    return Inputs(args.plate, args.edit, args.first, args.last, args.layer, args.nonfinite, args.start_frame)
+    return Inputs(args.plate, args.edit, args.first, args.last, args.layer, args.nonfinite, args.start_frame,
+                  args.view)
 
 
 def run_comp(args) -> int:

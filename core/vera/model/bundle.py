@@ -8,6 +8,8 @@
     transformer.safetensors   the three-stream VeraMoT weights
     vae/                      diffusers AutoencoderKLWan folder (only for "wan")
     text_encoder/             UMT5 encoder + tokenizer (transformers folder)
+    lora.safetensors          optional: LoRA adapters (vera.model.lora), named by "lora": {"path": ..., "scale": 1.0}
+                              in bundle.json and merged into the transformer at load
 
 `load_bundle("demo")` loads the model embedded in the package (core/vera/assets/demo). Paths inside bundle.json
 are relative to the bundle folder (absolute ones are allowed, e.g. a shared VAE). bundle.json is written last,
@@ -105,6 +107,10 @@ def read_manifest(name_or_path: str | Path) -> dict:
     if defaults["sampler"] not in SAMPLERS:
         raise BadInput(f"{path}: sampler must be one of {', '.join(SAMPLERS)}, got {defaults['sampler']!r}")
     manifest["defaults"] = defaults
+    lora = manifest.get("lora")
+    if lora is not None and not (isinstance(lora, dict) and isinstance(lora.get("path"), str)
+                                 and isinstance(lora.get("scale", 1.0), (int, float))):
+        raise BadInput(f'{path}: lora must be {{"path": "FILE", "scale": NUMBER}}, got {lora!r}')
     return manifest
 
 
@@ -150,6 +156,10 @@ def load_bundle(name_or_path: str | Path = "demo", device: str | torch.device = 
     if text.d_model != cfg.text_dim:
         raise BadInput(f"{folder}: text encoder width {text.d_model} != config text_dim {cfg.text_dim}")
     transformer = _load_transformer(_inside(folder, manifest["transformer"]), cfg, dev, dtype)
+    if manifest.get("lora"):
+        from vera.model.lora import apply_lora
+
+        apply_lora(transformer, _inside(folder, manifest["lora"]["path"]), manifest["lora"].get("scale", 1.0))
     name = "demo" if str(name_or_path) == "demo" else manifest.get("name", folder.name)
     return Bundle(name=name, path=folder, config=cfg, transformer=transformer, vae=vae, text=text,
                   defaults=manifest["defaults"], device=dev, dtype=dtype)
@@ -160,10 +170,12 @@ def _inside(folder: Path, relative: str) -> Path:
     return path if path.is_absolute() else folder / path
 
 
-def save_bundle(bundle: Bundle, folder: str | Path, defaults: dict | None = None, name: str | None = None) -> Path:
+def save_bundle(bundle: Bundle, folder: str | Path, defaults: dict | None = None, name: str | None = None,
+                lora: str | None = None) -> Path:
     """Write `bundle` to `folder`: the VeraMoT (vera.model.checkpoint format), the VAE (a diffusers folder for
     Wan, one line for PatchVAE), a copy of the text encoder (unless it already lives in `folder/text_encoder`),
-    then bundle.json last. `defaults` override the bundle's own (e.g. what training found works)."""
+    then bundle.json last. `defaults` override the bundle's own (e.g. what training found works); `lora` names
+    an adapter file already written inside `folder` (vera.model.lora.save_lora) that loading merges."""
     from vera.model.checkpoint import save_vera
 
     folder = Path(folder)
@@ -186,6 +198,10 @@ def save_bundle(bundle: Bundle, folder: str | Path, defaults: dict | None = None
     manifest = {"name": name or bundle.name, "config": bundle.config.to_dict(), "transformer": TRANSFORMER_FILE,
                 "vae": vae_entry, "text_encoder": "text_encoder",
                 "defaults": {**DEFAULTS, **bundle.defaults, **(defaults or {})}}
+    if lora is not None:
+        if not (folder / lora).is_file():
+            raise ValueError(f"save_bundle: the adapter file {folder / lora} is not written")
+        manifest["lora"] = {"path": lora, "scale": 1.0}
     atomic_write_text(folder / BUNDLE_FILE, json.dumps(manifest, indent=2) + "\n")
     return folder
 

@@ -41,6 +41,9 @@ def register_data_commands(sub) -> None:
     synth.add_argument("--frames", type=int, default=9, help="frames per clip, 4k+1 (default 9)")
     synth.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS),
                        help="tasks to alternate between (default: all)")
+    synth.add_argument("--format", choices=("exr", "public-test"), default="exr",
+                       help="exr: layered EXR sample folders for training and `eval` (default); public-test: "
+                            "the public test split (test.jsonl + MP4s) for `eval --metrics paper`")
     add_progress_argument(synth)
     synth.set_defaults(func=run_synth)
 
@@ -60,6 +63,13 @@ def run_synth(args) -> int:
     if args.frames < 1 or (args.frames - 1) % 4:
         raise BadInput(f"--frames must be 4k+1 (1, 5, 9, 13, ...), got {args.frames}")
     with Progress(args.n, "synth", args.progress) as progress:
+        if args.format == "public-test":
+            from vera.train.synth import generate_public_test
+
+            path = generate_public_test(args.out, args.n, args.seed, args.size, args.frames, args.tasks,
+                                        progress=progress)
+            print(f"wrote {args.n} test records to {path}", file=sys.stderr)
+            return EXIT_OK
         folders = generate(args.out, args.n, args.seed, args.size, args.frames, args.tasks, progress=progress)
     print(f"wrote {len(folders)} samples to {args.out}", file=sys.stderr)
     return EXIT_OK

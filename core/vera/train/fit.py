@@ -23,6 +23,7 @@ import math
 import os
 import random
 import re
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -32,11 +33,13 @@ import torch
 
 from vera.atomic import atomic_path, atomic_write_text
 from vera.errors import BadInput
+from vera.model.lora import add_lora, lora_settings, save_lora
+from vera.train import sharded as sharded_checkpoints
 from vera.model.configs import STREAMS
 from vera.model.dit import block_first_key, stream_first_key
 
-STREAMS = ("edit", "alpha", "composite")
 MASK_MODES = ("dataset", "none", "placement")
+PARALLEL_MODES = ("ddp", "fsdp", "hsdp")
 PLACEMENT_TASK = "object_addition"
 PLACEMENT_THRESHOLD = 0.5  # the element's solid part: the object (and its shadow's core), not the soft tail
 CHECKPOINT_PREFIX = "step_"
@@ -58,6 +61,15 @@ class FitConfig:
     frames: int = 5                 # frames per training clip: 4k+1
     steps: int = 1000
     batch: int = 8                  # per process; the global batch is batch * world size
+    global_batch: int | None = None # instead of `batch`: split over the processes, so a run can resume on
+                                    # another process count and train on the same samples
+    # How processes share the model: "ddp" (each holds all of it), "fsdp" (FSDP2: every joint block sharded
+    # across all processes), "hsdp" (sharded inside a node, replicated across nodes). docs/training.md
+    parallel: str = "ddp"
+    activation_checkpointing: bool = False  # recompute each joint block in the backward pass (less memory)
+    # LoRA fine-tuning (vera.model.lora): {"rank": 16, "alpha": 16, "targets": [...]} trains only adapters on
+    # the streams' attention and FFN; the exported bundle is the base plus a small adapter file. null: full.
+    lora: dict | None = None
     lr: float = 3e-4
     weight_decay: float = 0.01
     betas: tuple = (0.9, 0.99)
@@ -97,6 +109,13 @@ class FitConfig:
         cfg.validate(source)
         return cfg
 
+    def batch_per_process(self, world: int) -> int:
+        if self.global_batch is None:
+            return self.batch
+        if self.global_batch % world:
+            raise BadInput(f"global_batch {self.global_batch} does not split over {world} processes")
+        return self.global_batch // world
+
     def validate(self, source: str = "config") -> None:
         problems = []
         if self.frames < 1 or (self.frames - 1) % 4:
@@ -112,6 +131,13 @@ class FitConfig:
             problems.append(f"loss_weights keys must be among {', '.join(STREAMS)}")
         if self.export_dtype not in ("float32", "float16", "bfloat16"):
             problems.append("export_dtype must be float32, float16 or bfloat16")
+        if self.parallel not in PARALLEL_MODES:
+            problems.append(f"parallel must be one of {', '.join(PARALLEL_MODES)}")
+        if self.global_batch is not None and int(self.global_batch) < 1:
+            problems.append("global_batch must be positive")
+        if self.lora is not None and (not isinstance(self.lora, dict) or set(self.lora) - {"rank", "alpha", "targets"}
+                                      or not isinstance(self.lora.get("rank"), int) or self.lora["rank"] < 1):
+            problems.append('lora must be null or {"rank": N >= 1, "alpha": A, "targets": [...]}')
         if self.mask not in MASK_MODES:
             problems.append(f"mask must be one of {', '.join(MASK_MODES)}")
         if "from" not in self.bundle:
@@ -346,11 +372,15 @@ def load_checkpoint(path: Path, model, optimizer, ema: dict | None) -> int:
 
 
 def list_checkpoints(out_dir: Path) -> list[Path]:
-    return sorted((out_dir / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*.safetensors"))
+    """Complete checkpoints, oldest first: `step_N.safetensors` files (ddp) and `step_N/` folders (sharded)."""
+    found = [p for p in (out_dir / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*")
+             if p.suffix == ".safetensors" or (p.is_dir() and not p.name.endswith(".partial"))]
+    return sorted(found, key=lambda p: p.stem)
 
 
-def checkpoint_path(out_dir: Path, step: int) -> Path:
-    return out_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:08d}.safetensors"
+def checkpoint_path(out_dir: Path, step: int, sharded: bool = False) -> Path:
+    name = f"{CHECKPOINT_PREFIX}{step:08d}"
+    return out_dir / "checkpoints" / (name if sharded else f"{name}.safetensors")
 
 
 # --------------------------------------------------------------------------------------------- the loop
@@ -461,7 +491,6 @@ def build_bundle(cfg: FitConfig, work_dir: Path, device: torch.device, fresh: bo
     create_random_bundle: VeraMoT + PatchVAE + tiny text encoder), anew unless resuming (`fresh=False`); a
     folder is loaded as it is (e.g. a bundle built from a Wan2.1 conversion).
     """
-    import shutil
 
     from vera.model.bundle import create_random_bundle, load_bundle
 
@@ -507,26 +536,23 @@ def vocabulary(spec) -> list[str]:
 
 
 class EMA:
-    """Exponential moving average of the trainable weights (float32 copies)."""
+    """Exponential moving average of the trainable weights (float32 copies; with LoRA, of the adapters)."""
 
     def __init__(self, model, decay: float):
         self.decay = decay
-        self.shadow = {k: v.detach().float().clone() for k, v in model.state_dict().items()}
+        self.shadow = {k: v.detach().float().clone() for k, v in model.named_parameters() if v.requires_grad}
 
     @torch.no_grad()
     def update(self, model) -> None:
-        for k, v in model.state_dict().items():
-            if v.dtype.is_floating_point:
+        for k, v in model.named_parameters():
+            if k in self.shadow:
                 self.shadow[k].mul_(self.decay).add_(v.detach().float(), alpha=1 - self.decay)
-            else:
-                self.shadow[k].copy_(v)
 
 
 def fit(cfg: FitConfig, data_dir: str | Path, out_dir: str | Path, *, device: str = "auto",
         max_minutes: float | None = None, max_steps: int | None = None, resume: bool = True,
         bundle_out: str | Path | None = None, progress: str = "auto") -> dict:
     """Train; returns a summary {steps, final_loss, wall_s, bundle}. Safe to call under torchrun."""
-    from vera.model.bundle import save_bundle
     from vera.progress import Progress
     from vera.train.data import open_dataset
 
@@ -548,6 +574,13 @@ def fit(cfg: FitConfig, data_dir: str | Path, out_dir: str | Path, *, device: st
     if dist.world > 1 and dist.main:
         _barrier(dist)
     model = bundle.transformer
+    if cfg.lora:
+        add_lora(model, **cfg.lora)
+    model.gradient_checkpointing = cfg.activation_checkpointing
+    sharded = cfg.parallel in sharded_checkpoints.SHARDED_MODES
+    if sharded and dist.world > 1:
+        sharded_checkpoints.shard_model(model, cfg.parallel, dist.world, dev)
+    batch_size = cfg.batch_per_process(dist.world)
     vae = bundle.vae
     prompts = PromptEmbeddings(bundle.text, dev)
     dataset = SampleCache(open_dataset(data_dir, width=cfg.width, height=cfg.height, frames=cfg.frames,
@@ -555,17 +588,23 @@ def fit(cfg: FitConfig, data_dir: str | Path, out_dir: str | Path, *, device: st
     if len(dataset) == 0:
         raise BadInput(f"{data_dir}: no training samples")
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     ema = EMA(model, cfg.ema) if cfg.ema else None
     step = 0
-    if existing:
+    if existing and existing[-1].is_dir():
+        step = sharded_checkpoints.load(existing[-1], model, optimizer, ema.shadow if ema else None,
+                                        world=dist.world)["step"]
+    elif existing:
+        if sharded and dist.world > 1:
+            raise BadInput(f"{existing[-1]}: a parallel=ddp checkpoint; resume it with parallel: ddp")
         step = load_checkpoint(existing[-1], model, optimizer, ema.shadow if ema else None)
     if dist.main:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
 
     trained = model
-    if dist.world > 1:
+    if dist.world > 1 and not sharded:
         from torch.nn.parallel import DistributedDataParallel
 
         trained = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
@@ -587,7 +626,7 @@ def fit(cfg: FitConfig, data_dir: str | Path, out_dir: str | Path, *, device: st
         if max_minutes is not None and _clock_says_stop(started, max_minutes, dist):
             stopped_by_clock = True
             break
-        positions = rank_positions(step, cfg.batch, dist.rank, dist.world)
+        positions = rank_positions(step, batch_size, dist.rank, dist.world)
         items = [dataset.fetch(dataset_index(cfg.seed, p, len(dataset)), sample_seed(cfg.seed, step, p, 3))
                  for p in positions]
         masks = [conditioning_mask(cfg, item, step, p) for item, p in zip(items, positions)]
@@ -606,7 +645,8 @@ def fit(cfg: FitConfig, data_dir: str | Path, out_dir: str | Path, *, device: st
                                          weight_map)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+        grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
         optimizer.step()
         if ema:
             ema.update(model)
@@ -630,12 +670,12 @@ def fit(cfg: FitConfig, data_dir: str | Path, out_dir: str | Path, *, device: st
     summary = {"steps": step, "final_loss": losses[-1] if losses else None,
                "wall_s": round(time.monotonic() - started, 1), "stopped_by_clock": stopped_by_clock,
                "bundle": None}
+    trained_state = model.state_dict() if ema is None else ema.shadow
+    if sharded:  # whole tensors for the export: a collective, every rank takes part
+        trained_state = sharded_checkpoints.full_state(trained_state)
     if dist.main:
-        if ema:
-            model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in ema.shadow.items()})
-        model.to(getattr(torch, cfg.export_dtype))  # load_bundle casts back to the device's compute dtype
         target = Path(bundle_out) if bundle_out else out_dir / "bundle"
-        save_bundle(bundle, target, defaults=cfg.defaults or None)
+        write_bundle(cfg, base_bundle_folder(cfg, out_dir), trained_state, target)
         summary["bundle"] = str(target)
         atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     if dist.initialised:
@@ -644,6 +684,61 @@ def fit(cfg: FitConfig, data_dir: str | Path, out_dir: str | Path, *, device: st
         tdist.barrier()
         tdist.destroy_process_group()
     return summary
+
+
+LORA_FILE = "lora.safetensors"
+
+
+def base_bundle_folder(cfg: FitConfig, run_dir: Path) -> Path:
+    """The bundle a run started from (its VAE and text encoder go into every bundle it exports)."""
+    return run_dir / "init_bundle" if cfg.bundle["from"] == "random" else Path(cfg.bundle["from"])
+
+
+def write_bundle(cfg: FitConfig, base: Path, state: dict, target: str | Path, dtype: str | None = None) -> Path:
+    """An inference bundle at `target` from trained tensors (whole, module key names): the base bundle with
+    these weights, or with LoRA the base bundle unchanged plus the adapter file."""
+    from vera.model.bundle import load_bundle, save_bundle
+
+    bundle = load_bundle(base, device="cpu")
+    target = Path(target)
+    if cfg.lora:
+        target.mkdir(parents=True, exist_ok=True)
+        save_lora(state, lora_settings(**cfg.lora), target / LORA_FILE)
+        return save_bundle(bundle, target, defaults=cfg.defaults or None, lora=LORA_FILE)
+    bundle.transformer.load_state_dict({k: v.float() for k, v in state.items()})
+    bundle.transformer.to(getattr(torch, dtype or cfg.export_dtype))  # load_bundle casts to the compute dtype
+    return save_bundle(bundle, target, defaults=cfg.defaults or None)
+
+
+def export(checkpoint: str | Path, out: str | Path, *, use_ema: bool = True, dtype: str | None = None) -> Path:
+    """An inference bundle from a training checkpoint (a `step_N/` folder or `step_N.safetensors` file inside a
+    run's checkpoints/): its EMA weights (or the raw ones), with the VAE and text encoder of the bundle the run
+    started from, and the run's sampler defaults. One process; no GPU needed."""
+    from safetensors.torch import load_file
+
+    from vera.model.bundle import load_bundle
+
+    checkpoint = Path(checkpoint)
+    if not checkpoint.exists():
+        raise BadInput(f"{checkpoint}: no such checkpoint")
+    run = checkpoint.parent.parent
+    cfg = load_config(run / "config.json")
+    if use_ema and not cfg.ema:
+        raise BadInput(f"{run / 'config.json'}: the run kept no EMA (ema is null); export with --raw")
+    base = base_bundle_folder(cfg, run)
+    group = "ema" if use_ema else "model"
+    if checkpoint.is_dir():
+        model = load_bundle(base, device="cpu").transformer.float()
+        if cfg.lora:
+            add_lora(model, **cfg.lora)
+        held = ({k: v for k, v in model.named_parameters() if v.requires_grad} if use_ema  # what EMA keeps
+                else model.state_dict())
+        template = {f"{group}.{k}": torch.empty_like(v) for k, v in held.items()}
+        tensors = sharded_checkpoints.read_tensors(checkpoint, template)
+    else:
+        tensors = {_block_first(k): v for k, v in load_file(str(checkpoint)).items()}
+    state = {k[len(group) + 1:]: v for k, v in tensors.items() if k.startswith(f"{group}.")}
+    return write_bundle(cfg, base, state, out, dtype)
 
 
 def _clock_says_stop(started: float, max_minutes: float, dist: Dist) -> bool:
@@ -674,7 +769,14 @@ def _barrier(dist: Dist) -> None:
 
 
 def _checkpoint(out_dir: Path, step: int, model, optimizer, ema, cfg: FitConfig, dist: Dist) -> None:
-    if dist.main:
+    if cfg.parallel in sharded_checkpoints.SHARDED_MODES:
+        sharded_checkpoints.save(checkpoint_path(out_dir, step, sharded=True), step, model, optimizer,
+                                 ema.shadow if ema else None, {"config": cfg.to_dict()}, rank=dist.rank,
+                                 world=dist.world)
+        if dist.main:
+            for old in list_checkpoints(out_dir)[:-cfg.keep_checkpoints]:
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
+    elif dist.main:
         save_checkpoint(checkpoint_path(out_dir, step), step, model, optimizer, ema.shadow if ema else None, cfg)
         for old in list_checkpoints(out_dir)[:-cfg.keep_checkpoints]:
             old.unlink()

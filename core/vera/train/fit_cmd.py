@@ -26,6 +26,18 @@ def register(subparsers) -> None:
     add_progress_argument(fit)
     fit.set_defaults(func=run_fit)
 
+    export = subparsers.add_parser(
+        "export", help="turn a training checkpoint into an inference bundle that vera-render loads",
+        description="Write a bundle (safetensors transformer, the run's VAE and text encoder, its sampler "
+                    "defaults) from a checkpoint of `vera-train fit`: a sharded step_N/ folder or a "
+                    "step_N.safetensors file, or the newest one of a run folder.")
+    export.add_argument("checkpoint", help="a checkpoint (OUT/checkpoints/step_N[/.safetensors]) or a run folder")
+    export.add_argument("--out", required=True, help="bundle folder to write")
+    export.add_argument("--raw", action="store_true", help="the raw weights instead of the EMA")
+    export.add_argument("--dtype", choices=("float32", "float16", "bfloat16"),
+                        help="weights' dtype (default: the run's export_dtype)")
+    export.set_defaults(func=run_export)
+
     ev = subparsers.add_parser(
         "eval", help="measure a bundle on held-out synthetic shots through the render pipeline",
         description="Render each held-out shot with vera.pipeline.render_frames and measure matte IoU against "
@@ -38,6 +50,12 @@ def register(subparsers) -> None:
     ev.add_argument("--steps", type=int, help="sampling steps (default: the bundle's)")
     ev.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     ev.add_argument("--out", help="also write the report (JSON) here")
+    ev.add_argument("--metrics", choices=("demo", "paper"), default="demo",
+                    help="demo: matte IoU / colour / untouched pixels on layered EXR shots (default); paper: "
+                         "PSNR / SSIM / LPIPS content preservation on public test-split records (.jsonl)")
+    ev.add_argument("--lpips-weights", help="paper metrics: folder with local LPIPS weights (else LPIPS is "
+                                            "skipped with a note)")
+    ev.add_argument("--markdown", help="paper metrics: also write the table as Markdown here")
     add_progress_argument(ev)
     ev.set_defaults(func=run_eval)
 
@@ -55,10 +73,39 @@ def run_fit(args) -> int:
     return 0
 
 
+def run_export(args) -> int:
+    from pathlib import Path
+
+    from vera.errors import BadInput
+    from vera.train.fit import export, list_checkpoints
+
+    checkpoint = Path(args.checkpoint)
+    if (checkpoint / "config.json").is_file():  # a run folder: its newest checkpoint
+        found = list_checkpoints(checkpoint)
+        if not found:
+            raise BadInput(f"{checkpoint}: no checkpoints in this run folder")
+        checkpoint = found[-1]
+    folder = export(checkpoint, args.out, use_ema=not args.raw, dtype=args.dtype)
+    print(f"wrote bundle {folder} from {checkpoint}", file=sys.stderr)
+    return 0
+
+
 def run_eval(args) -> int:
     from vera.atomic import atomic_write_text
     from vera.train.evaluate import evaluate, format_report
 
+    if args.metrics == "paper":
+        from vera.train.paper_metrics import evaluate_paper, format_markdown, to_json
+
+        report = evaluate_paper(args.bundle, args.data, limit=args.limit, seed=args.seed, steps=args.steps,
+                                lpips_weights=args.lpips_weights, progress=args.progress)
+        text, table = to_json(report), format_markdown(report)
+        if args.markdown:
+            atomic_write_text(args.markdown, table + "\n")
+        if args.out:
+            atomic_write_text(args.out, text)
+        sys.stdout.write(text if args.json else table + "\n")
+        return 0
     report = evaluate(args.bundle, args.data, limit=args.limit, seed=args.seed, steps=args.steps,
                       progress=args.progress)
     text = json.dumps(report, indent=2) + "\n"

@@ -229,6 +229,40 @@ def generate(out_dir, n: int, seed: int = 0, size: tuple[int, int] = (128, 96), 
     return folders
 
 
+def generate_public_test(out_dir, n: int, seed: int = 0, size: tuple[int, int] = (128, 96), frames: int = 9,
+                         tasks=TASKS, progress=None) -> Path:
+    """Write samples 0..n-1 in the public Vera-Layered-Video test-split format: `test.jsonl` (video_id,
+    input_path, subject_type, prompt_id, prompt, target_caption, source_caption for obj_add, edit_type,
+    mask_path, alpha_path) and the MP4s it names under videos/ (the source, the preserved subject's mask, the
+    reference edit alpha). Returns the JSONL path."""
+    from vera.atomic import atomic_write_text
+    from vera.train.data import PUBLIC_TASKS, write_video
+
+    if int(n) < 1:
+        raise BadInput(f"--n must be at least 1, got {n}")
+    out_dir = Path(out_dir)
+    edit_types = {task: edit_type for edit_type, task in PUBLIC_TASKS.items()}
+    records = []
+    for index in range(int(n)):
+        sample = make_sample(index, seed, _check_size(size), frames, tasks)
+        video_id = f"synth_{index:05d}"
+        paths = {kind: f"videos/{video_id}_{kind}.mp4" for kind in ("input", "mask", "alpha")}
+        for kind, pixels in zip(paths, (sample.plate, sample.mask, sample.element[..., 3])):
+            write_video(out_dir / paths[kind], pixels)
+        source_caption = f"a {sample.params['background_pattern']} background with a soft-edged subject"
+        record = {"video_id": video_id, "input_path": paths["input"], "subject_type": "blob", "prompt_id": index,
+                  "prompt": sample.instruction, "target_caption": f"{source_caption}; {sample.instruction}",
+                  "edit_type": edit_types[sample.task], "mask_path": paths["mask"], "alpha_path": paths["alpha"]}
+        if sample.task == OBJECT_ADDITION:
+            record["source_caption"] = source_caption
+        records.append(record)
+        if progress is not None:
+            progress.advance(1, video_id)
+    path = out_dir / "test.jsonl"
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
 def _check_size(size) -> tuple[int, int]:
     width, height = (int(v) for v in size)
     if width < 8 or height < 8:

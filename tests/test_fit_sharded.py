@@ -1,0 +1,129 @@
+"""Sharded training (FSDP2 on two gloo CPU processes) against one process; sharded checkpoints resumed on another
+process count; `vera-train export` of a sharded checkpoint rendering through `vera-render run`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vera.errors import BadInput
+from vera.train.fit import FitConfig, export, fit, list_checkpoints
+
+# test_fit's tiny run, sharded, with a global batch (so one and two processes train on the same samples)
+SHARDED = {"bundle": {"from": "random", "model": {"base": "vera-tiny"}, "patch": 8}, "export_dtype": "float32",
+           "width": 32, "height": 32, "frames": 5, "global_batch": 2, "lr": 2e-3, "warmup": 2, "log_every": 1,
+           "checkpoint_every": 10, "keep_checkpoints": 2, "ema": 0.9, "mask": "placement",
+           "placement_drop": 0.5, "element_weight": 3.0, "steps": 20, "parallel": "fsdp"}
+# Two processes reduce-scatter the gradient of their half batches; one process takes the mean of the whole
+# batch. The sums round in a different order (float32, ~1e-7 relative per step) and AdamW keeps the updates
+# ~lr in size, so 20 steps drift by a few 1e-6 (measured 2.9e-6 in weights, 4.8e-7 in logged loss).
+WEIGHT_ATOL, LOSS_ATOL = 1e-5, 1e-5
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    from vera.train.synth import generate
+
+    root = tmp_path_factory.mktemp("synth")
+    generate(root, 6, seed=3, size=(32, 32), frames=5)
+    return root
+
+
+@pytest.fixture(scope="module")
+def two_process_run(dataset, tmp_path_factory):
+    """20 sharded steps on 2 gloo processes (checkpoints at 10 and 20)."""
+    folder = tmp_path_factory.mktemp("fsdp")
+    config = folder / "config_in.json"
+    config.write_text(json.dumps(SHARDED))
+    torchrun = Path(sys.executable).with_name("torchrun")
+    result = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "vera.train.cli", "fit", "--config",
+         str(config), "--data", str(dataset), "--out", str(folder / "run"), "--progress", "none"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder / "run"
+
+
+def losses(run: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def bundle_weights(run: Path) -> dict:
+    return load_file(str(run / "bundle" / "transformer.safetensors"))
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=WEIGHT_ATOL, msg=key)
+
+
+def test_two_process_fsdp_equals_one_process(two_process_run, dataset, tmp_path):
+    checkpoints = list_checkpoints(two_process_run)
+    assert [p.name for p in checkpoints] == ["step_00000010", "step_00000020"]
+    # each rank wrote its own shard files: the folder is not one consolidated file
+    assert len(list(checkpoints[-1].glob("shard-*.safetensors"))) == 2
+    fit(FitConfig.from_dict(SHARDED), dataset, tmp_path / "one", progress="none")
+    two, one = losses(two_process_run), losses(tmp_path / "one")
+    assert len(two) == len(one) == 20
+    assert max(abs(a - b) for a, b in zip(two, one)) <= LOSS_ATOL
+    assert one[-1] < one[0]  # it trains
+    assert_same_weights(bundle_weights(two_process_run), bundle_weights(tmp_path / "one"))
+
+
+def test_checkpoint_of_two_processes_resumes_on_one(two_process_run, dataset, tmp_path):
+    """Stopped at step 10 on two processes, resumed on one: continues as the uninterrupted run."""
+    resumed = tmp_path / "resumed"
+    (resumed / "checkpoints").mkdir(parents=True)
+    shutil.copy(two_process_run / "config.json", resumed)
+    shutil.copytree(two_process_run / "init_bundle", resumed / "init_bundle")
+    shutil.copytree(two_process_run / "checkpoints" / "step_00000010", resumed / "checkpoints" / "step_00000010")
+    summary = fit(FitConfig.from_dict(SHARDED), dataset, resumed, progress="none")
+    assert summary["steps"] == 20
+    tail = losses(resumed)
+    assert len(tail) == 10  # steps 11-20 only: it did not start over
+    assert max(abs(a - b) for a, b in zip(tail, losses(two_process_run)[10:])) <= LOSS_ATOL
+    assert_same_weights(bundle_weights(resumed), bundle_weights(two_process_run))
+
+
+def test_export_of_a_sharded_checkpoint_renders(two_process_run, tmp_path):
+    from bundles import base_spec, write_plates, write_spec
+
+    exported = export(list_checkpoints(two_process_run)[-1], tmp_path / "bundle")
+    assert_same_weights(load_file(str(exported / "transformer.safetensors")), bundle_weights(two_process_run))
+    shot = tmp_path / "shot"
+    write_plates(shot)
+    spec = write_spec(shot, base_spec(exported))
+    vera_render = Path(sys.executable).with_name("vera-render")
+    result = subprocess.run([str(vera_render), "run", str(spec), "--progress", "none"], capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(list((shot / "out").glob("*.exr"))) == 13
+
+
+def test_export_without_ema_asks_for_raw(dataset, tmp_path):
+    fit(FitConfig.from_dict({**SHARDED, "ema": None, "steps": 2}), dataset, tmp_path / "run", progress="none")
+    with pytest.raises(BadInput, match="--raw"):
+        export(list_checkpoints(tmp_path / "run")[-1], tmp_path / "bundle")
+    assert (export(list_checkpoints(tmp_path / "run")[-1], tmp_path / "bundle", use_ema=False)
+            / "bundle.json").is_file()
+
+
+@pytest.mark.parametrize("change, message", [({"parallel": "zero3"}, "parallel must be one of"),
+                                             ({"global_batch": 0}, "global_batch must be positive")])
+def test_parallel_settings_are_checked(change, message):
+    with pytest.raises(BadInput, match=message):
+        FitConfig.from_dict({**SHARDED, **change})
+
+
+def test_global_batch_must_split_over_the_processes():
+    with pytest.raises(BadInput, match="does not split over 4 processes"):
+        FitConfig.from_dict({**SHARDED, "global_batch": 6}).batch_per_process(4)
