@@ -84,7 +84,7 @@ OVERHEAD_GIB = 1.0                   # CUDA context + allocator slack per proces
 BF16, FP8, FP32 = 2, 1, 4
 DEFAULT_TFLOPS = 150.0               # assumed sustained bf16 TFLOP/s per GPU (about half an A100's 312 peak)
 DEFAULT_HOST_LINK_GB_S = 25.0        # assumed host->GPU copy rate (PCIe 4 x16) for streamed layers
-DEFAULT_LORA_RANK = 32
+DEFAULT_LORA_RANK = 16            # vera.train.fit's documented LoRA rank
 GIB = 2**30
 
 
@@ -471,7 +471,7 @@ def _training(strategy: Strategy, work: _Workload) -> tuple[dict, int]:
 
 def lora_parameters(cfg: VeraConfig, rank: int) -> int:
     """Adapter parameters: rank x (in + out) on every stream's attention projections (self and cross: q, k, v,
-    o) and both FFN Linears, at every layer."""
+    o) and both FFN Linears, at every layer: vera.model.lora's default targets (tested against peft's count)."""
     d, f = cfg.dim, cfg.ffn_dim
     per_block = 8 * rank * (d + d) + 2 * rank * (d + f)
     return len(STREAMS) * cfg.num_layers * per_block
