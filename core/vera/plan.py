@@ -15,7 +15,7 @@ What the memory model counts, per GPU (docs/gpus.md has the why of each term):
                degree; training: the float32 residual saved at every block (activation checkpointing per joint
                block) plus one block recomputed with autograd and its gradients;
   vae          Wan VAE weights (float32) plus its decode working set (one causal chunk of 4 frames);
-  text encoder umT5-xxl weights (bf16) while prompts are encoded (training reads the prompt cache instead);
+  text encoder umT5-xxl weights (bf16) while prompts are encoded, then unloaded (training reads the prompt cache);
   optimizer    (training) float32 master weights, gradients and AdamW's two moments, sharded by FSDP;
   overhead     the CUDA context and allocator slack, a fixed allowance.
 """
@@ -429,12 +429,14 @@ def _inference(strategy: Strategy, work: _Workload) -> tuple[dict, int]:
     vae_weights, vae_working = _vae_bytes(components, work.width, work.height)
     text = components.text_encoder_params * BF16
     overhead = OVERHEAD_GIB * GIB
+    # The text encoder is on the GPU only while prompts encode (vera.pipeline unloads it once they are cached),
+    # in every mode; the VAE stays resident, or (parts, layers) visits the GPU only while it runs.
     if strategy.memory == "resident":
-        peak = weights + text + vae_weights + max(activations, vae_working) + overhead
+        peak = weights + vae_weights + max(text, activations, vae_working) + overhead
         host = 0
-    else:  # text encoder and VAE visit the GPU one at a time, beside the transformer's resident part
+    else:
         peak = weights + max(text, activations, vae_weights + vae_working) + overhead
-        host = text + vae_weights
+        host = vae_weights
         if strategy.memory == "layers":
             host += parameter_count(cfg) * (FP8 if strategy.fp8_storage else BF16)
     memory = {"weights": weights, "activations": activations, "vae": vae_weights + vae_working,

@@ -137,9 +137,10 @@ def format_plan(result) -> str:
         if key != "peak":
             note = WHAT[result.mode].get(key, "")
             lines.append(f"  {LABELS[key]:<16}{value:8.2f}  {note}")
-    turns = result.mode == "inference" and result.strategy and result.strategy.memory != "resident"
-    lines.append(f"  {'peak':<16}{result.memory['peak']:8.2f}  of {result.gpu_memory_gib:g}"
-                 + ("; text encoder, denoising and VAE take turns" if turns else ""))
+    turns = "" if result.mode != "inference" else (
+        "; text encoder and denoising take turns" if result.strategy and result.strategy.memory == "resident"
+        else "; text encoder, denoising and VAE take turns")
+    lines.append(f"  {'peak':<16}{result.memory['peak']:8.2f}  of {result.gpu_memory_gib:g}{turns}")
     if result.host_memory_gib:
         lines.append(f"  CPU memory for the offloaded parts: {result.host_memory_gib:.1f} GiB")
     if result.mode == "inference":
