@@ -87,7 +87,12 @@ MEASURE = textwrap.dedent("""
 
     run()
     base = rss("VmRSS")
-    open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to the current resident size
+    try:
+        with open("/proc/self/clear_refs", "w") as f:  # reset the peak (VmHWM) to the current resident size
+            f.write("5")
+    except OSError as exc:
+        print(json.dumps({"skip": f"cannot reset the peak resident size: {exc}"}))
+        sys.exit(0)
     run()
     measured = rss("VmHWM") - base
     if mode == "inference":
@@ -104,6 +109,8 @@ def test_activation_estimate_against_measured_cpu_peak(mode):
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS="1")
     out = subprocess.run([sys.executable, "-c", MEASURE, mode], env=env, capture_output=True, text=True, check=True)
     result = json.loads(out.stdout)
+    if "skip" in result:
+        pytest.skip(result["skip"])
     ratio = result["estimate"] / result["measured"]
     # Measured when written: 1.03 (inference) and 1.01 (training). The model follows the code tensor by tensor,
     # so within 1.5x either way; a large drift means the network's memory changed and the planner must follow.
