@@ -278,3 +278,25 @@ def test_a_shot_without_sampler_choices_uses_the_bundles(tmp_path):
     spec.sampler = SamplerSpec(name="unipc", steps=3)
     chosen = sampler_settings(bundle, spec)
     assert (chosen.sampler, chosen.steps, chosen.guidance) == ("unipc", 3, 1.0)
+
+
+def test_a_bundle_from_a_wan_conversion_defaults_to_wans_negative_prompt_and_the_demo_keeps_its_own(tmp_path):
+    from types import SimpleNamespace
+
+    from vera.model.bundle import WAN_NEGATIVE_PROMPT, create_random_bundle
+    from vera.pipeline import sampler_settings
+
+    # Wan2.1's shared config `sample_neg_prompt`: a fixed Chinese list, from "vivid colours, overexposed" to
+    # "walking backwards"
+    assert WAN_NEGATIVE_PROMPT.startswith("色调艳丽，过曝，静态") and WAN_NEGATIVE_PROMPT.endswith("背景人很多，倒着走")
+    folder = create_random_bundle(tmp_path / "b", "vera-tiny", seed=0)
+    assert read_manifest(folder)["defaults"]["negative_prompt"] == ""  # random weights are not Wan's
+    manifest = json.loads((folder / "bundle.json").read_text())
+    del manifest["defaults"]["negative_prompt"]  # bundle.json as docs/model.md writes it for a conversion
+    (folder / "bundle.json").write_text(json.dumps(manifest))
+    defaults = read_manifest(folder)["defaults"]
+    assert defaults["negative_prompt"] == WAN_NEGATIVE_PROMPT
+    spec = make_shot(tmp_path, "demo", "plate.####.exr", 1, 5)
+    spec.negative_prompt = ""
+    assert sampler_settings(SimpleNamespace(defaults=defaults), spec).negative_prompt == WAN_NEGATIVE_PROMPT
+    assert read_manifest("demo")["defaults"]["negative_prompt"] == ""  # the demo was trained without one

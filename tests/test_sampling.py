@@ -1,9 +1,13 @@
-"""Flow-matching sampling: seeded determinism, CFG in one batch, conditioning on every stream, shifted sigmas."""
+"""Flow-matching sampling: seeded determinism, CFG in one batch, conditioning on every stream, and Wan2.1's sigma
+grids and UniPC trajectory."""
 
 import dataclasses
+import math
 
+import numpy as np
 import pytest
 import torch
+from diffusers import UniPCMultistepScheduler
 
 from vera.errors import BadInput
 from vera.model.configs import CONFIGS
@@ -112,22 +116,148 @@ def test_progress_advances_once_per_step(model):
     assert progress.n == 4
 
 
-@pytest.mark.parametrize("sampler", ["unipc", "euler"])
-def test_schedules_are_shifted_flow_sigmas(sampler):
-    plain, shifted = make_scheduler(sampler, 1.0), make_scheduler(sampler, 5.0)
-    plain.set_timesteps(10)
-    shifted.set_timesteps(10)
-    s = plain.sigmas[:-1].double()
-    expected = 5.0 * s / (1.0 + 4.0 * s)
-    if sampler == "euler":  # diffusers' Euler shifts an evenly spaced schedule between its own ends
-        sig = shifted.sigmas[:-1].double()
-        unshifted = sig / (5.0 - 4.0 * sig)
-        steps = unshifted.diff()
-        assert sig[0] == 1.0 and torch.allclose(steps, steps[0].expand_as(steps), atol=1e-5)
-    else:
-        assert torch.allclose(shifted.sigmas[:-1].double(), expected, atol=1e-4)
-    assert shifted.sigmas[-1] == 0.0
-    assert torch.allclose(shifted.timesteps.double(), shifted.sigmas[:-1].double() * 1000, atol=1.0)
+def shifted(s, shift):
+    return shift * s / (1 + (shift - 1) * s)
+
+
+def wan_grid(start, steps, shift):
+    """Wan2.1's grids as its code states them: `steps` evenly spaced sigmas from `start` towards 0 (0 dropped),
+    shifted once. Euler (`fm_solvers.get_sampling_sigmas`) starts at 1; UniPC (`FlowUniPCMultistepScheduler`)
+    at its largest training sigma 1 - 1/1000, stored as float32."""
+    return [shifted(start - k * start / steps, shift) for k in range(steps)]
+
+
+UNIPC_START = float(np.float32(0.999))
+
+
+@pytest.mark.parametrize("steps,shift", [(50, 5.0), (12, 2.0), (10, 1.0), (1, 3.0)])
+def test_euler_sigmas_are_wans_grid_shifted_once(steps, shift):
+    scheduler = make_scheduler("euler", shift, steps)
+    expected = wan_grid(1.0, steps, shift)
+    assert torch.allclose(scheduler.sigmas.double(), torch.tensor(expected + [0.0], dtype=torch.float64),
+                          atol=1e-6)
+    assert torch.allclose(scheduler.timesteps.double(), torch.tensor(expected, dtype=torch.float64) * 1000,
+                          atol=1e-3)
+
+
+def test_euler_last_sigma_at_50_steps_shift_5():
+    # shift*s/(1+(shift-1)s) at s = 1/50: 5/54 = 0.0926 (a double shift gives 0.024)
+    assert make_scheduler("euler", 5.0, 50).sigmas[-2].item() == pytest.approx(5 / 54, abs=1e-6)
+
+
+@pytest.mark.parametrize("steps,shift", [(50, 5.0), (30, 8.0), (12, 2.0), (7, 1.0), (1, 5.0)])
+def test_unipc_sigmas_and_timesteps_are_wans(steps, shift):
+    scheduler = make_scheduler("unipc", shift, steps)
+    expected = wan_grid(UNIPC_START, steps, shift)
+    assert torch.allclose(scheduler.sigmas.double(), torch.tensor(expected + [0.0], dtype=torch.float64),
+                          atol=1e-6)
+    # Wan's timesteps are 1000 sigma truncated to int64
+    assert scheduler.timesteps.tolist() == [int(s * 1000) for s in expected]
+
+
+def test_unipc_last_timesteps_at_50_steps_shift_5_are_wans():
+    timesteps = make_scheduler("unipc", 5.0, 50).timesteps.tolist()
+    assert timesteps[-2:] == [172, 92]  # Wan2.1; diffusers' default grid gives [175, 96]
+    assert timesteps[0] == 999
+
+
+def toy_field(z, t):
+    """A velocity that depends non-linearly on the latents z and on the timestep t the model is given."""
+    z, t = z.double(), torch.as_tensor(t, dtype=torch.float64) / 1000
+    return torch.sin(z) * (1 + t) + 0.3 * torch.cos(7 * t) - 0.5 * z * t ** 2
+
+
+class ToyVelocity(torch.nn.Module):
+    cfg = CFG
+
+    def __init__(self):
+        super().__init__()
+        self.p = torch.nn.Parameter(torch.zeros(()))
+        self.timesteps = []
+
+    def forward(self, x, t, context):
+        self.timesteps.append(t[0].item())
+        return toy_field(x[:, :, :CFG.z_dim], t[0]).float()
+
+
+def unipc_reference(velocity, x, sigmas, timesteps):
+    """UniPC (Zhao et al. 2023) as Wan2.1's FlowUniPCMultistepScheduler configures it, written from the method's
+    formulas, in float64: data prediction m = x - sigma v; alpha = 1 - sigma, lambda = log(alpha / sigma);
+    B(h) = e^h - 1 ("bh2"); solver order 2 with a first-order first step and last step; the UniC corrector
+    before every step but the first, of the previous step's order; the final sigma 0; the model sees
+    `timesteps[i]` while the solver uses `sigmas[i]`."""
+    def lam(s):
+        return math.log((1 - s) / s) if s > 0 else math.inf
+
+    def b_coeffs(h, order):  # b_k = h phi_k(h) k! / B(h) for the data-prediction form (hh = -h)
+        hh = -h
+        phi, out, fact = math.expm1(hh) / hh - 1, [], 1
+        for k in range(1, order + 1):
+            out.append(phi * fact / math.expm1(hh))
+            fact *= k + 1
+            phi = phi / hh - 1 / fact
+        return out
+
+    def advance(x_from, s_from, s_to, m_from, correction):
+        """x at s_to: the exponential-integrator step on m_from, minus alpha B(h) times the correction."""
+        if s_to == 0:
+            return m_from  # lambda = inf: the step lands on the data prediction
+        h = lam(s_to) - lam(s_from)
+        return s_to / s_from * x_from - (1 - s_to) * math.expm1(-h) * (m_from + correction)
+
+    n = len(timesteps)
+    x, last_x, ms, orders = x.double(), None, [], []
+    for i in range(n):
+        m = x - sigmas[i] * velocity(x, timesteps[i])
+        if i > 0:  # UniC: redo the last step from last_x with m included
+            h = lam(sigmas[i]) - lam(sigmas[i - 1])
+            if orders[-1] == 1:
+                correction = 0.5 * (m - ms[-1])
+            else:
+                r = (lam(sigmas[i - 2]) - lam(sigmas[i - 1])) / h
+                rho = np.linalg.solve([[1.0, 1.0], [r, 1.0]], b_coeffs(h, 2))
+                correction = rho[0] * (ms[-2] - ms[-1]) / r + rho[1] * (m - ms[-1])
+            x = advance(last_x, sigmas[i - 1], sigmas[i], ms[-1], correction)
+        order = min(2, n - i, i + 1)
+        if order == 1:
+            correction = 0.0
+        else:  # UniP-2: rho = 1/2 on the previous data prediction's slope
+            r = (lam(sigmas[i - 1]) - lam(sigmas[i])) / (lam(sigmas[i + 1]) - lam(sigmas[i]))
+            correction = 0.5 * (ms[-1] - m) / r
+        last_x = x
+        x = advance(x, sigmas[i], sigmas[i + 1], m, correction)
+        ms.append(m)
+        orders.append(order)
+    return x
+
+
+@pytest.mark.parametrize("steps,shift", [(10, 5.0), (6, 3.0)])
+def test_unipc_trajectory_matches_wans_flow_unipc_on_a_toy_field(steps, shift):
+    condition, context, _ = inputs()
+    toy = ToyVelocity()
+    out = sample(toy, condition, context, None, steps=steps, guidance=1.0, shift=shift, sampler="unipc", seed=3)
+    grid = wan_grid(UNIPC_START, steps, shift)
+    sigmas = [float(np.float32(s)) for s in grid] + [0.0]  # the scheduler keeps its sigmas in float32
+    timesteps = [int(s * 1000) for s in grid]
+    assert toy.timesteps == timesteps
+    noise = torch.randn((1, 3, CFG.z_dim, *LATENT), generator=torch.Generator().manual_seed(3))
+    expected = unipc_reference(toy_field, noise, sigmas, timesteps)
+    assert (out.double() - expected).abs().max() < 1e-5
+    # the check can tell grids apart: diffusers' default UniPC grid ends elsewhere and lands > 1e-3 away
+    default = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=shift)
+    default.set_timesteps(steps)
+    other = unipc_reference(toy_field, noise, default.sigmas.double().tolist(), default.timesteps.tolist())
+    assert (other - expected).abs().max() > 1e-3
+
+
+def test_euler_trajectory_is_explicit_euler_on_wans_grid():
+    condition, context, _ = inputs()
+    out = sample(ToyVelocity(), condition, context, None, steps=8, guidance=1.0, shift=2.0, sampler="euler", seed=4)
+    sigmas = wan_grid(1.0, 8, 2.0) + [0.0]
+    x = torch.randn((1, 3, CFG.z_dim, *LATENT), generator=torch.Generator().manual_seed(4)).double()
+    for i in range(8):
+        x = x + (sigmas[i + 1] - sigmas[i]) * toy_field(x, sigmas[i] * 1000)
+    assert (out.double() - x).abs().max() < 1e-4
 
 
 def test_bad_sampler_and_steps_are_bad_input(model):

@@ -73,7 +73,7 @@ BAD_INPUTS = [
     ("future schema", "vera_shot", 2, ["vera_shot", "version 2"]),
     ("empty instruction", "instruction", "  ", ["instruction", "empty"]),
     ("missing plate files", "plate.path", "nothere.####.exr", ["plate.path", "missing frames", "1001-1013"]),
-    ("a valid mask (control)", "mask", {"path": "plate.####.exr", "channel": "A"}, None),
+    ("a valid mask (control)", "mask", {"path": "plate.####.exr", "channel": "R"}, None),  # RGB: no A
 ]
 
 

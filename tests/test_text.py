@@ -5,7 +5,7 @@ import torch
 from transformers import AutoTokenizer, UMT5EncoderModel
 
 from vera.errors import BadInput
-from vera.model.text import TextEncoder, build_tiny_text_encoder
+from vera.model.text import TextEncoder, build_tiny_text_encoder, clean_prompt
 
 WORDS = ["add", "a", "red", "ball", "replace", "background", "with", "sky"]
 
@@ -102,3 +102,36 @@ def test_unwritable_cache_still_encodes(encoder_folder, tmp_path, capsys):
     out = te.encode("add a ball")
     assert out.shape == (1, 8, 32) and out.abs().sum() > 0
     assert "prompt cache" in capsys.readouterr().err
+
+
+def test_prompts_are_cleaned_as_wan_cleans_them():
+    """Wan2.1's tokenizer wrapper: ftfy.fix_text, html.unescape twice, strip, whitespace runs -> one space."""
+    assert clean_prompt("  add a\tred\n\nball  ") == "add a red ball"
+    assert clean_prompt("fish &amp;amp; chips") == "fish & chips"  # unescaped twice
+    assert clean_prompt("add&nbsp;a red ball") == "add a red ball"  # the entity becomes whitespace, then a space
+    assert clean_prompt("cafÃ© “sunset”") == 'café "sunset"'  # ftfy: mojibake repaired, quotes straightened
+
+
+def test_prompts_that_clean_alike_share_one_embedding(encoder_folder, tmp_path):
+    te = TextEncoder(encoder_folder, cache_dir=tmp_path / "cache", max_length=12)
+    out = te.encode(["add a red ball", "add&nbsp;a  red&#32;ball"])
+    assert torch.equal(out[0], out[1]) and te.encoder_runs == 1
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1
+
+
+def test_cache_entries_of_the_unversioned_scheme_are_not_reused(encoder_folder, tmp_path):
+    """Before prompts were cleaned as Wan cleans them, entries were keyed by sha256(fingerprint NUL prompt);
+    an entry left there by that version must not be read back as this version's embedding."""
+    import hashlib
+
+    from safetensors.torch import save_file
+
+    te = TextEncoder(encoder_folder, cache_dir=tmp_path / "cache", max_length=8)
+    prompt = "add a red ball"
+    old_key = hashlib.sha256(f"{te.fingerprint}\0{prompt}".encode()).hexdigest()
+    (tmp_path / "cache").mkdir()
+    save_file({"embeddings": torch.full((5, 32), 7.0)}, str(tmp_path / "cache" / f"{old_key}.safetensors"),
+              metadata={"prompt": prompt, "encoder": te.fingerprint})
+    out = te.encode(prompt)
+    assert te.encoder_runs == 1 and not torch.equal(out[0, :5], torch.full((5, 32), 7.0))
+    assert te.cache_path(prompt).name != f"{old_key}.safetensors"

@@ -90,7 +90,6 @@ def test_wan_vae_saves_and_loads_from_a_local_folder(tiny_wan, tmp_path):
     loaded = build_vae({"type": "wan", "path": "vae"}, tmp_path)
     video = torch.rand(1, 3, 1, 16, 16, generator=torch.Generator().manual_seed(5)) * 2 - 1
     assert torch.equal(loaded.encode(video), tiny_wan.encode(video))
-    assert loaded.model.use_tiling  # large frames decode in tiles
 
 
 def test_vae_folder_and_type_errors_are_bad_input(tmp_path):
@@ -98,3 +97,83 @@ def test_vae_folder_and_type_errors_are_bad_input(tmp_path):
         build_vae({"type": "wan", "path": "missing"}, tmp_path)
     with pytest.raises(BadInput, match="unknown VAE type"):
         build_vae({"type": "vqgan"}, tmp_path)
+
+
+def small_tiles(vae):
+    """diffusers' tile size made small (32 px, stride 16) so a 64 px frame spans several overlapping tiles."""
+    vae.model.enable_tiling(tile_sample_min_height=32, tile_sample_min_width=32, tile_sample_stride_height=16,
+                            tile_sample_stride_width=16)
+    return vae
+
+
+def test_small_frames_decode_untiled_and_tiling_changes_the_result(tiny_wan):
+    """Wan and WanPipeline decode untiled; tiles blend at their overlaps, which is not the untiled result."""
+    latents = torch.randn(1, 4, 2, 8, 8, generator=torch.Generator().manual_seed(6))  # 5 x 64x64 frames
+    auto = small_tiles(WanVAE(tiny_wan.model))
+    raw = latents * auto._std + auto._mean
+    auto.model.disable_tiling()
+    untiled = auto.model.decode(raw).sample
+    tiled = small_tiles(WanVAE(tiny_wan.model, tiling="always")).decode(latents)
+    assert torch.equal(small_tiles(auto).decode(latents), untiled)  # default: untiled for a small frame
+    difference = (tiled - untiled).abs()
+    assert difference.max() > 1e-3  # the seams a composited layer would carry
+    assert torch.equal(small_tiles(WanVAE(tiny_wan.model, tiling="never")).decode(latents), untiled)
+
+
+def test_frames_above_the_untiled_limit_are_tiled(tiny_wan):
+    latents = torch.randn(1, 4, 1, 8, 8, generator=torch.Generator().manual_seed(7))  # one 64x64 frame
+    video = torch.rand(1, 3, 1, 64, 64, generator=torch.Generator().manual_seed(8)) * 2 - 1
+    always = small_tiles(WanVAE(tiny_wan.model, tiling="always"))
+    expected = always.decode(latents), always.encode(video)
+    limited = small_tiles(WanVAE(tiny_wan.model, max_untiled_pixels=64 * 64 - 1))  # one pixel too many
+    assert torch.equal(limited.decode(latents), expected[0]) and torch.equal(limited.encode(video), expected[1])
+    assert WanVAE(tiny_wan.model).max_untiled_pixels == 1280 * 720  # Wan2.1's largest size decodes untiled
+    with pytest.raises(BadInput, match="tiling"):
+        WanVAE(tiny_wan.model, tiling="sometimes")
+
+
+def test_out_of_memory_untiled_retries_in_tiles(tiny_wan, monkeypatch, capsys):
+    latents = torch.randn(1, 4, 1, 8, 8, generator=torch.Generator().manual_seed(9))
+    vae = small_tiles(WanVAE(tiny_wan.model))
+    expected = small_tiles(WanVAE(tiny_wan.model, tiling="always")).decode(latents)
+    decode = vae.model.decode
+
+    def decode_or_oom(z, *args, **kwargs):
+        # torch raises torch.OutOfMemoryError (alias torch.cuda.OutOfMemoryError) when a CUDA allocation fails
+        if not vae.model.use_tiling:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+        return decode(z, *args, **kwargs)
+
+    monkeypatch.setattr(vae.model, "decode", decode_or_oom)
+    assert torch.equal(vae.decode(latents), expected)
+    assert "out of memory" in capsys.readouterr().err
+    with pytest.raises(torch.OutOfMemoryError):
+        WanVAE(vae.model, tiling="never").decode(latents)
+
+
+def test_bundle_vae_stays_float32_when_the_transformer_runs_in_bfloat16(tmp_path, monkeypatch):
+    """As in Wan2.1 and diffusers' Wan example: the VAE keeps float32 whatever the transformer's dtype."""
+    from vera.model import bundle as bundle_module
+
+    folder = bundle_module.create_random_bundle(tmp_path / "b", "vera-tiny", seed=0,
+                                                vae=WanVAE.from_config(TINY_WAN))
+    # what resolve_device("auto") returns on a CUDA machine, on this CPU
+    monkeypatch.setattr(bundle_module, "resolve_device", lambda device: (torch.device("cpu"), torch.bfloat16))
+    bundle = bundle_module.load_bundle(folder, cache_dir=tmp_path / "cache")
+    assert next(bundle.transformer.parameters()).dtype == torch.bfloat16
+    assert bundle.vae.dtype == torch.float32 and next(bundle.vae.model.parameters()).dtype == torch.float32
+
+
+def test_bundle_vae_tiling_choice_loads_and_saves_again(tmp_path):
+    import json
+
+    from vera.model.bundle import create_random_bundle, load_bundle, save_bundle
+
+    folder = create_random_bundle(tmp_path / "b", "vera-tiny", seed=0,
+                                  vae=WanVAE.from_config(TINY_WAN, tiling="always"))
+    assert json.loads((folder / "bundle.json").read_text())["vae"] == {"type": "wan", "path": "vae",
+                                                                        "tiling": "always"}
+    bundle = load_bundle(folder, device="cpu", cache_dir=tmp_path / "cache")
+    assert bundle.vae.tiling == "always"
+    copy = save_bundle(bundle, tmp_path / "copy")
+    assert load_bundle(copy, device="cpu", cache_dir=tmp_path / "cache").vae.tiling == "always"

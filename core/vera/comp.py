@@ -24,7 +24,19 @@ def over(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """A over B for premultiplied (..., 4) arrays, in float32: A + B(1 - A.alpha), all four channels."""
     a = np.asarray(a, dtype=np.float32)
     b = np.asarray(b, dtype=np.float32)
-    return a + b * (np.float32(1.0) - a[..., 3:4])
+    out = a + b * (np.float32(1.0) - a[..., 3:4])
+    # Where the edit is all zero the result is B itself, bit for bit: in IEEE arithmetic 0 + -0.0 is +0.0,
+    # which would turn the plate's signed zeros into something the plate does not hold.
+    untouched = ~a.any(axis=-1)
+    out[untouched] = b[untouched]
+    return out
+
+
+def bits_differ(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(h, w) True where any channel of two float32 (h, w, C) images differs in its bits (-0.0 vs +0.0 too)."""
+    a = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+    b = np.ascontiguousarray(b, dtype=np.float32).view(np.uint32)
+    return (a != b).any(axis=-1)
 
 
 def _pattern_path(pattern: str, frame: int, frames: list[int]) -> str:
@@ -63,6 +75,10 @@ class Inputs:
         frames = self.plate.frames
         self.edit = plates.open_sequence(edit, frames[0], frames[-1], nonfinite=nonfinite)
         self.frames = frames
+
+    def files(self) -> list[tuple[str, int]]:
+        """(path, frame) of every plate and edit file read (a movie once per frame: same path)."""
+        return [(seq.path(f), f) for seq in (self.plate, self.edit) for f in self.frames]
 
     def pair(self, frame: int) -> Pair:
         plate = self.plate.read(frame, region="data")
@@ -107,10 +123,14 @@ def comp_frame(pair: Pair, out_path: str, compression: str = "zip") -> None:
 
 def comp_sequence(inputs: Inputs, out: str, compression: str = "zip", progress=None) -> list[str]:
     """Write edit-over-plate for every frame of `inputs`; returns the written paths."""
+    from vera.files import refuse_overwrite
+
     exr_io.compression_code(compression)  # a bad option fails before any work
+    paths = {frame: _pattern_path(out, frame, inputs.frames) for frame in inputs.frames}
+    refuse_overwrite(inputs.files(), paths.values())
     written = []
     for frame in inputs.frames:
-        path = _pattern_path(out, frame, inputs.frames)
+        path = paths[frame]
         comp_frame(inputs.pair(frame), path, compression)
         written.append(path)
         if progress is not None:
@@ -125,13 +145,16 @@ class FrameQC:
     edit: str
     touched: float                # fraction of display-window pixels with alpha > 0
     max_untouched_diff: float     # largest |composite - plate| where alpha == 0 (all channels); must be 0
-    changed_untouched: int        # pixels with alpha == 0 whose composite differs from the plate
+    changed_untouched: int        # pixels with alpha == 0 whose composite differs from the plate in its bits
     comp: str | None = None
     comp_max_untouched_diff: float | None = None  # the same, for an existing composite file (--comp)
+    comp_changed_untouched: int | None = None
+    settings: str | None = None   # the edit frame's vera/settings (the render's settings fingerprint)
 
     @property
     def passed(self) -> bool:
-        return self.max_untouched_diff == 0 and (self.comp_max_untouched_diff in (None, 0.0))
+        # Bits, not values: a -0.0 that became +0.0 is a changed pixel (its difference is 0).
+        return self.changed_untouched == 0 and self.comp_changed_untouched in (None, 0)
 
 
 def qc_frame(pair: Pair, comp_path: str | None = None) -> FrameQC:
@@ -140,18 +163,27 @@ def qc_frame(pair: Pair, comp_path: str | None = None) -> FrameQC:
     composite = stored(over(pair.edit, pair.plate), pair.pixel_type)
     diff = np.abs(composite - pair.plate).max(axis=2)
     diff_untouched = np.where(untouched, diff, 0.0)
+    changed = untouched & bits_differ(composite, pair.plate)
     display_alpha = exr_io.crop_to_window(alpha, pair.window, pair.display_window)
     result = FrameQC(frame=pair.frame, plate=pair.plate_path, edit=pair.edit_path,
                      touched=float(np.count_nonzero(display_alpha > 0) / display_alpha.size),
                      max_untouched_diff=float(diff_untouched.max()),
-                     changed_untouched=int(np.count_nonzero(diff_untouched)))
+                     changed_untouched=int(np.count_nonzero(changed)))
     if comp_path is not None:
         layer = exr_io.read_layer(comp_path, pair.layer, pair.frame, pair.view)  # where comp_frame writes it
         comp = exr_io.crop_to_window(layer.pixels, layer.data_window, pair.window)
         comp_diff = np.abs(comp - pair.plate).max(axis=2)
         result.comp = comp_path
         result.comp_max_untouched_diff = float(np.where(untouched, comp_diff, 0.0).max())
+        result.comp_changed_untouched = int(np.count_nonzero(untouched & bits_differ(comp, pair.plate)))
     return result
+
+
+def _made_with(edit_path: str, frame: int) -> str | None:
+    """The settings fingerprint a vera render wrote into the edit frame's header (None if there is none)."""
+    if not edit_path.lower().endswith(".exr"):
+        return None
+    return exr_io.read_header(edit_path, frame)["attributes"].get(exr_io.ATTRIBUTE_PREFIX + "settings")
 
 
 def qc_sequence(inputs: Inputs, comp: str | None = None, progress=None) -> dict:
@@ -161,9 +193,16 @@ def qc_sequence(inputs: Inputs, comp: str | None = None, progress=None) -> dict:
     frames = []
     for frame in inputs.frames:
         comp_path = _pattern_path(comp, frame, inputs.frames) if comp else None
-        frames.append(qc_frame(inputs.pair(frame), comp_path))
+        result = qc_frame(inputs.pair(frame), comp_path)
+        result.settings = _made_with(inputs.edit.path(frame), frame)
+        frames.append(result)
         if progress is not None:
             progress.advance(1, f"frame {frame}")
+    # One sequence, one render: frames left by a render with other settings (a shorter --force) are flagged.
+    by_settings: dict = {}
+    for f in frames:
+        by_settings.setdefault(f.settings or "unknown", []).append(f.frame)
+    mixed = len(by_settings) > 1
     failed = [f.frame for f in frames if not f.passed]
     touched = [f.touched for f in frames]
     summary = {
@@ -174,9 +213,12 @@ def qc_sequence(inputs: Inputs, comp: str | None = None, progress=None) -> dict:
         "max_untouched_diff": max(f.max_untouched_diff for f in frames),
         "changed_untouched": sum(f.changed_untouched for f in frames),
         "failed_frames": plates.compact_frames(failed) if failed else "",
-        "passed": not failed,
+        "mixed_settings": mixed,
+        "settings": {key[:16]: plates.compact_frames(group) for key, group in by_settings.items()},
+        "passed": not failed and not mixed,
     }
     if comp is not None:
         summary["comp_max_untouched_diff"] = max(f.comp_max_untouched_diff for f in frames)
+        summary["comp_changed_untouched"] = sum(f.comp_changed_untouched for f in frames)
     return {"plate": inputs.plate.pattern, "edit": inputs.edit.pattern, "comp": comp, "frames": [asdict(f) | {"passed": f.passed} for f in frames],
             "summary": summary}

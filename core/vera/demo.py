@@ -171,9 +171,11 @@ def run_demo(out: str | Path = "vera-demo", prompt: str = DEFAULT_PROMPT, plate:
         size = PLATE_SIZE
     else:
         # the plate is copied in (as half EXR, frame numbers kept) so the demo folder is a self-contained shot
+        from vera.files import refuse_overwrite
         from vera.plates import open_sequence
 
         sequence = open_sequence(plate)
+        refuse_overwrite([(sequence.path(f), f) for f in sequence.frames], [], [out])  # the demo fills `out`
         first, last = sequence.frames[0], sequence.frames[-1]
         if frames:
             last = min(last, first + int(frames) - 1)

@@ -158,9 +158,10 @@ class ExrLayer:
 
 def _open_exr(path, frame, header_only: bool = False):
     """OpenEXR.File, with failures (missing, corrupt, truncated) turned into one-line BadInput."""
+    from vera.files import regular_file
+
     path = str(path)
-    if not os.path.exists(path):
-        raise frame_error(path, "file not found", frame)
+    regular_file(path, frame)  # a FIFO would block OpenEXR's open forever
     error = None
     with captured_native_output() as native:
         try:
@@ -309,11 +310,11 @@ def read_header(path, frame=None, layer: str = "rgba", view: str | None = None) 
     """display_window, data_window, part index of the part holding `layer` (of `view` in a multi-view file)
     and the view read, from the header alone."""
     exr = _open_exr(path, frame, header_only=True)
-    index, _, chosen = _locate_layer([exr.header(i) for i in range(len(exr.parts))], layer, view, path, frame)
+    index, found, chosen = _locate_layer([exr.header(i) for i in range(len(exr.parts))], layer, view, path, frame)
     header = exr.header(index)
     return {"display_window": _window_from_header(header["displayWindow"]),
             "data_window": _window_from_header(header["dataWindow"]),
-            "part": index, "view": chosen}
+            "part": index, "view": chosen, "has_alpha": "A" in found, "attributes": _plain_attributes(header)}
 
 
 def read_layer(path, layer: str = "rgba", frame=None, view: str | None = None) -> ExrLayer:

@@ -21,9 +21,19 @@ from vera.errors import BadInput
 from vera.model.dit import pack_mask
 from vera.model.vae import decode_matte
 from vera.sampling import sample
-from vera.shot import ShotSpec
+from vera.shot import MASK_CHANNELS, ShotSpec
 
-MASK_CHANNELS = {"R": 0, "G": 1, "B": 2, "A": 3, "red": 0, "green": 1, "blue": 2, "alpha": 3}
+
+class NonFiniteOutput(BadInput):
+    """The model produced NaN/inf (NaN weights, a sampler blow-up). Caught by vera.render, which names the window."""
+
+
+def _refuse_non_finite(tensor: torch.Tensor, what: str) -> None:
+    # Checked on the latents: later steps (clamping, the matte threshold, the rebuild's support rectangle)
+    # would turn NaN into plausible-looking zeros.
+    bad = int((~torch.isfinite(tensor)).sum())
+    if bad:
+        raise NonFiniteOutput(f"{bad} NaN/inf values in its {what}")
 
 
 @dataclass
@@ -157,6 +167,7 @@ def render_window(bundle, spec: ShotSpec, frames: list[int], seed: int, progress
     latents = sample(bundle.transformer, condition, embeddings[:1], embeddings[1:], steps=settings.steps,
                      guidance=settings.guidance, shift=settings.shift, sampler=settings.sampler, seed=seed,
                      progress=work)
+    _refuse_non_finite(latents, "sampled latents")
 
     edit_rgb = _frames_out(vae.decode(latents[:, 0]), len(frames))
     matte = decode_matte(vae, latents[:, 1])[0, 0, :len(frames)].float().cpu().numpy()

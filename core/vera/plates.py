@@ -20,7 +20,10 @@ import numpy as np
 
 from vera import exr as exr_io
 from vera.errors import BadInput, frame_error
+from vera.files import regular_file
 
+# More frames than any shot has: a range beyond it is a typo, refused at once instead of scanned file by file.
+MAX_SEQUENCE_FRAMES = 100_000
 MOVIE_EXTENSIONS = {".mov", ".mp4", ".m4v", ".mkv", ".avi", ".webm", ".mxf"}
 NONFINITE_CHOICES = ("error", "zero")
 REGIONS = ("display", "data")
@@ -62,15 +65,21 @@ def compact_frames(frames) -> str:
 # ----------------------------------------------------------------------------------------------- patterns
 
 def _parse_pattern(pattern: str):
-    """fileseq.FileSequence for `pattern`; '##..#' counts one digit per '#', a lone '#' means four."""
+    """fileseq.FileSequence for `pattern`; '##..#' counts one digit per '#', a lone '#' means four.
+
+    Only the file name carries the frame pattern: a folder may hold '#', '%' or '@' (shots/sc#12/...)."""
     import fileseq
 
+    folder, name = os.path.split(pattern)
     try:
-        probe = fileseq.FileSequence(pattern)
+        probe = fileseq.FileSequence(name)
         style = fileseq.PAD_STYLE_HASH1 if re.fullmatch(r"#{2,}", probe.padding() or "") else fileseq.PAD_STYLE_HASH4
-        return fileseq.FileSequence(pattern, pad_style=style)
+        seq = fileseq.FileSequence(name, pad_style=style)
     except Exception as exc:  # noqa: BLE001 - fileseq raises several types for bad patterns
         raise BadInput(f"{pattern}: not a frame pattern fileseq understands ({exc})") from None
+    if folder:
+        seq.setDirname(folder + os.sep)
+    return seq
 
 
 def _frames_on_disk(seq) -> list[int]:
@@ -133,8 +142,7 @@ def _to_rgba(pixels: np.ndarray, channel_names: list[str], alpha_index: int, pat
 def _oiio_open(path, frame):
     import OpenImageIO as oiio
 
-    if not os.path.exists(path):
-        raise frame_error(path, "file not found", frame)
+    regular_file(path, frame)
     inp = oiio.ImageInput.open(path)
     if inp is None:
         raise frame_error(path, f"unreadable or corrupt image: {exr_io._one_line(oiio.geterror())}", frame)
@@ -174,18 +182,24 @@ def _read_exr(path, frame, region, nonfinite, layer, view=None) -> Image:
                    region=region, nonfinite=nonfinite, layer=layer)
 
 
-def _header_windows(path, frame, layer, view=None):
-    """(display window, data window) without reading pixels."""
+def _header_windows(path, frame, layer, view=None, require_alpha: bool = False):
+    """(display window, data window) without reading pixels; `require_alpha`: BadInput if there is no alpha."""
     if path.lower().endswith(".exr"):
         head = exr_io.read_header(path, frame=frame, layer=layer, view=view)
-        return head["display_window"], head["data_window"]
-    if view is not None:
-        raise _not_multi_view(path, frame, view)
-    inp = _oiio_open(path, frame)
-    try:
-        return _oiio_windows(inp.spec())
-    finally:
-        inp.close()
+        windows, has_alpha = (head["display_window"], head["data_window"]), head["has_alpha"]
+    else:
+        if view is not None:
+            raise _not_multi_view(path, frame, view)
+        inp = _oiio_open(path, frame)
+        try:
+            windows, has_alpha = _oiio_windows(inp.spec()), inp.spec().alpha_channel >= 0
+        finally:
+            inp.close()
+    if require_alpha and not has_alpha:
+        raise frame_error(path, f"no alpha channel in layer '{layer}' (the spec asks for channel A): "
+                                "refused rather than read as all ones; use a channel the file has (R, G or B)",
+                          frame)
+    return windows
 
 
 # ----------------------------------------------------------------------------------------------- sequences
@@ -263,22 +277,31 @@ def _check_nonfinite_option(nonfinite: str) -> None:
 
 
 def open_sequence(pattern: str, first: int | None = None, last: int | None = None, layer: str = "rgba",
-                  nonfinite: str = "error", start_frame: int = 1, view: str | None = None) -> PlateSequence:
+                  nonfinite: str = "error", start_frame: int = 1, view: str | None = None,
+                  require_alpha: bool = False) -> PlateSequence:
     """Open a plate. `first`/`last` restrict the frames (every frame in the range must exist); without them
     the pattern's own range, else the frames on disk (gaps are reported as missing).
 
     `nonfinite`: "error" refuses frames with NaN/inf (counting them), "zero" replaces them with 0.
     Movies: frame numbers are `start_frame`.. (1..N by default); `first`/`last` select among them.
-    Every frame's size is checked against the first one here, before any pixels are read.
+    Every frame's display window (origin and size) is checked against the first one here, before any pixels
+    are read: a layer is written over one display window per shot, so a frame whose window moved is refused.
     `view`: the view of a multi-view (stereo) EXR plate; None reads each file's default view.
+    `require_alpha`: every frame must have an alpha channel (a mask read through channel A).
     """
     _check_nonfinite_option(nonfinite)
     pattern = str(pattern)
     if first is not None and last is not None and last < first:
         raise BadInput(f"{pattern}: last frame {last} is before first frame {first}")
+    if first is not None and last is not None and last - first + 1 > MAX_SEQUENCE_FRAMES:
+        raise BadInput(f"{pattern}: {last - first + 1} frames ({first}-{last}) is more than the "
+                       f"{MAX_SEQUENCE_FRAMES} a sequence may have (a typo in the range?)")
     if os.path.splitext(pattern)[1].lower() in MOVIE_EXTENSIONS:
         if view is not None:
             raise _not_multi_view(pattern, None, view)
+        if require_alpha:
+            raise frame_error(pattern, "a movie has no alpha channel (the spec asks for channel A): use R, G or B",
+                              None)
         return _open_movie(pattern, first, last, layer, nonfinite, start_frame)
 
     seq = _parse_pattern(pattern)
@@ -288,8 +311,7 @@ def open_sequence(pattern: str, first: int | None = None, last: int | None = Non
         path_of = lambda frame: pattern  # noqa: E731
         lo = first if first is not None else 1
         frames = list(range(lo, (last if last is not None else lo) + 1))
-        if not os.path.exists(pattern):
-            raise frame_error(pattern, "file not found", None)
+        regular_file(pattern)
     else:
         path_of = seq.frame
         on_disk = None
@@ -318,11 +340,15 @@ def open_sequence(pattern: str, first: int | None = None, last: int | None = Non
     display_window = None
     for frame in frames if numbered else frames[:1]:
         path = path_of(frame)
-        window, _ = _header_windows(path, frame, layer, view)
+        window, _ = _header_windows(path, frame, layer, view, require_alpha)
         if display_window is None:
             display_window, first_frame = window, frame
         elif exr_io.window_size(window) != exr_io.window_size(display_window):
             raise _size_mismatch(path, frame, window, display_window, first_frame)
+        elif tuple(window) != tuple(display_window):
+            raise frame_error(path, f"display window {tuple(window)} differs from {tuple(display_window)} of "
+                                    f"frame {first_frame} (same size, moved): refused, as its layer would sit "
+                                    "offset in a compositor; conform the plate to one display window", frame)
     return PlateSequence(pattern, frames, display_window, layer, nonfinite, path_of=path_of, view=view)
 
 
@@ -386,8 +412,7 @@ class _Movie:
 
 
 def _open_movie(path, first, last, layer, nonfinite, start_frame) -> PlateSequence:
-    if not os.path.exists(path):
-        raise frame_error(path, "file not found", None)
+    regular_file(path)
     movie = _Movie(path, start_frame)
     available = list(range(start_frame, start_frame + movie.count))
     lo = first if first is not None else available[0] if available else start_frame

@@ -21,7 +21,9 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +34,7 @@ from vera.atomic import atomic_write_text
 from vera.errors import BadInput, VeraError, read_json_object
 from vera.progress import Progress
 from vera.plates import compact_frames
-from vera.shot import ShotSpec, load_valid
+from vera.shot import ShotSpec, fitted_overlap, load_valid
 from vera.windows import Window, blend_weights, cross_fade, plan_windows, window_seed
 
 MANIFEST_VERSION = 1
@@ -60,7 +62,7 @@ class Shot:
         return list(range(self.spec.plate.first, self.spec.plate.last + 1))
 
     def frame_name(self, frame: int) -> str:
-        return f"{self.spec.output.name}.{frame:0{self.spec.output.padding}d}.exr"
+        return frame_file_name(self.spec.output.name, self.spec.output.padding, frame)
 
     def frame_path(self, frame: int) -> Path:
         return self.out_dir / self.frame_name(frame)
@@ -78,13 +80,26 @@ class Shot:
         return self.windows[index]
 
 
+def frame_file_name(name: str, padding: int, frame: int) -> str:
+    return f"{name}.{frame:0{padding}d}.exr"
+
+
+def output_files(out_dir: Path, name: str, padding: int, frames) -> tuple[list[Path], list[Path]]:
+    """(files, folders) a render of `frames` writes in `out_dir`: the final frames and the manifest, and the
+    `.vera` folder (window cache, locks) that it fills whole. What `vera.files.refuse_overwrite` checks."""
+    out_dir = Path(out_dir)
+    files = [out_dir / frame_file_name(name, padding, frame) for frame in frames] + [out_dir / MANIFEST_NAME]
+    return files, [out_dir / ".vera"]
+
+
 def load_shot(spec_path: str | Path) -> Shot:
     """Validate the spec (every problem at once) and plan its windows."""
     spec_path = Path(spec_path).resolve()
     spec = load_valid(spec_path)
     frames = spec.window.frames or _bundle_window_frames(spec)
+    overlap = spec.window.overlap if spec.window.frames else fitted_overlap(spec.window.overlap, frames)
     try:
-        windows = plan_windows(spec.plate.first, spec.plate.last, frames, spec.window.overlap)
+        windows = plan_windows(spec.plate.first, spec.plate.last, frames, overlap)
     except BadInput as exc:  # only reachable with the bundle's default window; validate checked the rest
         raise BadInput(f"{spec_path}: window: {exc} (the model's default window is {frames} frames)") from None
     return Shot(spec, spec_path, frames, windows)
@@ -172,23 +187,55 @@ def _fingerprint(data) -> str:
 
 
 def inputs_of(shot: Shot) -> dict:
-    """Size and mtime of every plate (and mask) file the shot reads: a changed plate invalidates renders."""
+    """Size and sha256 of every plate (and mask) file the shot reads, by frame: a changed plate invalidates
+    renders, a copied or re-mounted shot folder (same bytes, other paths and mtimes) does not."""
     spec = shot.spec
     sources = {"plate": spec.open_plate}
     if spec.mask is not None:
         sources["mask"] = spec.open_mask
+    known = _InputHashes(shot.out_dir / ".vera" / "input_hashes.json")
     result = {}
     for kind, open_source in sources.items():
         seq = open_source(spec.plate.first, spec.plate.last)
         entries = {}
         for frame in seq.frames:
             try:
-                st = os.stat(seq.path(frame))
+                entries[str(frame)] = known.size_and_hash(seq.path(frame))
             except FileNotFoundError:
                 raise BadInput(f"{seq.path(frame)}: input file disappeared (frame {frame})") from None
-            entries[str(frame)] = [st.st_size, st.st_mtime_ns]
         result[kind] = entries
+    known.save()
     return result
+
+
+class _InputHashes:
+    """A local cache of input files' sha256 keyed by path, size, mtime and inode, so a task re-hashes only
+    files that changed (or that it sees at a new path: a copied folder is hashed once, then resumes).
+    Only a cache: losing it (or a concurrent task's update) costs a re-hash, never a wrong answer."""
+
+    def __init__(self, path: Path):
+        self.path, self.changed = path, False
+        try:
+            self.entries = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(self.entries, dict):
+                self.entries = {}
+        except (OSError, ValueError):
+            self.entries = {}
+
+    def size_and_hash(self, file_path: str) -> list:
+        st = os.stat(file_path)
+        key = os.path.realpath(file_path)
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+        entry = self.entries.get(key)
+        if not (isinstance(entry, list) and entry[:3] == stamp and len(entry) == 4):
+            entry = self.entries[key] = stamp + [_sha256_file(Path(file_path))]
+            self.changed = True
+        return [st.st_size, entry[3]]
+
+    def save(self) -> None:
+        if self.changed:
+            with contextlib.suppress(OSError):  # a read-only output folder: nothing cached, nothing lost
+                atomic_write_text(self.path, json.dumps(self.entries) + "\n")
 
 
 def _flat(d, prefix=""):
@@ -299,7 +346,35 @@ def _reconcile(manifest: dict | None, shot: Shot, settings: dict, inputs: dict, 
     if not force:
         raise BadInput(f"{where}: the outputs there were rendered differently: {'; '.join(reasons)}. "
                        "Use --force to discard them and re-render, or set another output.dir")
+    _say_what_force_leaves(shot)
     return _new_manifest(shot, settings, inputs)
+
+
+def final_frames_on_disk(out_dir: Path, name: str, padding: int) -> list[int]:
+    """Frame numbers of the final frames (<name>.<frame>.exr, this padding) in `out_dir`."""
+    pattern = re.compile(re.escape(name) + r"\.(-?\d+)\.exr$")
+    try:
+        names = os.listdir(out_dir)
+    except OSError:
+        return []
+    frames = []
+    for file_name in names:
+        m = pattern.match(file_name)
+        if m and frame_file_name(name, padding, int(m.group(1))) == file_name:
+            frames.append(int(m.group(1)))
+    return sorted(frames)
+
+
+def _say_what_force_leaves(shot: Shot) -> None:
+    """--force starts a new manifest: final frames outside the new range keep the old settings' layers. They
+    are not deleted (they may be someone's delivered frames); `status` and `qc` flag them as other settings."""
+    spec = shot.spec
+    outside = [f for f in final_frames_on_disk(shot.out_dir, spec.output.name, spec.output.padding)
+               if not spec.plate.first <= f <= spec.plate.last]
+    if outside:
+        print(f"vera-render: warning: --force leaves {len(outside)} frames made with other settings in "
+              f"{shot.out_dir}, outside the new range {spec.plate.first}-{spec.plate.last}: "
+              f"{compact_frames(outside)} (delete or re-render them; `status` and `qc` flag them)", file=sys.stderr)
 
 
 def prepare_manifest(shot: Shot, force: bool = False) -> tuple[dict, dict]:
@@ -404,11 +479,17 @@ def _render_window_files(shot: Shot, window: Window, progress: str, get_bundle) 
     _remove_temps(cache)  # this task owns the folder (window lock held)
     bundle = get_bundle()
     seed = window_seed(shot.spec.seed, window.index)
+    from vera.pipeline import NonFiniteOutput
+
     with Progress(len(window), f"{shot.spec.name} window {window.index}", progress) as bar:
-        layers = _render_frames(bundle, shot.spec, window.frames, seed, bar)
+        try:
+            layers = _render_frames(bundle, shot.spec, window.frames, seed, bar)
+        except NonFiniteOutput as exc:
+            raise _non_finite(shot, window, str(exc)) from None
     missing = [f for f in window.frames if f not in layers]
     if missing:
         raise VeraError(f"the pipeline returned no layers for frames {compact_frames(missing)}")
+    _refuse_non_finite(shot, window, layers)
     spec = shot.spec
     plate = spec.open_plate(window.first, window.last)
     display_window = plate.display_window
@@ -419,6 +500,26 @@ def _render_window_files(shot: Shot, window: Window, progress: str, get_bundle) 
         hashes[str(frame)] = _write_cache_frame(shot.cache_path(window.index, frame), rgba, matte, display_window,
                                                 dict(attributes, source=plate.path(frame)))
     return hashes, attributes
+
+
+def _refuse_non_finite(shot: Shot, window: Window, layers: dict) -> None:
+    """Never write a layer holding NaN/inf (NaN weights, a sampler blow-up). The same model, seed and settings
+    give the same values again, so this is bad input (exit 2: fix the bundle or the sampler), not a retry."""
+    counts = {}
+    for frame in window.frames:
+        rgba, matte = layers[frame]
+        count = int(np.count_nonzero(~np.isfinite(rgba)) + np.count_nonzero(~np.isfinite(matte)))
+        if count:
+            counts[frame] = count
+    if counts:
+        raise _non_finite(shot, window, f"{sum(counts.values())} NaN/inf values in the layers of frames "
+                                        f"{compact_frames(counts)}")
+
+
+def _non_finite(shot: Shot, window: Window, what: str) -> BadInput:
+    return BadInput(f"{shot.spec_path}: window {window.index} ({window.first}-{window.last}): the model output "
+                    f"{what}; refused to write them (check the model bundle's weights and sampler.guidance / "
+                    "sampler.shift)")
 
 
 def assemble(shot: Shot, force: bool = False, progress: str = "auto") -> dict:
@@ -564,11 +665,14 @@ def status(out_dir: str | Path, verify: bool = False) -> dict:
     all_frames = set(range(manifest["first"], manifest["last"] + 1))
     failed = (failed_frames & all_frames) - set(done)
     missing = all_frames - set(done) - failed
+    # Final frames on disk this manifest did not record as done: left by a render with other settings.
+    other = set(final_frames_on_disk(out_dir, stem, pad)) - set(done) - {int(k) for k in frame_errors}
     return {
         "shot": manifest["shot"], "out_dir": str(out_dir), "complete": len(done) == len(all_frames),
         "frames": {"total": len(all_frames), "done": compact_frames(done), "missing": compact_frames(missing),
                    "failed": compact_frames(failed), "done_count": len(done), "missing_count": len(missing),
-                   "failed_count": len(failed), "errors": frame_errors},
+                   "failed_count": len(failed), "errors": frame_errors,
+                   "other_settings": compact_frames(other), "other_settings_count": len(other)},
         "windows": {"total": len(manifest["windows"]), **windows, "errors": {str(k): v for k, v in errors.items()}},
         "settings_fingerprint": manifest["settings_fingerprint"], "updated": manifest.get("updated"),
     }
@@ -581,6 +685,8 @@ def format_status(report: dict) -> str:
              f"frames  {f['done_count']}/{f['total']} done" + (f": {f['done']}" if f["done"] else ""),
              f"        missing {f['missing_count']}" + (f": {f['missing']}" if f["missing"] else ""),
              f"        failed {f['failed_count']}" + (f": {f['failed']}" if f["failed"] else ""),
+             *([f"        other settings {f['other_settings_count']}: {f['other_settings']} (files here not made "
+                "by this render: an earlier one with other settings)"] if f.get("other_settings") else []),
              f"windows {len(w['done'])}/{w['total']} done"
              + (f", running: {compact_frames(w['running'])}" if w["running"] else "")
              + (f", missing: {compact_frames(w['missing'])}" if w["missing"] else "")]

@@ -1,9 +1,11 @@
 """Flow-matching sampling of the three streams (edit, alpha, composite), jointly.
 
-The model predicts the flow velocity v = noise - data at timestep t = 1000 * sigma; the sigma schedule is
-shifted towards high noise by `shift` (sigma' = shift*sigma / (1 + (shift-1)*sigma)), as in Wan2.1. The solvers
-are diffusers' `UniPCMultistepScheduler` (flow_prediction, flow sigmas: what Wan2.1 ships) and
-`FlowMatchEulerDiscreteScheduler`.
+The model predicts the flow velocity v = noise - data at timestep t = 1000 * sigma. The sigma grids are
+Wan2.1's own (`unshifted_sigmas`): an evenly spaced grid, shifted towards high noise once by `shift`
+(sigma' = shift*sigma / (1 + (shift-1)*sigma)). The solvers are diffusers' `UniPCMultistepScheduler`
+(flow_prediction, flow sigmas: the algorithm of Wan2.1's `FlowUniPCMultistepScheduler`) and
+`FlowMatchEulerDiscreteScheduler`, both given that grid through `set_timesteps(sigmas=...)`; their default
+grids differ from Wan's at the low-noise end.
 
 Every step, the conditioning (source-video latents + packed user mask) is concatenated on the channel axis to
 each stream's noisy latent. Classifier-free guidance runs the prompt and the negative prompt as ONE batch of 2B
@@ -13,24 +15,47 @@ each stream's noisy latent. Classifier-free guidance runs the prompt and the neg
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from vera.errors import BadInput
 
 SAMPLERS = ("unipc", "euler")
 NUM_TRAIN_TIMESTEPS = 1000
+# Where each grid starts before the shift. Wan's UniPC starts at its largest training sigma, 1 - 1/1000, as the
+# float32 its scheduler stores (the float32 rounding decides a few integer timesteps); Euler starts at 1 as Wan's
+# `get_sampling_sigmas` does.
+_GRID_START = {"unipc": float(np.float32(1.0 - 1.0 / NUM_TRAIN_TIMESTEPS)), "euler": 1.0}
 
 
-def make_scheduler(sampler: str, shift: float):
-    """The diffusers scheduler for `sampler` with the flow shift applied."""
+def _check_sampler(sampler: str) -> None:
+    if sampler not in SAMPLERS:
+        raise BadInput(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+
+
+def unshifted_sigmas(sampler: str, steps: int) -> np.ndarray:
+    """Wan2.1's evenly spaced grid, before the shift: `steps` values from the grid's start down, 0 excluded."""
+    _check_sampler(sampler)
+    return np.linspace(_GRID_START[sampler], 0.0, int(steps) + 1)[:-1]
+
+
+def make_scheduler(sampler: str, shift: float, steps: int, device=None):
+    """The diffusers scheduler for `sampler`, its timesteps set to Wan2.1's grid for `steps` and `shift`.
+
+    Each scheduler gets the unshifted grid and applies the shift itself, once. UniPC's timesteps are then
+    integers (1000 sigma, truncated, as in Wan); Euler's are 1000 sigma.
+    """
     from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 
+    _check_sampler(sampler)
     if sampler == "unipc":
-        return UniPCMultistepScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, prediction_type="flow_prediction",
-                                       use_flow_sigmas=True, flow_shift=float(shift))
-    if sampler == "euler":
-        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, shift=float(shift))
-    raise BadInput(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+        scheduler = UniPCMultistepScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS,
+                                            prediction_type="flow_prediction", use_flow_sigmas=True,
+                                            flow_shift=float(shift))
+    else:
+        scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, shift=float(shift))
+    scheduler.set_timesteps(sigmas=unshifted_sigmas(sampler, steps), device=device)
+    return scheduler
 
 
 def initial_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
@@ -73,8 +98,7 @@ def sample(model, condition: torch.Tensor, context: torch.Tensor, negative_conte
         context = torch.cat([context, negative_context.to(device, dtype)])
         condition = torch.cat([condition, condition])
 
-    scheduler = make_scheduler(sampler, shift)
-    scheduler.set_timesteps(int(steps), device=device)
+    scheduler = make_scheduler(sampler, shift, int(steps), device=device)
     for index, t in enumerate(scheduler.timesteps):
         x = torch.cat([latents, latents]) if use_cfg else latents
         timestep = t.to(torch.float32).expand(x.shape[0])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 import types
 import typing
@@ -19,6 +20,8 @@ from vera.errors import BadInput
 
 SCHEMA_VERSION = 1
 TASKS = ("object_addition", "background_change")
+# The mask's channels by name: index into the (H, W, 4) RGBA a plate reader returns.
+MASK_CHANNELS = {"R": 0, "G": 1, "B": 2, "A": 3, "red": 0, "green": 1, "blue": 2, "alpha": 3}
 
 
 @dataclass
@@ -107,7 +110,8 @@ class ShotSpec:
 
         if self.mask is None:
             return None
-        return open_sequence(self.resolve(self.mask.path), first, last, start_frame=self.mask.start_frame)
+        return open_sequence(self.resolve(self.mask.path), first, last, start_frame=self.mask.start_frame,
+                             require_alpha=MASK_CHANNELS.get(self.mask.channel) == 3)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -204,16 +208,75 @@ def _one_of(where: str, value: str, allowed, problems: list[str]) -> None:
 
 
 def _check_sequence(where: str, pattern: str, first: int, last: int, layer: str, base: Path,
-                    problems: list[str], start_frame: int = 1, view: str | None = None) -> None:
-    """Every frame of the range present and readable as a header (vera.plates reports all missing frames)."""
+                    problems: list[str], start_frame: int = 1, view: str | None = None,
+                    require_alpha: bool = False):
+    """Every frame of the range present and readable as a header (vera.plates reports all missing frames);
+    returns the opened vera.plates.PlateSequence, or None after adding the problem."""
     from vera.plates import open_sequence
 
     path = Path(pattern).expanduser()
     try:
-        open_sequence(str(path if path.is_absolute() else base / path), first, last, layer=layer,
-                      start_frame=start_frame, view=view)
+        return open_sequence(str(path if path.is_absolute() else base / path), first, last, layer=layer,
+                             start_frame=start_frame, view=view, require_alpha=require_alpha)
     except BadInput as exc:
         problems.append(f"{where}: {exc}")
+        return None
+
+
+def _unencodable_strings(value, where: str = ""):
+    """Keys whose text cannot be written as UTF-8 (a lone surrogate from a JSON "\\udXXX" escape)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            yield f"{where or 'text'}: not valid Unicode text (a lone surrogate {value[exc.start]!r} at " \
+                  f"character {exc.start}); it cannot be written to file headers"
+    elif isinstance(value, (dict, list)):
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            inner = f"{where}.{key}" if where else str(key)
+            yield from _unencodable_strings(key, inner) if isinstance(key, str) else ()
+            yield from _unencodable_strings(item, inner)
+
+
+def _check_finite(where: str, value, problems: list[str]) -> bool:
+    """False (and a problem) for NaN or Infinity, which JSON readers accept but no sampler can use."""
+    if isinstance(value, float) and not math.isfinite(value):
+        problems.append(f"{where}: {value} is not a finite number")
+        return False
+    return True
+
+
+def fitted_overlap(overlap: int, frames: int) -> int:
+    """The overlap used with the bundle's own window (window.frames null): at most what fits that window, so
+    the default 8 (meant for 49- or 81-frame windows) also works with a small model's window."""
+    return max(0, min(overlap, (frames + 1) // 2 - 1))
+
+
+def _default_window(bundle_manifest: dict | None) -> int | None:
+    try:
+        return int(bundle_manifest["defaults"]["window"])
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
+def _check_output_dir(out_dir: Path, problems: list[str]) -> bool:
+    """The output folder is a folder, or can be made: its nearest existing ancestor is a writable folder."""
+    import os
+
+    if out_dir.exists() and not out_dir.is_dir():
+        problems.append(f"output.dir: {out_dir} exists and is not a folder")
+        return False
+    existing = out_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        problems.append(f"output.dir: {out_dir} cannot be created: {existing} is a file, not a folder")
+        return False
+    if existing != out_dir and not os.access(existing, os.W_OK | os.X_OK):
+        problems.append(f"output.dir: {out_dir} cannot be created: {existing} is not writable")
+        return False
+    return True
 
 
 def validate(path_or_dict, base_dir: str | Path | None = None) -> list[str]:
@@ -225,10 +288,14 @@ def validate(path_or_dict, base_dir: str | Path | None = None) -> list[str]:
         data, label = path_or_dict, "shot spec"
         base = Path(base_dir) if base_dir is not None else Path.cwd()
     else:
+        from vera.files import regular_file
+
         spec_path = Path(path_or_dict)
         label = str(spec_path)
-        if not spec_path.is_file():
-            return [f"{label}: file not found"]
+        try:
+            regular_file(spec_path)
+        except BadInput as exc:
+            return [str(exc)]
         try:
             data = json.loads(spec_path.read_text(encoding="utf-8"))
         except UnicodeDecodeError:
@@ -239,7 +306,7 @@ def validate(path_or_dict, base_dir: str | Path | None = None) -> list[str]:
     if not isinstance(data, dict):
         return [f"{label}: expected a JSON object at the top, got {_type_name(data)}"]
 
-    problems: list[str] = []
+    problems: list[str] = list(_unencodable_strings(data))
     top = _check_section(data, ShotSpec, "", problems)
     sections = {}
     for key, cls in (("plate", PlateSpec), ("mask", MaskSpec), ("model", ModelSpec), ("sampler", SamplerSpec),
@@ -268,20 +335,43 @@ def validate(path_or_dict, base_dir: str | Path | None = None) -> list[str]:
     if range_ok and first < 0:
         problems.append(f"plate.first: negative frame number {first}")
         range_ok = False
+    from vera.plates import MAX_SEQUENCE_FRAMES
+
+    if range_ok and last - first + 1 > MAX_SEQUENCE_FRAMES:
+        problems.append(f"plate.first/last: {last - first + 1} frames ({first}-{last}) is more than the "
+                        f"{MAX_SEQUENCE_FRAMES} a shot may have (a typo in the range?)")
+        range_ok = False
     if "colorspace" in plate and not plate["colorspace"].strip():
         problems.append("plate.colorspace: empty (name the plate's OCIO colour space, e.g. 'ACEScg')")
+    elif "colorspace" in plate:
+        from vera.colour import resolve_colorspace
+
+        try:
+            resolve_colorspace(plate["colorspace"])
+        except BadInput as exc:
+            problems.append(f"plate.colorspace: {exc}")
     view = plate.get("view")
     if view is not None and not _VIEW_NAME.match(view):
         problems.append(f"plate.view: '{view}' is not a view name (no spaces or periods; e.g. 'left', 'right')")
         view = None
+    plate_seq = mask_seq = None
     if "path" in plate and range_ok:
-        _check_sequence("plate.path", plate["path"], first, last, plate.get("layer", "rgba"), base, problems,
-                        plate.get("start_frame", 1), view)
+        plate_seq = _check_sequence("plate.path", plate["path"], first, last, plate.get("layer", "rgba"), base,
+                                    problems, plate.get("start_frame", 1), view)
     mask = sections.get("mask", {})
+    channel = mask.get("channel", MaskSpec.channel)
+    if "channel" in mask:
+        _one_of("mask.channel", channel, MASK_CHANNELS, problems)
     if "path" in mask and range_ok:
-        _check_sequence("mask.path", mask["path"], first, last, "rgba", base, problems, mask.get("start_frame", 1))
+        mask_seq = _check_sequence("mask.path", mask["path"], first, last, "rgba", base, problems,
+                                   mask.get("start_frame", 1), require_alpha=MASK_CHANNELS.get(channel) == 3)
+    if plate_seq is not None and mask_seq is not None and \
+            (mask_seq.width, mask_seq.height) != (plate_seq.width, plate_seq.height):
+        problems.append(f"mask.path: the mask is {mask_seq.width}x{mask_seq.height}, the plate "
+                        f"{plate_seq.width}x{plate_seq.height} (a garbage matte must match the plate's size)")
 
     model = sections.get("model", {})
+    bundle_manifest = None  # its defaults.window is the window when the spec gives none
     if "bundle" in model and model["bundle"] != "demo":
         bundle = Path(model["bundle"]).expanduser()
         bundle = bundle if bundle.is_absolute() else base / bundle
@@ -291,11 +381,25 @@ def validate(path_or_dict, base_dir: str | Path | None = None) -> list[str]:
             from vera.model.bundle import read_manifest
 
             try:
-                read_manifest(bundle)
+                bundle_manifest = read_manifest(bundle)
             except BadInput as exc:
                 problems.append(f"model.bundle: {exc}")
+    elif model.get("bundle", "demo") == "demo":
+        from vera.model.bundle import read_manifest
+
+        try:
+            bundle_manifest = read_manifest("demo")
+        except BadInput as exc:  # an install without the demo model
+            problems.append(f"model.bundle: {exc}")
     if "device" in model and not _DEVICE.match(model["device"]):
         problems.append(f"model.device: '{model['device']}' is not one of auto, cpu, cuda, cuda:N, mps")
+    elif model.get("device", "auto") not in ("auto", "cpu"):  # a GPU the spec names must be on this machine
+        from vera.model.bundle import resolve_device
+
+        try:
+            resolve_device(model["device"])
+        except BadInput as exc:
+            problems.append(f"model.device: {exc}")
 
     sampler = sections.get("sampler", {})
     if sampler.get("name") is not None:
@@ -304,13 +408,20 @@ def validate(path_or_dict, base_dir: str | Path | None = None) -> list[str]:
         _one_of("sampler.name", sampler["name"], SAMPLERS, problems)
     if sampler.get("steps") is not None and sampler["steps"] < 1:
         problems.append(f"sampler.steps: {sampler['steps']} must be at least 1")
-    if sampler.get("guidance") is not None and sampler["guidance"] < 0:
+    if sampler.get("guidance") is not None and _check_finite("sampler.guidance", sampler["guidance"], problems) \
+            and sampler["guidance"] < 0:
         problems.append(f"sampler.guidance: {sampler['guidance']} must not be negative")
-    if sampler.get("shift") is not None and sampler["shift"] <= 0:
+    if sampler.get("shift") is not None and _check_finite("sampler.shift", sampler["shift"], problems) \
+            and sampler["shift"] <= 0:
         problems.append(f"sampler.shift: {sampler['shift']} must be positive")
 
     window = sections.get("window", {})
     frames, overlap = window.get("frames"), window.get("overlap", WindowSpec.overlap)
+    given = data.get("window")
+    if given is None or isinstance(given, dict) and given.get("frames") is None:
+        frames = _default_window(bundle_manifest)  # `run` will use the bundle's window: plan with it too
+        if frames is not None and isinstance(overlap, int) and overlap >= 0:
+            overlap = fitted_overlap(overlap, frames)
     if frames is not None and (frames < 1 or (frames - 1) % 4):
         below = max(1, frames - (frames - 1) % 4) if frames >= 1 else 1
         problems.append(f"window.frames: {frames} is not 4k+1 (the model's frame count); try {below} or {below + 4}")
@@ -340,13 +451,35 @@ def validate(path_or_dict, base_dir: str | Path | None = None) -> list[str]:
         _one_of("output.compression", output["compression"], list(COMPRESSIONS), problems)
     if "padding" in output and not 1 <= output["padding"] <= 10:
         problems.append(f"output.padding: {output['padding']} must be between 1 and 10 digits")
+    if output.get("dir", "").strip():
+        out_dir = Path(output["dir"]).expanduser()
+        out_dir = out_dir if out_dir.is_absolute() else base / out_dir
+        if _check_output_dir(out_dir, problems) and plate_seq is not None and 1 <= output.get("padding", 4) <= 10:
+            problem = _overwrite_problem(out_dir, output, plate_seq, mask_seq,
+                                         None if isinstance(path_or_dict, dict) else spec_path)
+            if problem:
+                problems.append(f"output: {problem}")
 
     matte = sections.get("matte", {})
-    if "threshold" in matte and not 0 <= matte["threshold"] < 1:
+    if "threshold" in matte and _check_finite("matte.threshold", matte["threshold"], problems) \
+            and not 0 <= matte["threshold"] < 1:
         problems.append(f"matte.threshold: {matte['threshold']} must be in [0, 1)")
 
     prefix = "" if isinstance(path_or_dict, dict) else f"{label}: "
     return [prefix + p for p in problems]
+
+
+def _overwrite_problem(out_dir: Path, output: dict, plate_seq, mask_seq, spec_path) -> str | None:
+    """Whether the render's outputs (vera.render.output_files) would land on the plate, the mask or the spec."""
+    from vera.files import overwrite_problem
+    from vera.render import output_files
+
+    inputs = [(seq.path(frame), frame) for seq in (plate_seq, mask_seq) if seq is not None for frame in seq.frames]
+    if spec_path is not None:
+        inputs.append((str(spec_path), None))
+    files, folders = output_files(out_dir, output.get("name", OutputSpec.name),
+                                  output.get("padding", OutputSpec.padding), plate_seq.frames)
+    return overwrite_problem(inputs, files, folders)
 
 
 def load_valid(path: str | Path) -> ShotSpec:

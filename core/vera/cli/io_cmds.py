@@ -74,6 +74,15 @@ def run_qc(args) -> int:
     from vera.errors import EXIT_QC_FAILED
 
     inputs = _inputs(args)
+    if args.json and args.json != "-":  # the report may not replace a plate, edit or composite frame
+        from vera.files import refuse_overwrite
+        from vera.plates import open_sequence
+
+        read = inputs.files()
+        if args.comp:
+            comp = open_sequence(args.comp, inputs.frames[0], inputs.frames[-1])
+            read += [(comp.path(f), f) for f in comp.frames]
+        refuse_overwrite(read, [args.json])
     with Progress(len(inputs.frames), "qc", args.progress) as progress:
         report = qc_sequence(inputs, comp=args.comp, progress=progress)
     s = report["summary"]
@@ -83,7 +92,9 @@ def run_qc(args) -> int:
         for f in report["frames"]:
             print(f"frame {f['frame']}: touched {100 * f['touched']:.2f}%  max untouched diff "
                   f"{f['max_untouched_diff']:g}  {'ok' if f['passed'] else 'FAILED'}", file=human)
-    verdict = "passed" if s["passed"] else f"FAILED on frames {s['failed_frames']}"
+    verdict = "passed" if s["passed"] else f"FAILED on frames {s['failed_frames']}" if s["failed_frames"] else \
+        "FAILED: edit frames made with different settings: " + \
+        ", ".join(f"{frames} ({key})" for key, frames in s["settings"].items())
     print(f"qc: {s['frames']} frames ({s['frame_range']}), touched mean {100 * s['touched_mean']:.2f}% "
           f"max {100 * s['touched_max']:.2f}%, max untouched diff {s['max_untouched_diff']:g}: {verdict}",
           file=human)

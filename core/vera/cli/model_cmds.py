@@ -77,9 +77,14 @@ def _convert(args) -> int:
     from vera.model.checkpoint import convert_wan, save_vera
     from vera.model.configs import get_config
 
+    from vera.files import refuse_overwrite
+
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise BadInput(f"{out}: the output must be a .safetensors file")
+    source = Path(args.from_wan)
+    sources = sorted(source.rglob("*")) if source.is_dir() else [source]
+    refuse_overwrite([(str(p), None) for p in sources if p.is_file()], [out, out.with_suffix(".json")])
     cfg = get_config(args.config) if args.config else None
     model = convert_wan(args.from_wan, cfg)
     if _DTYPES[args.dtype]:

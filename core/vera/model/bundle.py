@@ -37,9 +37,16 @@ BUNDLE_FILE = "bundle.json"
 TRANSFORMER_FILE = "transformer.safetensors"
 SAMPLERS = ("unipc", "euler")
 
-# Wan2.1 T2V's published settings; a bundle overrides what it was trained for.
+# Wan2.1's own negative prompt (`sample_neg_prompt` in Wan2.1's shared config), which Wan's T2V uses when none
+# is given; a bundle made from a Wan2.1 conversion samples with it unless its bundle.json says otherwise.
+WAN_NEGATIVE_PROMPT = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
+    "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走")
+
+# Wan2.1 T2V's sampling defaults (steps, guidance, shift, UniPC, negative prompt) at the 1.3B model's 832x480;
+# the 49-frame window is the paper's clip length (Wan samples 81). A bundle overrides what it was trained for.
 DEFAULTS = {"resolution": [832, 480], "window": 49, "steps": 50, "guidance": 5.0, "shift": 5.0,
-            "sampler": "unipc", "negative_prompt": ""}
+            "sampler": "unipc", "negative_prompt": WAN_NEGATIVE_PROMPT}
 
 # Words the tiny test text encoder knows (each is one token).
 TEST_WORDS = ("add", "a", "an", "the", "red", "blue", "green", "ball", "box", "replace", "background", "with",
@@ -149,7 +156,7 @@ def load_bundle(name_or_path: str | Path = "demo", device: str | torch.device = 
     manifest = read_manifest(folder)
     dev, dtype = resolve_device(device)
     cfg = VeraConfig.from_dict(manifest["config"])
-    vae = build_vae(manifest["vae"], folder, device=dev, dtype=dtype)
+    vae = build_vae(manifest["vae"], folder, device=dev)  # float32 on every device, as Wan
     _check_compatible(folder / BUNDLE_FILE, cfg, vae, manifest["defaults"])
     text = TextEncoder(_inside(folder, manifest["text_encoder"]), device=dev, dtype=dtype, cache_dir=cache_dir,
                        max_length=cfg.text_len)
@@ -188,6 +195,8 @@ def save_bundle(bundle: Bundle, folder: str | Path, defaults: dict | None = None
     elif isinstance(bundle.vae, WanVAE):
         bundle.vae.save(folder / "vae")
         vae_entry = {"type": "wan", "path": "vae"}
+        if bundle.vae.tiling != "auto":
+            vae_entry["tiling"] = bundle.vae.tiling
     else:
         raise TypeError(f"save_bundle: cannot save a {type(bundle.vae).__name__}")
     text_target = folder / "text_encoder"
@@ -227,7 +236,7 @@ def create_random_bundle(folder: str | Path, config: str | VeraConfig = "vera-ti
         torch.manual_seed(seed)
         model = VeraMoT(cfg)
     settings = {**DEFAULTS, "resolution": list(resolution), "window": window, "steps": 2, "guidance": 3.0,
-                "shift": 3.0, **(defaults or {})}
+                "shift": 3.0, "negative_prompt": "", **(defaults or {})}  # not Wan: no Wan negative prompt
     bundle = Bundle(name=f"random-{seed}", path=folder, config=cfg, transformer=model, vae=vae,
                     text=TextEncoder(text_folder, max_length=cfg.text_len), defaults=settings)
     return save_bundle(bundle, folder)

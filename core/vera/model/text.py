@@ -3,9 +3,12 @@
 Wan2.1 conditions on umT5-xxl hidden states: the prompt is tokenised to at most `max_length` (512) tokens, the
 encoder's last hidden state is kept for the real tokens and zero-padded to `max_length`.
 
+Prompts are cleaned as Wan2.1's tokenizer wrapper cleans them (`clean_prompt`: ftfy, HTML entities, whitespace)
+before they are encoded or looked up.
+
 The real encoder is large (about 11 GB in bf16), and every farm task of a shot asks for the same prompts, so
-embeddings are cached on disk keyed by (encoder fingerprint, prompt): the first task encodes, the rest read a
-small safetensors file and never load the encoder. Cache files are written atomically, so concurrent tasks are
+embeddings are cached on disk keyed by (cache version, encoder fingerprint, cleaned prompt): the first task
+encodes, the rest read a small safetensors file and never load the encoder. Cache files are written atomically, so concurrent tasks are
 safe. The cache lives in `$VERA_CACHE/prompts` (default `~/.cache/vera/prompts`).
 
 `build_tiny_text_encoder` writes a small random UMT5 and a word-level tokenizer: tests use it, and so does the
@@ -15,6 +18,7 @@ embedded demo model, whose instruction words must each be one distinct token.
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import os
 import re
@@ -31,6 +35,9 @@ SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")  # ids 0, 1, 2: T5's pad / eos / unk
 PUNCTUATION = tuple(".,!?;:'\"-()")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "spiece.model")
 _FINGERPRINT_SAMPLE = 1 << 20  # bytes read from each end of each weight file
+# Bumped whenever what an entry holds for a prompt changes (2: prompts cleaned with ftfy + HTML unescaping);
+# entries of another version live under other keys and are never read.
+CACHE_VERSION = 2
 
 
 def default_cache_dir() -> Path:
@@ -39,8 +46,12 @@ def default_cache_dir() -> Path:
 
 
 def clean_prompt(prompt: str) -> str:
-    """Collapse whitespace, as Wan's pipeline does, so trivially different prompts share a cache entry."""
-    return re.sub(r"\s+", " ", prompt).strip()
+    """Clean a prompt as Wan2.1 does before tokenising: ftfy's fix_text (mojibake, curly quotes...), HTML
+    entities unescaped twice, whitespace runs collapsed to one space, ends stripped."""
+    import ftfy
+
+    text = html.unescape(html.unescape(ftfy.fix_text(prompt)))
+    return re.sub(r"\s+", " ", text).strip()
 
 
 def _find_tokenizer_folder(folder: Path) -> Path:
@@ -129,7 +140,7 @@ class TextEncoder:
             torch.cuda.empty_cache()
 
     def cache_path(self, prompt: str) -> Path:
-        key = hashlib.sha256(f"{self.fingerprint}\0{prompt}".encode()).hexdigest()
+        key = hashlib.sha256(f"vera-prompt-cache-{CACHE_VERSION}\0{self.fingerprint}\0{prompt}".encode()).hexdigest()
         return self.cache_dir / f"{key}.safetensors"
 
     def _read_cache(self, prompt: str) -> torch.Tensor | None:
@@ -152,7 +163,8 @@ class TextEncoder:
         try:
             with atomic_path(self.cache_path(prompt)) as tmp:
                 save_file({"embeddings": embeddings.contiguous()}, tmp,
-                          metadata={"prompt": prompt, "encoder": self.fingerprint})
+                          metadata={"prompt": prompt, "encoder": self.fingerprint,
+                                    "cache_version": str(CACHE_VERSION)})
         except OSError as exc:  # a read-only or full cache costs time, not the render
             print(f"vera: warning: prompt cache {self.cache_dir} not written ({exc})", file=sys.stderr)
 

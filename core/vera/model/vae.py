@@ -1,8 +1,10 @@
 """VAEs: video in [-1, 1] <-> normalised latents, behind one small interface.
 
 - `WanVAE`: diffusers `AutoencoderKLWan` (the real Wan2.1 VAE, stride 4x8x8, z_dim 16), loaded from a local
-  folder, latents normalised per channel with the config's `latents_mean` / `latents_std`, tiled for large
-  frames, float32 on the CPU and bfloat16 on CUDA.
+  folder, latents normalised per channel with the config's `latents_mean` / `latents_std`. Float32 on every
+  device and untiled, as Wan2.1 and diffusers' WanPipeline run it; tiled only for frames larger than Wan's
+  largest size (1280x720) or after running out of GPU memory, since tiles blend at their overlaps and could
+  leave faint seams in a layer composited over an untouched plate.
 - `PatchVAE`: a parameter-free, lossless pixel-unshuffle "VAE" (stride 1xPxP, z_dim 3*P*P). The embedded demo
   model uses it because a demo must train in minutes on a CPU: there is no VAE to train or download, the
   latent grid stays small, and decoding is exact, so every error in the demo's output is the transformer's.
@@ -13,6 +15,7 @@ decoded channels, clamped to [0, 1] (`encode_matte` / `decode_matte`).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -74,19 +77,28 @@ class PatchVAE(VideoVAE):
         return video.reshape(b, f, 3, h * self.patch, w * self.patch).permute(0, 2, 1, 3, 4)
 
 
-class WanVAE(VideoVAE):
-    """diffusers `AutoencoderKLWan` with per-channel latent normalisation and tiling for large frames."""
+TILING = ("auto", "always", "never")
+# Wan2.1's largest generation size; Wan's own code decodes it untiled, in float32.
+UNTILED_MAX_PIXELS = 1280 * 720
 
-    def __init__(self, model, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
+
+class WanVAE(VideoVAE):
+    """diffusers `AutoencoderKLWan` with per-channel latent normalisation; float32, untiled unless too large.
+
+    tiling: "auto" tiles frames above `max_untiled_pixels` and retries a call in tiles when the untiled one runs
+    out of GPU memory; "always" / "never" force it. Tiles are diffusers' (`enable_tiling`: 256 px, stride 192).
+    """
+
+    def __init__(self, model, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                 tiling: str = "auto", max_untiled_pixels: int = UNTILED_MAX_PIXELS):
+        if tiling not in TILING:
+            raise BadInput(f"VAE tiling must be one of {', '.join(TILING)}, got {tiling!r}")
         device = torch.device(device)
-        if dtype is None:
-            dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         self.model = model.to(device=device).eval()
         if next(self.model.parameters()).dtype != dtype:
             self.model.to(dtype=dtype)
         self.model.requires_grad_(False)
-        # diffusers only tiles frames larger than its tile size, so small frames are untouched
-        self.model.enable_tiling()
+        self.tiling, self.max_untiled_pixels = tiling, int(max_untiled_pixels)
         cfg = self.model.config
         self.z_dim = int(cfg.z_dim)
         self.temporal_stride = int(cfg.scale_factor_temporal or 4)
@@ -97,37 +109,54 @@ class WanVAE(VideoVAE):
         self._std = torch.tensor(cfg.latents_std, dtype=torch.float32).view(shape).to(device)
 
     @classmethod
-    def from_folder(cls, folder: str | Path, device="cpu", dtype=None) -> "WanVAE":
+    def from_folder(cls, folder: str | Path, device="cpu", dtype=torch.float32, **options) -> "WanVAE":
         """Load from a local diffusers folder (config.json + safetensors). Never touches the network."""
         from diffusers import AutoencoderKLWan
 
         folder = Path(folder)
         if not (folder / "config.json").is_file():
             raise BadInput(f"{folder}: not a diffusers AutoencoderKLWan folder (no config.json)")
-        device = torch.device(device)
-        if dtype is None:
-            dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         model = AutoencoderKLWan.from_pretrained(folder, local_files_only=True, use_safetensors=True,
                                                  torch_dtype=dtype)
-        return cls(model, device=device, dtype=dtype)
+        return cls(model, device=device, dtype=dtype, **options)
 
     @classmethod
-    def from_config(cls, config: dict, seed: int = 0, device="cpu", dtype=None) -> "WanVAE":
+    def from_config(cls, config: dict, seed: int = 0, device="cpu", dtype=torch.float32, **options) -> "WanVAE":
         """A randomly initialised VAE from a config dict (tests, and bundles made from scratch)."""
         from diffusers import AutoencoderKLWan
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = AutoencoderKLWan(**config)
-        return cls(model, device=device, dtype=dtype)
+        return cls(model, device=device, dtype=dtype, **options)
 
     def save(self, folder: str | Path) -> None:
         self.model.save_pretrained(folder, safe_serialization=True)
 
+    def _tiled(self, height: int, width: int) -> bool:
+        return self.tiling == "always" or (self.tiling == "auto" and height * width > self.max_untiled_pixels)
+
+    def _run(self, call, x: torch.Tensor, height: int, width: int):
+        """call(x) with diffusers' tiling on or off by the rule; "auto" retries in tiles on a GPU OOM."""
+        tiled = self._tiled(height, width)
+        self.model.enable_tiling() if tiled else self.model.disable_tiling()
+        try:
+            return call(x)
+        except torch.OutOfMemoryError as exc:
+            if tiled or self.tiling != "auto":
+                raise
+            print(f"vera: warning: VAE out of memory untiled at {width}x{height} ({exc}); retrying in tiles",
+                  file=sys.stderr)
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            self.model.enable_tiling()
+            return call(x)
+
     @torch.no_grad()
     def encode(self, video: torch.Tensor) -> torch.Tensor:
+        height, width = video.shape[-2:]
         self.latent_shape(*video.shape[2:])
-        dist = self.model.encode(video.to(self.device, self.dtype)).latent_dist
+        dist = self._run(self.model.encode, video.to(self.device, self.dtype), height, width).latent_dist
         # the posterior mode: encoding a plate is deterministic
         z = dist.mode().float()
         return (z - self._mean) / self._std
@@ -135,7 +164,8 @@ class WanVAE(VideoVAE):
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         z = latents.to(self.device, torch.float32) * self._std + self._mean
-        return self.model.decode(z.to(self.dtype)).sample.float()
+        height, width = (n * self.spatial_stride for n in latents.shape[-2:])
+        return self._run(self.model.decode, z.to(self.dtype), height, width).sample.float()
 
 
 def encode_matte(vae: VideoVAE, matte: torch.Tensor) -> torch.Tensor:
@@ -149,12 +179,14 @@ def decode_matte(vae: VideoVAE, latents: torch.Tensor) -> torch.Tensor:
     return ((rgb.mean(dim=1, keepdim=True) + 1.0) * 0.5).clamp(0.0, 1.0)
 
 
-def build_vae(spec: dict, base: str | Path, device="cpu", dtype=None) -> VideoVAE:
-    """The VAE a bundle names: {"type": "patch", "patch": P} or {"type": "wan", "path": folder-in-bundle}."""
+def build_vae(spec: dict, base: str | Path, device="cpu") -> VideoVAE:
+    """The VAE a bundle names: {"type": "patch", "patch": P} or {"type": "wan", "path": folder-in-bundle,
+    "tiling": "auto" (default) | "always" | "never"}. A Wan VAE is float32 whatever the transformer runs in."""
     kind = spec.get("type")
     if kind == "patch":
         return PatchVAE(int(spec.get("patch", 4)))
     if kind == "wan":
         path = Path(spec.get("path", "vae"))
-        return WanVAE.from_folder(path if path.is_absolute() else Path(base) / path, device=device, dtype=dtype)
+        return WanVAE.from_folder(path if path.is_absolute() else Path(base) / path, device=device,
+                                  tiling=spec.get("tiling", "auto"))
     raise BadInput(f"{base}: unknown VAE type {kind!r} (expected 'wan' or 'patch')")
