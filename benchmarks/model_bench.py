@@ -26,12 +26,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
 
 from vera.model.configs import CONFIGS, STREAMS, VeraConfig  # noqa: E402
-from vera.model.dit import VeraMoT, build_on_meta, count_parameters  # noqa: E402
+from vera.model.dit import VeraMoT  # noqa: E402
+from vera.plan import BF16, GIB, block_activation_bytes, forward_flops, parameter_count, tokens_per_stream  # noqa: E402
 
 BENCH = VeraConfig(dim=256, ffn_dim=1024, num_heads=4, num_layers=4, text_dim=256, freq_dim=256)
 BENCH_LATENT = (4, 16, 24)  # latent frames, height, width -> 4 x 8 x 12 = 384 tokens per stream
 TEXT_LEN = 512
-VAE_STRIDE = (4, 8, 8)
 
 
 def best_times(fns: dict, repeats: int) -> dict:
@@ -83,65 +83,30 @@ def measure(repeats: int) -> dict:
         "vera_joint_median_s": med_ours, "diffusers_3x_median_s": med_diffusers,
         "ratio_joint_vs_3x_diffusers": t_ours / t_diffusers,
         "ratio_of_medians": med_ours / med_diffusers,
-        "analytic_flops_ratio": forward_flops(cfg, tokens)["total"] / forward_flops(cfg, tokens, joint=False)["total"],
-    }
-
-
-def forward_flops(cfg: VeraConfig, tokens: int, joint: bool = True, text_len: int = TEXT_LEN) -> dict:
-    """FLOPs of one forward of all streams (joint=False: three independent Wan DiTs on the same grid)."""
-    d, f, n, layers, streams = cfg.dim, cfg.ffn_dim, tokens, cfg.num_layers, len(STREAMS)
-    keys = streams * n if joint else n  # every query attends over all streams' tokens when joint
-    per_stream = {
-        "self_attn_proj": layers * 4 * 2 * n * d * d,
-        "self_attn_scores": layers * 2 * 2 * n * keys * d,  # QK^T and PV
-        "cross_attn": layers * (2 * 2 * n * d * d + 2 * 2 * text_len * d * d + 2 * 2 * n * text_len * d),
-        "ffn": layers * 2 * 2 * n * d * f,
-        "embed_head": 2 * n * d * cfg.in_dim * math.prod(cfg.patch_size)
-        + 2 * text_len * d * (cfg.text_dim + d) + 2 * n * d * cfg.out_dim * math.prod(cfg.patch_size),
-    }
-    result = {k: streams * v for k, v in per_stream.items()}
-    result["total"] = sum(result.values())
-    return result
-
-
-def forward_memory(cfg: VeraConfig, tokens: int, bytes_per: int = 2) -> dict:
-    """Bytes of one inference forward in bf16 (no autograd): weights, and the peak live activations of a layer.
-
-    Live at the peak: the three residual streams, the joint q/k/v of all streams, the attention output, one
-    stream's float32 norm temporaries and its FFN hidden (+ GELU output) - the streams finish a layer one by
-    one. Attention itself is assumed memory-efficient (flash / SDPA): the score matrix is NOT materialised; its
-    size if it were is reported separately.
-    """
-    n, d, streams = tokens, cfg.dim, len(STREAMS)
-    params = count_parameters(build_on_meta(cfg))
-    residual = streams * n * d * bytes_per
-    qkv = 3 * streams * n * d * bytes_per
-    attn_out = streams * n * d * bytes_per
-    norm_fp32 = 2 * n * d * 4
-    ffn_hidden = 2 * n * cfg.ffn_dim * bytes_per
-    return {
-        "weights": params * bytes_per,
-        "activations_peak": residual + qkv + attn_out + norm_fp32 + ffn_hidden,
-        "score_matrix_if_materialised": cfg.num_heads * (streams * n) ** 2 * bytes_per,
+        "analytic_flops_ratio": (forward_flops(cfg, tokens, text_len=TEXT_LEN)["total"]
+                                 / forward_flops(cfg, tokens, joint=False, text_len=TEXT_LEN)["total"]),
     }
 
 
 def analytic() -> list[dict]:
+    """The planner's FLOPs and one-forward memory (vera.plan) for the real sizes: one step of one CFG branch."""
     rows = []
     for name in ("vera-1.3b", "vera-14b"):
         cfg = CONFIGS[name]
         for frames in (49, 81):
             width, height = 832, 480
-            latent = ((frames - 1) // VAE_STRIDE[0] + 1, height // VAE_STRIDE[1], width // VAE_STRIDE[2])
-            tokens = math.prod(s // p for s, p in zip(latent, cfg.patch_size))
+            tokens = tokens_per_stream(cfg, frames, width, height)
             flops = forward_flops(cfg, tokens)
+            n = len(STREAMS) * tokens
             rows.append({
-                "config": name, "frames": frames, "size": f"{width}x{height}", "latent": list(latent),
-                "tokens_per_stream": tokens, "joint_tokens": len(STREAMS) * tokens,
+                "config": name, "frames": frames, "size": f"{width}x{height}",
+                "tokens_per_stream": tokens, "joint_tokens": n,
                 "tflops_per_forward": flops["total"] / 1e12,
                 "attention_share": flops["self_attn_scores"] / flops["total"],
                 "tflops_three_separate_wan": forward_flops(cfg, tokens, joint=False)["total"] / 1e12,
-                **{f"{k}_gib": v / 2**30 for k, v in forward_memory(cfg, tokens).items()},
+                "weights_gib": parameter_count(cfg) * BF16 / GIB,
+                "activations_peak_gib": block_activation_bytes(cfg, tokens)["peak"] / GIB,
+                "score_matrix_if_materialised_gib": cfg.num_heads * n**2 * BF16 / GIB,
             })
     return rows
 

@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "vera.cli.model_cmds",   # model-info, convert
     "vera.cli.render_cmds",  # validate, run, assemble, status, submit
     "vera.cli.demo_cmd",     # demo
+    "vera.cli.plan_cmd",     # plan
 ]
 
 

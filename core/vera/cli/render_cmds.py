@@ -48,6 +48,10 @@ def register(subparsers) -> None:
     p.add_argument("--pool", default="", help="Deadline pool")
     p.add_argument("--group", default="", help="Deadline group")
     p.add_argument("--show", default="", help="OpenCue show (default: $SHOW or 'vera')")
+    p.add_argument("--gpus", type=int, metavar="N",
+                   help="GPUs per render task, asked of the farm in its own terms; N > 1 runs --devices N")
+    p.add_argument("--gpu-memory", type=float, metavar="GiB",
+                   help="memory per GPU to ask for; the planner (vera-render plan) must fit a window into it")
     p.add_argument("--json", action="store_true", help="print what was written as JSON")
     _add_force(p)
     p.set_defaults(func=_submit)
@@ -135,7 +139,7 @@ def _submit(args) -> int:
     from vera.farm import submit
 
     options = {"executable": args.executable, "priority": args.priority, "pool": args.pool, "group": args.group,
-               "show": args.show}
+               "show": args.show, "gpus": args.gpus, "gpu_memory": args.gpu_memory}
     info = submit(args.spec, args.farm, args.out, launch=args.launch, force=args.force, **options)
     if args.json:
         print(json.dumps(info.to_dict(), indent=2))

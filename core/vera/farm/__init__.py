@@ -39,12 +39,17 @@ class JobInfo:
     launch_command: list[str]    # what `--launch` runs (or what a person runs to submit)
     launched: bool = False
     job_ids: dict = field(default_factory=dict)
+    gpus: int = 1                # GPUs each render task asks the farm for (`--devices` of its command)
+    gpu_memory_gib: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def describe(self) -> str:
         lines = [f"{self.backend} job for shot {self.shot}: {self.windows} render task(s) + assemble",
+                 *([f"  each render task asks for {self.gpus} GPU(s)"
+                    + (f" of {self.gpu_memory_gib:g} GiB" if self.gpu_memory_gib else "")]
+                   if self.gpus > 1 or self.gpu_memory_gib else []),
                  *(f"  wrote {f}" for f in self.files),
                  f"  render task:   {shlex.join(self.render_command)}",
                  f"  assemble task: {shlex.join(self.assemble_command)}"]
@@ -68,12 +73,44 @@ def vera_executable(override: str | None = None) -> str:
     return str(Path(found).resolve())
 
 
-def task_commands(shot, executable: str, progress: str, window_token: str) -> tuple[list[str], list[str]]:
-    """(render task, assemble task) command lines; `window_token` is the backend's placeholder for the index."""
+def task_commands(shot, executable: str, progress: str, window_token: str,
+                  gpus: int = 1) -> tuple[list[str], list[str]]:
+    """(render task, assemble task) command lines; `window_token` is the backend's placeholder for the index.
+    A render task on several GPUs runs them as `--devices N` worker processes (the assemble task needs none)."""
     spec = str(shot.spec_path)
     render = [executable, "run", spec, "--window", window_token, "--progress", progress]
+    if gpus > 1:
+        render += ["--devices", str(gpus)]
     assemble = [executable, "assemble", spec, "--progress", progress]
     return render, assemble
+
+
+def check_gpus(shot, gpus: int, gpu_memory_gib: float | None) -> None:
+    """BadInput unless `gpus` GPUs (of `gpu_memory_gib` each, when given) can render one window of the shot, as
+    the planner (vera.plan) sees the shot's bundle at its resolution: refused at submission, not on every task."""
+    if int(gpus) != gpus or gpus < 1:
+        raise BadInput(f"GPUs per task must be a whole number of at least 1, got {gpus}")
+    if gpu_memory_gib is None:
+        return
+    if gpu_memory_gib <= 0:
+        raise BadInput(f"GPU memory must be positive, got {gpu_memory_gib} GiB")
+    from vera.plan import bundle_components, plan, require_fit
+
+    bundle = "demo" if shot.spec.model.bundle == "demo" else shot.spec.resolve(shot.spec.model.bundle)
+    cfg, components, defaults = bundle_components(bundle)
+    width, height = defaults["resolution"]
+    guidance = shot.spec.sampler.guidance if shot.spec.sampler.guidance is not None else defaults["guidance"]
+    result = plan(cfg, shot.window_frames, int(width), int(height), gpus, gpu_memory_gib, guidance=guidance > 1,
+                  components=components)
+    try:
+        require_fit(result)
+    except BadInput as exc:
+        raise BadInput(f"{shot.spec_path}: {exc}") from None
+
+
+def gpu_options(gpus: int | None, gpu_memory_gib: float | None) -> list[str]:
+    """`vera-render submit` options that ask for these GPUs again (in a launch command printed for a person)."""
+    return [*(["--gpus", str(gpus)] if gpus else []), *(["--gpu-memory", f"{gpu_memory_gib:g}"] if gpu_memory_gib else [])]
 
 
 def job_name(shot) -> str:
@@ -86,7 +123,8 @@ def submit(spec_path: str | Path, backend: str, jobdir: str | Path, launch: bool
 
     The shot's output folder is registered first: outputs rendered there with other settings make the
     submission fail now (every task would refuse them) unless `force`, which discards them here, once.
-    options: executable (vera-render as the nodes see it), priority, pool, group (Deadline), show (OpenCue).
+    options: executable (vera-render as the nodes see it), priority, pool, group (Deadline), show (OpenCue),
+    gpus (per render task) and gpu_memory (GiB per GPU: the planner must fit the shot's window into it).
     """
     if backend not in BACKENDS:
         raise BadInput(f"unknown farm '{backend}' (one of: {', '.join(BACKENDS)})")
@@ -100,6 +138,8 @@ def submit(spec_path: str | Path, backend: str, jobdir: str | Path, launch: bool
     if jobdir.exists() and not jobdir.is_dir():
         raise BadInput(f"{jobdir}: --out names an existing file; give a folder for the job files")
     shot = load_shot(spec_path)
+    gpus = options.get("gpus")
+    check_gpus(shot, 1 if gpus is None else gpus, options.get("gpu_memory"))
     prepare_manifest(shot, force)
     return module.write_job(shot, _writable_folder(jobdir), launch=launch, **options)
 

@@ -60,9 +60,30 @@ def _arguments(args: list[str]) -> str:
     return " ".join(f'"{a}"' if ("/" in a or " " in a or "\\" in a) else a for a in args)
 
 
-def build_files(shot, executable: str, priority: int = 50, pool: str = "", group: str = "") -> dict[str, dict]:
+def gpu_entries(gpus: int | None, gpu_memory_gib: float | None) -> tuple[dict, dict]:
+    """(job info, plugin info) entries for GPUs per render task.
+
+    Deadline 10 has no job-level GPU count that its scheduler matches against a Worker: GPUs per task are the
+    plugin info key `GPUsPerTask`, which GPU renderer plugins read together with the Worker's GPU affinity (the
+    CommandLine plugin does not), so machines with enough GPUs are chosen by `Group`. The request is also
+    written as job extra info (`ExtraInfoKeyValueN=key=value`, shown in the Monitor) for event plugins and
+    people; `--devices N` in the task's command is what makes the task use them."""
+    job, plugin, extra = {}, {}, []
+    if gpus:
+        plugin["GPUsPerTask"] = int(gpus)
+        extra.append(f"GPUsPerTask={int(gpus)}")
+    if gpu_memory_gib:
+        extra.append(f"GPUMemoryGiB={gpu_memory_gib:g}")
+    for i, entry in enumerate(extra):
+        job[f"ExtraInfoKeyValue{i}"] = entry
+    return job, plugin
+
+
+def build_files(shot, executable: str, priority: int = 50, pool: str = "", group: str = "", gpus: int | None = None,
+                gpu_memory_gib: float | None = None) -> dict[str, dict]:
     """The four info files as {file name: {key: value}}; assemble's JobDependencies is filled in at submission."""
-    render, assemble = task_commands(shot, executable, "deadline", WINDOW_TOKEN)
+    render, assemble = task_commands(shot, executable, "deadline", WINDOW_TOKEN, gpus or 1)
+    gpu_job, gpu_plugin = gpu_entries(gpus, gpu_memory_gib)
     name = job_name(shot)
     common = {"Plugin": "CommandLine", "BatchName": name, "Priority": priority}
     if pool:
@@ -77,9 +98,10 @@ def build_files(shot, executable: str, priority: int = 50, pool: str = "", group
         "render.job.info": {"Name": f"{name} render", **common, "Frames": f"0-{last}" if last else "0",
                             "ChunkSize": 1,
                             "Comment": f"{len(shot.windows)} window(s) of frames "
-                                       f"{shot.spec.plate.first}-{shot.spec.plate.last}"},
+                                       f"{shot.spec.plate.first}-{shot.spec.plate.last}", **gpu_job},
         "render.plugin.info": {"Executable": render[0], "Arguments": _arguments(render[1:]),
-                               "StartupDirectory": startup, "Shell": "default", "ShellExecute": "False"},
+                               "StartupDirectory": startup, "Shell": "default", "ShellExecute": "False",
+                               **gpu_plugin},
         "assemble.job.info": {"Name": f"{name} assemble", **common, "Frames": "0", "ChunkSize": 1,
                               "Comment": "cross-fade the windows into the final frames"},
         "assemble.plugin.info": {"Executable": assemble[0], "Arguments": _arguments(assemble[1:]),
@@ -99,17 +121,19 @@ def _deadlinecommand(*args: str) -> str:
 
 
 def write_job(shot, jobdir: Path, launch: bool = False, executable: str | None = None, priority: int = 50,
-              pool: str = "", group: str = "", **_ignored) -> JobInfo:
+              pool: str = "", group: str = "", gpus: int | None = None, gpu_memory: float | None = None,
+              **_ignored) -> JobInfo:
     check_options(priority, pool, group)
     executable = vera_executable(executable)
-    files = build_files(shot, executable, priority, pool, group)
+    files = build_files(shot, executable, priority, pool, group, gpus, gpu_memory)
     paths = {name: jobdir / name for name in files}
     for name, entries in files.items():
         atomic_write_text(paths[name], _info_text(entries))
-    render, assemble = task_commands(shot, executable, "deadline", WINDOW_TOKEN)
+    render, assemble = task_commands(shot, executable, "deadline", WINDOW_TOKEN, gpus or 1)
     info = JobInfo("deadline", str(jobdir), shot.spec.name, str(shot.spec_path), len(shot.windows),
                    [str(p) for p in paths.values()], render, assemble,
-                   ["deadlinecommand", str(paths["render.job.info"]), str(paths["render.plugin.info"])])
+                   ["deadlinecommand", str(paths["render.job.info"]), str(paths["render.plugin.info"])],
+                   gpus=gpus or 1, gpu_memory_gib=gpu_memory)
     if launch:
         if not shutil.which("deadlinecommand"):
             raise BadInput("--launch needs deadlinecommand on the PATH (Deadline client's bin folder); the job "

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import math
 import os
 import shlex
 from pathlib import Path
 
 from vera.atomic import atomic_write_text
 from vera.errors import BadInput, TransientError
-from vera.farm import JobInfo, job_name, task_commands, vera_executable
+from vera.farm import JobInfo, gpu_options, job_name, task_commands, vera_executable
 
 JOB_FILE = "job.xml"
 SESSION_DIR = "session"
@@ -62,16 +63,25 @@ def _outline_session_in(folder: Path):
             os.environ["SHOT"] = saved_shot
 
 
-def build_outline(shot, executable: str, show: str = "", user: str = ""):
-    """The outline.Outline of the job: render layer (one frame per window) and assemble layer after it."""
+def build_outline(shot, executable: str, show: str = "", user: str = "", gpus: int | None = None,
+                  gpu_memory_gib: float | None = None):
+    """The outline.Outline of the job: render layer (one frame per window) and assemble layer after it.
+
+    GPUs per render task are PyOutline's layer args `gpus` and `gpu_memory` (outline/backend/cue.py writes them
+    as the layer's <gpus> and <gpu_memory> from spec version 1.12; Cuebot reads "<N>g" as N GB per GPU)."""
     import outline
     from outline.modules.shell import Shell
 
-    render, assemble = task_commands(shot, executable, "log", WINDOW_TOKEN)
+    render, assemble = task_commands(shot, executable, "log", WINDOW_TOKEN, gpus or 1)
     ol = outline.Outline(job_name(shot), shot=shot.spec.name, show=show or os.environ.get("SHOW") or "vera",
                          user=user or getpass.getuser())
     last = len(shot.windows) - 1
-    render_layer = Shell(RENDER_LAYER, command=_shell_line(render), range=f"0-{last}", chunk=1)
+    gpu_args = {}
+    if gpus:
+        gpu_args["gpus"] = int(gpus)
+    if gpu_memory_gib:
+        gpu_args["gpu_memory"] = f"{math.ceil(gpu_memory_gib)}g"
+    render_layer = Shell(RENDER_LAYER, command=_shell_line(render), range=f"0-{last}", chunk=1, **gpu_args)
     assemble_layer = Shell(ASSEMBLE_LAYER, command=_shell_line(assemble), range="0", chunk=1)
     assemble_layer.depend_all(render_layer)
     ol.add_layer(render_layer)
@@ -80,20 +90,21 @@ def build_outline(shot, executable: str, show: str = "", user: str = ""):
 
 
 def write_job(shot, jobdir: Path, launch: bool = False, executable: str | None = None, show: str = "",
-              priority: int = 50, **_ignored) -> JobInfo:
+              priority: int = 50, gpus: int | None = None, gpu_memory: float | None = None, **_ignored) -> JobInfo:
     from outline.cuerun import OutlineLauncher
 
     executable = vera_executable(executable)
-    ol = build_outline(shot, executable, show)
+    ol = build_outline(shot, executable, show, gpus=gpus, gpu_memory_gib=gpu_memory)
     launcher = OutlineLauncher(ol, priority=priority, maxretries=MAX_RETRIES)
     with _outline_session_in(jobdir / SESSION_DIR):
         xml = launcher.serialize(use_pycuerun=False)
     path = jobdir / JOB_FILE
     atomic_write_text(path, xml + "\n")
-    render, assemble = task_commands(shot, executable, "log", WINDOW_TOKEN)
+    render, assemble = task_commands(shot, executable, "log", WINDOW_TOKEN, gpus or 1)
     info = JobInfo("opencue", str(jobdir), shot.spec.name, str(shot.spec_path), len(shot.windows), [str(path)],
                    render, assemble, [executable, "submit", str(shot.spec_path), "--farm", "opencue", "--out",
-                                      str(jobdir), "--launch"])
+                                      str(jobdir), "--launch", *gpu_options(gpus, gpu_memory)],
+                   gpus=gpus or 1, gpu_memory_gib=gpu_memory)
     if launch:
         where = cuebot_configured()
         if not where:

@@ -12,6 +12,7 @@ job bundle (`deadline bundle submit JOBDIR`). Run it locally, the whole shot:
 
 from __future__ import annotations
 
+import math
 import shutil
 import subprocess
 import sys
@@ -30,16 +31,36 @@ WINDOW_PARAM = "Window"
 WINDOW_TOKEN = "{{Task.Param.Window}}"
 
 
-def build_template(shot, executable: str) -> dict:
+def host_requirements(gpus: int | None, gpu_memory_gib: float | None) -> dict | None:
+    """OpenJD's step hostRequirements for GPUs: the standard amount capabilities `amount.worker.gpu` (count) and
+    `amount.worker.gpu.memory` (the least memory of any GPU on the host, in MiB: jobtemplate-2023-09 §3.3.1.1)."""
+    amounts = []
+    if gpus:
+        amounts.append({"name": "amount.worker.gpu", "min": int(gpus)})
+    if gpu_memory_gib:
+        amounts.append({"name": "amount.worker.gpu.memory", "min": math.ceil(gpu_memory_gib * 1024)})
+    return {"amounts": amounts} if amounts else None
+
+
+def build_template(shot, executable: str, gpus: int | None = None, gpu_memory_gib: float | None = None) -> dict:
     """The job template as data (the dict that becomes template.yaml).
 
     The spec is a STRING parameter holding its absolute path: OpenJD only allows a PATH parameter's default
     inside the template's folder, and the spec stays where its relative plate paths make sense."""
-    render, assemble = task_commands(shot, "{{Param.VeraRender}}", "openjd", WINDOW_TOKEN)
+    render, assemble = task_commands(shot, "{{Param.VeraRender}}", "openjd", WINDOW_TOKEN, gpus or 1)
     spec_token = "{{Param.ShotSpec}}"
     render = [spec_token if arg == str(shot.spec_path) else arg for arg in render]
     assemble = [spec_token if arg == str(shot.spec_path) else arg for arg in assemble]
     last = len(shot.windows) - 1
+    render_step = {
+        "name": RENDER_STEP,
+        "description": "Render one window of frames into the shot's cache (exit 3: transient, retry).",
+        "parameterSpace": {"taskParameterDefinitions": [
+            {"name": WINDOW_PARAM, "type": "INT", "range": f"0-{last}" if last else "0"}]},
+        "script": {"actions": {"onRun": {"command": render[0], "args": render[1:]}}}}
+    requirements = host_requirements(gpus, gpu_memory_gib)
+    if requirements:
+        render_step["hostRequirements"] = requirements
     return {
         "specificationVersion": SPECIFICATION,
         "name": job_name(shot),
@@ -52,11 +73,7 @@ def build_template(shot, executable: str) -> dict:
              "description": "The vera-render executable as the workers see it."},
         ],
         "steps": [
-            {"name": RENDER_STEP,
-             "description": "Render one window of frames into the shot's cache (exit 3: transient, retry).",
-             "parameterSpace": {"taskParameterDefinitions": [
-                 {"name": WINDOW_PARAM, "type": "INT", "range": f"0-{last}" if last else "0"}]},
-             "script": {"actions": {"onRun": {"command": render[0], "args": render[1:]}}}},
+            render_step,
             {"name": ASSEMBLE_STEP,
              "description": "Cross-fade the windows' overlaps and write the final frames.",
              "dependencies": [{"dependsOn": RENDER_STEP}],
@@ -75,17 +92,18 @@ def check_template(template: dict) -> None:
         raise BadInput(f"the generated OpenJD template is not valid: {exc}") from None
 
 
-def write_job(shot, jobdir: Path, launch: bool = False, executable: str | None = None, **_ignored) -> JobInfo:
+def write_job(shot, jobdir: Path, launch: bool = False, executable: str | None = None, gpus: int | None = None,
+              gpu_memory: float | None = None, **_ignored) -> JobInfo:
     executable = vera_executable(executable)
-    template = build_template(shot, executable)
+    template = build_template(shot, executable, gpus, gpu_memory)
     check_template(template)
     path = jobdir / TEMPLATE_FILE
     atomic_write_text(path, yaml.safe_dump(template, sort_keys=False, width=120))
-    render, assemble = task_commands(shot, executable, "openjd", WINDOW_TOKEN)
+    render, assemble = task_commands(shot, executable, "openjd", WINDOW_TOKEN, gpus or 1)
     openjd = shutil.which("openjd") or str(Path(sys.executable).parent / "openjd")
     launch_command = [openjd, "run", str(path), "--step", ASSEMBLE_STEP, "--run-dependencies"]
     info = JobInfo("openjd", str(jobdir), shot.spec.name, str(shot.spec_path), len(shot.windows), [str(path)],
-                   render, assemble, launch_command)
+                   render, assemble, launch_command, gpus=gpus or 1, gpu_memory_gib=gpu_memory)
     if launch:
         if not Path(openjd).is_file():
             raise BadInput("--launch needs the openjd CLI (pip install openjd-cli); "

@@ -16,6 +16,7 @@ from vera.progress import Progress, add_progress_argument
 SUBCOMMAND_MODULES = [
     "vera.train.fit_cmd",   # fit (the training loop)
     "vera.train.eval_cmd",  # eval
+    "vera.train.plan_cmd",  # plan (the same planner as `vera-render plan`)
 ]
 
 
