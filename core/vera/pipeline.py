@@ -50,7 +50,7 @@ def sampler_settings(bundle, spec: ShotSpec) -> SamplerSettings:
 
     d = bundle.defaults
     pick = lambda value, key: d[key] if value is None else value  # noqa: E731
-    calibration = read_calibration(bundle.path) or {}
+    calibration = read_calibration(getattr(bundle, "path", None)) or {}
     plan = plan_steps(spec.speed, int(pick(spec.sampler.steps, "steps")), spec.sampler.guidance_until,
                       calibration.get("curve", ()))
     return SamplerSettings(sampler=spec.sampler.name or d["sampler"], steps=plan.steps,

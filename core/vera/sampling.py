@@ -9,6 +9,10 @@ Every step, the conditioning (source-video latents + packed user mask) is concat
 each stream's noisy latent. Classifier-free guidance runs the prompt and the negative prompt as ONE batch of 2B
 (one forward per step) and mixes v = v_neg + guidance * (v_pos - v_neg). Noise comes from a seeded CPU
 `torch.Generator`, so a seed gives the same start on every device and the CPU result is deterministic.
+
+A `vera.speed.StepPlan` (from the shot's speed preset) may drop the negative branch for the late steps (the
+guidance schedule) and lets diffusers' MagCache skip the joint layers on steps it predicts; the loop itself
+only asks the plan which steps are guided and wraps the model calls in `vera.speed.step_cache`.
 """
 
 from __future__ import annotations

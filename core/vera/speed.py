@@ -109,6 +109,8 @@ def read_calibration(bundle_folder) -> dict | None:
 
     from vera.errors import read_json_object
 
+    if bundle_folder is None:
+        return None
     path = Path(bundle_folder) / CALIBRATION_FILE
     if not path.is_file():
         return None
@@ -206,7 +208,7 @@ class StepCache:
     def __init__(self, model, plan: StepPlan, timesteps):
         self.model, self.plan, self.timesteps = model, plan, timesteps
         self.count = layer_count(model)
-        self.blocks = list(model.blocks)
+        self.blocks = list(getattr(model, "blocks", ()))  # a stand-in model without joint layers: nothing to hook
         self.handles, self.leader, self.calls = [], None, 0
 
     def __enter__(self):
@@ -217,7 +219,7 @@ class StepCache:
             # registered first = innermost: it runs only when the layer really computes
             HookRegistry.check_if_exists_or_initialize(block).register_hook(_counting_hook(self.count), _COUNT_HOOK)
             self.handles.append(block.register_forward_pre_hook(self._count_call))  # every call, skipped or not
-        if self.plan.caching:
+        if self.plan.caching and self.blocks:
             from diffusers.hooks import MagCacheConfig, apply_mag_cache
 
             _register_joint_block()
