@@ -55,7 +55,10 @@ class Preset:
 PRESET_TABLE = {
     "quality": Preset(steps_fraction=1.0, guidance_until=1.0, cache_threshold=0.0, cache_max_skip=0,
                       cache_retention=1.0),
-    "balanced": Preset(steps_fraction=1.0, guidance_until=0.5, cache_threshold=0.12, cache_max_skip=2,
+    # MagCache's published Wan2.1-1.3B threshold and retention; K=3 measured as good as K=4 (same evaluations,
+    # +0.4 dB). The negative branch stays on every step: dropping it for even the last 10% of a 50-step,
+    # guidance-5 recipe cost 6 dB of PSNR against the full recipe (a background change fell to 28 dB).
+    "balanced": Preset(steps_fraction=1.0, guidance_until=1.0, cache_threshold=0.12, cache_max_skip=3,
                        cache_retention=0.2),
     "preview": Preset(steps_fraction=0.4, guidance_until=0.3, cache_threshold=0.3, cache_max_skip=3,
                       cache_retention=0.2),
