@@ -103,6 +103,46 @@ def run_recipe(bundle, clips: list[Path], recipe: dict, seed: int) -> dict:
     return result
 
 
+# Variants of `balanced` tried at the paper-like recipe (--ablation): the evidence for its settings.
+ABLATION = {
+    "cache K=2, no schedule": {"cache_max_skip": 2, "guidance_until": 1.0},
+    "cache K=3, no schedule (balanced)": {"cache_max_skip": 3, "guidance_until": 1.0},
+    "cache K=4, no schedule": {"cache_max_skip": 4, "guidance_until": 1.0},
+    "no cache, guidance first 50%": {"cache_threshold": 0.0, "guidance_until": 0.5},
+    "no cache, guidance first 75%": {"cache_threshold": 0.0, "guidance_until": 0.75},
+    "cache K=4, guidance first 90%": {"cache_max_skip": 4, "guidance_until": 0.9},
+}
+
+
+def run_ablation(bundle, clips: list[Path], seed: int) -> dict:
+    """PSNR against quality and full evaluations of each ABLATION variant of `balanced`, per clip."""
+    import dataclasses
+
+    from vera import speed
+    from vera.train.evaluate import evaluate_shot
+
+    recipe, base = RECIPES["paper-like"], speed.PRESET_TABLE["balanced"]
+    count = layer_count(bundle.transformer)
+    result = {name: {"psnr": [], "full": []} for name in ABLATION}
+    try:
+        for clip in clips:
+            render = lambda preset: evaluate_shot(bundle, clip, seed=seed, steps=recipe["steps"],  # noqa: E731
+                                                  guidance=recipe["guidance"], speed=preset, keep_layers=True)
+            reference = render("quality")["layers"]
+            for name, change in ABLATION.items():
+                speed.PRESET_TABLE["balanced"] = dataclasses.replace(base, **change)
+                before = count.full
+                layers = render("balanced")["layers"]
+                result[name]["full"].append(count.full - before)
+                result[name]["psnr"].append(round(psnr(np.stack([layers[f][0] for f in sorted(layers)]),
+                                                       np.stack([reference[f][0] for f in sorted(reference)])), 2))
+    finally:
+        speed.PRESET_TABLE["balanced"] = base
+    for name, r in result.items():
+        print(f"  {name:36s} full/clip {statistics.mean(r['full']):6.1f}  PSNR per clip {r['psnr']}")
+    return result
+
+
 def measure_compile(bundle, repeats: int = 10) -> dict:
     """Eager vs regionally compiled joint layers on one demo-sized forward: compile time and step time."""
     from torch._dynamo.utils import counters
@@ -147,6 +187,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument("--recipes", default="paper-like,demo default", help="comma-separated recipe names")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile measurement")
+    parser.add_argument("--ablation", type=int, default=0, metavar="N",
+                        help="only run the ABLATION variants of balanced on the first N clips (paper-like recipe)")
     parser.add_argument("--json", help="write every number here")
     args = parser.parse_args(argv)
 
@@ -157,7 +199,11 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="vera-sampling-bench-") as tmp:
         clips = generate(Path(tmp) / "heldout", args.clips, seed=DATA_SEED, size=(128, 96), frames=5)
         bundle = load_bundle("demo", device="cpu")
-        for name in args.recipes.split(","):
+        if args.ablation:
+            print(f"ablation of balanced, paper-like recipe, {args.ablation} clips:")
+            report["ablation"] = run_ablation(bundle, clips[:args.ablation], args.seed)
+            args.recipes, args.no_compile = "", True
+        for name in filter(None, args.recipes.split(",")):
             report["recipes"][name] = {"recipe": RECIPES[name],
                                        "presets": run_recipe(bundle, clips, RECIPES[name], args.seed)}
             print_recipe(name, report["recipes"][name])
