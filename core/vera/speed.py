@@ -4,8 +4,9 @@ A preset changes three things of the shot's recipe (its steps and guidance, from
 
 - **steps**: `preview` samples with fewer steps;
 - **guidance schedule**: classifier-free guidance runs the negative branch only for the first
-  `guidance_until` of the steps (the late, low-noise steps refine detail the prompt no longer steers); the
-  remaining steps run the prompt branch alone, half the work. A shot may set `sampler.guidance_until`;
+  `guidance_until` of the steps; the remaining (late, low-noise) steps run the prompt branch alone, half the
+  work. `preview` uses it; `balanced` keeps guidance on every step, because on the demo set dropping it cost
+  far more quality than caching did (docs/performance.md). A shot may set `sampler.guidance_until`;
 - **step caching**: diffusers' MagCache (`diffusers.hooks.apply_mag_cache`) on the joint layers
   (`VeraMoT.blocks`, each a `JointBlock`): on a step whose predicted change is small, every joint layer is
   skipped and the step reuses the previous step's residual (blocks' output - input). The decision is one per
@@ -30,7 +31,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -89,9 +90,6 @@ class StepPlan:
     def guided(self, index: int, steps: int) -> bool:
         """Whether step `index` of `steps` runs the negative branch (when the recipe uses guidance at all)."""
         return index < max(1, math.ceil(self.guidance_until * steps - 1e-9))
-
-    def describe(self) -> dict:
-        return asdict(self) | {"curve": len(self.curve)}
 
 
 def plan_steps(preset: str, steps: int, guidance_until: float | None = None, curve=()) -> StepPlan:
@@ -241,9 +239,12 @@ class StepCache:
     def before_step(self, batch: int) -> None:
         """The guidance schedule dropped the negative branch: keep the cached residual of the prompt branch
         (the first rows of the [prompt, negative] batch), so a skipped step stays right in shape and meaning."""
-        if self.leader is None or self.leader.state_manager._context is None:
+        if self.leader is None:
             return
-        state = self.leader.state_manager.get_state()
+        try:
+            state = self.leader.state_manager.get_state()
+        except ValueError:  # no cache context yet: no step has run
+            return
         if state.previous_residual is not None and state.previous_residual.shape[0] > batch:
             state.previous_residual = state.previous_residual[:batch]
 

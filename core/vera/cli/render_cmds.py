@@ -68,8 +68,8 @@ def add_speed_arguments(p, default: str) -> None:
     from vera.speed import PRESETS
 
     p.add_argument("--speed", choices=PRESETS,
-                   help=f"quality: the full recipe; balanced: step caching and a guidance schedule with a "
-                        f"negligible measured loss; preview: a fast first look (default: {default})")
+                   help=f"quality: the full recipe; balanced: step caching with a negligible measured loss; "
+                        f"preview: fewer steps, guidance schedule, stronger caching (default: {default})")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the joint layer once (regional) and reuse it at every depth; the first "
                         "forward's time, compile included, is printed")
