@@ -110,7 +110,8 @@ def test_magnitude_ratios_follow_the_calibrated_curve_on_any_grid():
 
 
 def test_presets_scale_the_recipe():
-    assert speed.plan_steps("quality", 50).steps == 50 and not speed.plan_steps("quality", 50, curve=[[0, 0]] * 2).caching
+    assert speed.plan_steps("quality", 50).steps == 50
+    assert not speed.plan_steps("quality", 50, curve=[[0, 0], [1000, 0]]).caching  # quality never caches
     assert speed.plan_steps("preview", 50).steps == 20 and speed.plan_steps("preview", 3).steps == 3
     plan = speed.plan_steps("balanced", 10, 0.5, curve=[[0, 0], [1000, 0]])
     assert plan.caching and [plan.guided(i, 10) for i in range(10)] == [True] * 5 + [False] * 5
