@@ -60,6 +60,9 @@ def test_spec_from_read_with_bounding_box_and_frame_range(nuke, tmp_path):
     loaded = ShotSpec.from_dict(spec)
     assert loaded.sampler.steps == 12 and loaded.sampler.guidance is None and loaded.seed == 7
     assert loaded.window.frames is None and loaded.window.overlap == 8
+    assert loaded.speed == "balanced"  # the Speed knob's default
+    node["speed"].setValue("preview")
+    assert shot.build_spec(node)["speed"] == "preview"
     assert spec["output"]["dir"].endswith(f"vera_renders/shot010_comp_v001/{node.name()}")  # the default
     assert spec["mask"] is None and spec["name"] == f"shot010_comp_v001_{node.name()}"
     assert nuke.executed == []  # a Read is used as it is, never re-rendered

@@ -219,6 +219,7 @@ def build_spec(node, values: dict | None = None) -> dict:
         "sampler": {"name": None, "steps": _positive_or_none(int(node["steps"].value())),
                     "guidance": _positive_or_none(float(node["guidance"].value())), "shift": None},
         "seed": int(node["seed"].value()),
+        "speed": node["speed"].value(),
         "window": {"frames": _positive_or_none(int(node["window_frames"].value())),
                    "overlap": int(node["window_overlap"].value())},
         "output": {"dir": to_nuke_path(out_dir), "name": "edit", "compression": "zip", "padding": 4},

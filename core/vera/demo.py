@@ -143,7 +143,7 @@ def contact_sheet(out: Path, spec, frames: list[int], rows: int = SHEET_ROWS) ->
 
 def run_demo(out: str | Path = "vera-demo", prompt: str = DEFAULT_PROMPT, plate: str | None = None,
              colorspace: str | None = None, seed: int = 0, frames: int | None = None, bundle: str = "demo",
-             progress: str = "auto") -> dict:
+             progress: str = "auto", speed: str | None = None, compile: bool = False) -> dict:
     """Make (or take) a plate, render the demo shot through vera.render, comp, QC and draw the contact sheet."""
     import time
 
@@ -197,9 +197,11 @@ def run_demo(out: str | Path = "vera-demo", prompt: str = DEFAULT_PROMPT, plate:
     spec.model.bundle = bundle
     # the spec's sampler name would override the bundle's own choice (SamplerSpec defaults to unipc)
     spec.sampler.name = str(defaults["sampler"])
+    if speed:
+        spec.speed = speed
     spec.save(out / "shot.json")
     shot = load_shot(out / "shot.json")
-    run(shot, force=True, progress=progress)
+    run(shot, force=True, progress=progress, compile=compile)
 
     edit_pattern = str(out / spec.output.dir / f"{spec.output.name}.####.exr")
     comp_pattern = str(out / "comp" / "comp.####.exr")

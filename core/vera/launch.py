@@ -178,15 +178,17 @@ def _follow(load, control, device) -> None:
 
 
 def run_shot(shot, window=None, force: bool = False, progress: str = "auto", memory: str = "auto",
-             fp8: bool = False):
+             fp8: bool = False, compile: bool = False):
     """`vera-render run` in this process: alone, or as one worker of a --devices run. Returns vera.render.run's
-    result (None on the ranks that only serve the leader)."""
+    result (None on the ranks that only serve the leader). `compile` (torch.compile of the joint layer) applies
+    to a single process only."""
     from vera import render
     from vera.model.bundle import resolve_device
 
     if not is_worker():
         strategy = choose_strategy(shot, 1, memory, fp8)
-        return render.run(shot, window, force, progress, load_bundle=lambda: render._load_bundle(shot.spec, strategy))
+        return render.run(shot, window, force, progress,
+                          load_bundle=lambda: render._load_bundle(shot.spec, strategy, compile=compile))
 
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     device, _ = resolve_device(shot.spec.model.device)

@@ -47,20 +47,28 @@ class RenderResult:
 @dataclass
 class SamplerSettings:
     sampler: str
-    steps: int
+    steps: int                     # the steps sampled (the speed preset's, from the recipe's)
     guidance: float
     shift: float
     negative_prompt: str
+    speed: str = "quality"
+    plan: object = None            # vera.speed.StepPlan: guidance schedule and step caching
 
 
 def sampler_settings(bundle, spec: ShotSpec) -> SamplerSettings:
-    """The spec's sampler choices, falling back to the bundle's defaults."""
+    """The spec's sampler choices, falling back to the bundle's defaults, with the speed preset applied."""
+    from vera.speed import plan_steps, read_calibration
+
     d = bundle.defaults
     pick = lambda value, key: d[key] if value is None else value  # noqa: E731
-    return SamplerSettings(sampler=spec.sampler.name or d["sampler"], steps=int(pick(spec.sampler.steps, "steps")),
+    calibration = read_calibration(getattr(bundle, "path", None)) or {}
+    plan = plan_steps(spec.speed, int(pick(spec.sampler.steps, "steps")), spec.sampler.guidance_until,
+                      calibration.get("curve", ()))
+    return SamplerSettings(sampler=spec.sampler.name or d["sampler"], steps=plan.steps,
                            guidance=float(pick(spec.sampler.guidance, "guidance")),
                            shift=float(pick(spec.sampler.shift, "shift")),
-                           negative_prompt=spec.negative_prompt or d.get("negative_prompt", ""))
+                           negative_prompt=spec.negative_prompt or d.get("negative_prompt", ""),
+                           speed=spec.speed, plan=plan)
 
 
 def layer_attributes(bundle, spec: ShotSpec, seed: int) -> dict:
@@ -69,7 +77,9 @@ def layer_attributes(bundle, spec: ShotSpec, seed: int) -> dict:
     return {"prompt": spec.instruction, "negative_prompt": settings.negative_prompt, "task": spec.task,
             "seed": int(seed), "model": bundle.name, "source": spec.resolve(spec.plate.path),
             "sampler": settings.sampler, "steps": settings.steps, "guidance": settings.guidance,
-            "shift": settings.shift, "model_resolution": "x".join(map(str, bundle.resolution))}
+            "shift": settings.shift, "model_resolution": "x".join(map(str, bundle.resolution)),
+            "speed": settings.speed, "guidance_until": settings.plan.guidance_until,
+            "step_cache": "magcache" if settings.plan.caching else "off"}
 
 
 def padded_length(frames: int, temporal_stride: int = 4) -> int:
@@ -169,7 +179,7 @@ def render_window(bundle, spec: ShotSpec, frames: list[int], seed: int, progress
 
     latents = sample(bundle.transformer, condition, embeddings[:1], embeddings[1:], steps=settings.steps,
                      guidance=settings.guidance, shift=settings.shift, sampler=settings.sampler, seed=seed,
-                     progress=work)
+                     progress=work, plan=settings.plan)
     _refuse_non_finite(latents, "sampled latents")
 
     with on_device(vae, device, parts):

@@ -109,10 +109,15 @@ def _bundle_path(spec: ShotSpec) -> str:
     return "demo" if spec.model.bundle == "demo" else spec.resolve(spec.model.bundle)
 
 
-def _load_bundle(spec: ShotSpec, strategy=None, mesh=None):
+def _load_bundle(spec: ShotSpec, strategy=None, mesh=None, compile: bool = False):
     from vera.model.bundle import load_bundle
 
-    return load_bundle(_bundle_path(spec), device=spec.model.device, strategy=strategy, mesh=mesh)
+    bundle = load_bundle(_bundle_path(spec), device=spec.model.device, strategy=strategy, mesh=mesh)
+    if compile:
+        from vera.speed import compile_blocks
+
+        compile_blocks(bundle.transformer)
+    return bundle
 
 
 def _bundle_window_frames(spec: ShotSpec) -> int:
@@ -472,8 +477,8 @@ def render_window(shot: Shot, index: int, force: bool = False, progress: str = "
             entry.update(status="running", host=socket.gethostname(), pid=os.getpid(), started=_now(),
                          attempts=entry.get("attempts", 0) + 1, error=None, frames={})
         try:
-            hashes, attributes = _render_window_files(shot, window, progress,
-                                                      get_bundle or (lambda: _load_bundle(shot.spec)))
+            hashes, attributes, evaluations = _render_window_files(shot, window, progress,
+                                                                   get_bundle or (lambda: _load_bundle(shot.spec)))
         except BaseException as exc:
             with manifest_transaction(shot.out_dir) as box:
                 if box[0] is not None and box[0]["settings_fingerprint"] == fingerprint:
@@ -485,6 +490,8 @@ def render_window(shot: Shot, index: int, force: bool = False, progress: str = "
             _check_unchanged(box[0], fingerprint, shot, f"window {index} rendered; its frames were not recorded")
             box[0]["windows"][str(index)].update(status="done", finished=_now(), frames=hashes,
                                                  attributes=attributes)
+            if evaluations is not None:
+                box[0]["windows"][str(index)]["layer_evaluations"] = evaluations
     return "rendered"
 
 
@@ -494,8 +501,17 @@ def _check_unchanged(manifest: dict | None, fingerprint: str, shot: Shot, what: 
                        f"while {what}")
 
 
-def _render_window_files(shot: Shot, window: Window, progress: str, get_bundle) -> tuple[dict, dict]:
-    """Render and cache one window's frames: ({frame: sha256}, the header attributes they carry)."""
+def _layer_evaluations(bundle) -> dict | None:
+    """The model's running count of joint-layer evaluations {"full", "skipped"} (vera.speed), if it has one."""
+    from vera.speed import layer_count
+
+    model = getattr(bundle, "transformer", None)
+    return None if model is None else layer_count(model).as_dict()
+
+
+def _render_window_files(shot: Shot, window: Window, progress: str, get_bundle) -> tuple[dict, dict, dict]:
+    """Render and cache one window's frames: ({frame: sha256}, the header attributes they carry, the
+    joint-layer evaluations {"full", "skipped"} of the window, or None when the renderer has no model)."""
     from vera.pipeline import layer_attributes
 
     cache = shot.cache_dir(window.index)
@@ -504,11 +520,14 @@ def _render_window_files(shot: Shot, window: Window, progress: str, get_bundle) 
     seed = window_seed(shot.spec.seed, window.index)
     from vera.pipeline import NonFiniteOutput
 
+    before = _layer_evaluations(bundle)
     with Progress(len(window), f"{shot.spec.name} window {window.index}", progress) as bar:
         try:
             layers = _render_frames(bundle, shot.spec, window.frames, seed, bar)
         except NonFiniteOutput as exc:
             raise _non_finite(shot, window, str(exc)) from None
+    after = _layer_evaluations(bundle)
+    evaluations = None if before is None else {k: after[k] - before[k] for k in before}
     missing = [f for f in window.frames if f not in layers]
     if missing:
         raise VeraError(f"the pipeline returned no layers for frames {compact_frames(missing)}")
@@ -522,7 +541,7 @@ def _render_window_files(shot: Shot, window: Window, progress: str, get_bundle) 
         rgba, matte = layers[frame]
         hashes[str(frame)] = _write_cache_frame(shot.cache_path(window.index, frame), rgba, matte, display_window,
                                                 dict(attributes, source=plate.path(frame)))
-    return hashes, attributes
+    return hashes, attributes, evaluations
 
 
 def _refuse_non_finite(shot: Shot, window: Window, layers: dict) -> None:
@@ -623,18 +642,20 @@ def _assemble_frame(shot: Shot, frame: int, weights, sources, made_with, fingerp
 
 
 def run(shot: Shot, window: int | None = None, force: bool = False, progress: str = "auto",
-        load_bundle=None) -> dict:
+        load_bundle=None, compile: bool = False) -> dict:
     """`vera-render run`: one window (a farm task), or every window then assemble (a whole shot).
-    `load_bundle()` loads the model (default: the spec's bundle, resident; vera.launch passes its strategy's)."""
-    load_bundle = load_bundle or (lambda: _load_bundle(shot.spec))
-    if window is not None:
-        return {"window": window, "result": render_window(shot, window, force, progress, load_bundle)}
+    `load_bundle()` loads the model (default: the spec's bundle, resident; vera.launch passes its strategy's);
+    `compile`: torch.compile the joint layer (vera.speed.compile_blocks) once the model is loaded."""
+    load_bundle = load_bundle or (lambda: _load_bundle(shot.spec, compile=compile))
     loaded = []
 
     def get_bundle():  # loaded once, and only if some window needs rendering
         if not loaded:
             loaded.append(load_bundle())
         return loaded[0]
+
+    if window is not None:
+        return {"window": window, "result": render_window(shot, window, force, progress, get_bundle)}
 
     results = {}
     for w in shot.windows:
@@ -671,8 +692,13 @@ def status(out_dir: str | Path, verify: bool = False) -> dict:
     windows = {"done": [], "running": [], "failed": [], "missing": []}
     errors = {}
     failed_runs: list[tuple[int, int]] = []
+    evaluations = {"full": 0, "skipped": 0, "windows": {}}  # joint-layer evaluations of the done windows
     for key, entry in sorted(manifest["windows"].items(), key=lambda kv: int(kv[0])):
         index, state = int(key), entry.get("status", "missing")
+        if state == "done" and isinstance(entry.get("layer_evaluations"), dict):
+            evaluations["windows"][key] = entry["layer_evaluations"]
+            for kind in ("full", "skipped"):
+                evaluations[kind] += int(entry["layer_evaluations"].get(kind, 0))
         if state == "running" and entry.get("host") == host and not _pid_alive(entry.get("pid")):
             state, entry = "failed", dict(entry, error="interrupted (its process is gone)")
         windows[state if state in windows else "missing"].append(index)
@@ -706,6 +732,7 @@ def status(out_dir: str | Path, verify: bool = False) -> dict:
                    "failed_count": _runs_count(failed), "errors": frame_errors,
                    "other_settings": compact_frames(other), "other_settings_count": len(other)},
         "windows": {"total": len(manifest["windows"]), **windows, "errors": {str(k): v for k, v in errors.items()}},
+        "layer_evaluations": evaluations,
         "settings_fingerprint": manifest["settings_fingerprint"], "updated": manifest.get("updated"),
     }
 
@@ -782,6 +809,11 @@ def format_status(report: dict) -> str:
              f"windows {len(w['done'])}/{w['total']} done"
              + (f", running: {compact_frames(w['running'])}" if w["running"] else "")
              + (f", missing: {compact_frames(w['missing'])}" if w["missing"] else "")]
+    layers = report.get("layer_evaluations")
+    if layers and layers["windows"]:
+        per_window = ", ".join(f"w{i} {e.get('full', 0)}/{e.get('skipped', 0)}" for i, e in layers["windows"].items())
+        lines.append(f"layers  {layers['full']} evaluated, {layers['skipped']} skipped by the step cache "
+                     f"(joint layers x CFG branches; full/skipped per window: {per_window})")
     for index, error in w["errors"].items():
         lines.append(f"        window {index} failed: {error}")
     for frame, error in f["errors"].items():

@@ -11,6 +11,10 @@ Every step, the conditioning (source-video latents + packed user mask) is concat
 each stream's noisy latent. Classifier-free guidance runs the prompt and the negative prompt as ONE batch of 2B
 (one forward per step) and mixes v = v_neg + guidance * (v_pos - v_neg). Noise comes from a seeded CPU
 `torch.Generator`, so a seed gives the same start on every device and the CPU result is deterministic.
+
+A `vera.speed.StepPlan` (from the shot's speed preset) may drop the negative branch for the late steps (the
+guidance schedule) and lets diffusers' MagCache skip the joint layers on steps it predicts; the loop itself
+only asks the plan which steps are guided and wraps the model calls in `vera.speed.step_cache`.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 import torch
 
 from vera.errors import BadInput
+from vera.speed import step_cache
 
 SAMPLERS = ("unipc", "euler")
 NUM_TRAIN_TIMESTEPS = 1000
@@ -73,13 +78,14 @@ def model_input(latents: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def sample(model, condition: torch.Tensor, context: torch.Tensor, negative_context: torch.Tensor | None = None,
            *, steps: int, guidance: float, shift: float, sampler: str = "unipc", seed: int = 0,
-           progress=None) -> torch.Tensor:
+           progress=None, plan=None) -> torch.Tensor:
     """Sample the three streams' latents, (B, 3, z_dim, f, h, w) float32.
 
     model: a VeraMoT (x (B, 3, in_dim, f, h, w), t (B,), context (B, L, D)) -> velocity (B, 3, z_dim, f, h, w).
     condition: (B, in_dim - z_dim, f, h, w) source latents ++ packed mask.
     context / negative_context: (B, L, D) prompt embeddings; guidance <= 1 or no negative context -> no CFG.
     progress: anything with `advance(n, note)` (vera.progress.Progress); advanced once per step.
+    plan: a vera.speed.StepPlan (guidance schedule, step caching); None runs every step in full.
     """
     if int(steps) < 1:
         raise BadInput(f"sampler steps must be at least 1, got {steps}")
@@ -100,14 +106,18 @@ def sample(model, condition: torch.Tensor, context: torch.Tensor, negative_conte
         condition = torch.cat([condition, condition])
 
     scheduler = make_scheduler(sampler, shift, int(steps), device=device)
-    for index, t in enumerate(scheduler.timesteps):
-        x = torch.cat([latents, latents]) if use_cfg else latents
-        timestep = t.to(torch.float32).expand(x.shape[0])
-        velocity = model(model_input(x, condition).to(dtype), timestep, context).float()
-        if use_cfg:
-            v_pos, v_neg = velocity.chunk(2)
-            velocity = v_neg + float(guidance) * (v_pos - v_neg)
-        latents = scheduler.step(velocity, t, latents, return_dict=False)[0]
-        if progress is not None:
-            progress.advance(1, f"step {index + 1}/{steps}")
+    with step_cache(model, plan, scheduler.timesteps) as cache:  # counts layer evaluations; caches per plan
+        for index, t in enumerate(scheduler.timesteps):
+            guided = use_cfg and cache.plan.guided(index, int(steps))
+            x = torch.cat([latents, latents]) if guided else latents
+            rows = x.shape[0]  # without the negative branch: the prompt rows only
+            cache.before_step(rows)
+            timestep = t.to(torch.float32).expand(rows)
+            velocity = model(model_input(x, condition[:rows]).to(dtype), timestep, context[:rows]).float()
+            if guided:
+                v_pos, v_neg = velocity.chunk(2)
+                velocity = v_neg + float(guidance) * (v_pos - v_neg)
+            latents = scheduler.step(velocity, t, latents, return_dict=False)[0]
+            if progress is not None:
+                progress.advance(1, f"step {index + 1}/{steps}")
     return latents

@@ -54,6 +54,7 @@ class SamplerSpec:
     steps: int | None = None       # None: the bundle's default
     guidance: float | None = None
     shift: float | None = None
+    guidance_until: float | None = None  # fraction of steps with the negative branch; None: the speed preset's
 
 
 @dataclass
@@ -87,6 +88,7 @@ class ShotSpec:
     model: ModelSpec = field(default_factory=ModelSpec)
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
     seed: int = 0
+    speed: str = "balanced"        # quality | balanced | preview (vera.speed)
     window: WindowSpec = field(default_factory=WindowSpec)
     matte: MatteSpec = field(default_factory=MatteSpec)
     vera_shot: int = SCHEMA_VERSION
@@ -414,6 +416,13 @@ def validate(path_or_dict, base_dir: str | Path | None = None) -> list[str]:
     if sampler.get("shift") is not None and _check_finite("sampler.shift", sampler["shift"], problems) \
             and sampler["shift"] <= 0:
         problems.append(f"sampler.shift: {sampler['shift']} must be positive")
+    if sampler.get("guidance_until") is not None and not 0 < sampler["guidance_until"] <= 1:
+        problems.append(f"sampler.guidance_until: {sampler['guidance_until']} must be in (0, 1] "
+                        "(the fraction of steps that run the negative prompt)")
+    if "speed" in top:
+        from vera.speed import PRESETS
+
+        _one_of("speed", top["speed"], PRESETS, problems)
 
     window = sections.get("window", {})
     frames, overlap = window.get("frames"), window.get("overlap", WindowSpec.overlap)

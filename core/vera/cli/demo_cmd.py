@@ -20,6 +20,9 @@ def register(subparsers) -> None:
     demo.add_argument("--frames", type=int, help="number of frames (default: the model's window)")
     demo.add_argument("--seed", type=int, default=0, help="plate and sampling seed (default 0)")
     demo.add_argument("--bundle", default="demo", help=argparse_suppress())
+    from vera.cli.render_cmds import add_speed_arguments
+
+    add_speed_arguments(demo, "balanced")
     add_progress_argument(demo)
     demo.set_defaults(func=run)
 
@@ -35,7 +38,7 @@ def run(args) -> int:
 
     result = run_demo(out=args.out, prompt=args.prompt or DEFAULT_PROMPT, plate=args.plate,
                       colorspace=args.colorspace, seed=args.seed, frames=args.frames, bundle=args.bundle,
-                      progress=args.progress)
+                      progress=args.progress, speed=args.speed, compile=args.compile)
     print(f"{result['task']}: {result['prompt']!r}, {result['frames']} frames in {result['seconds']} s; "
           f"QC {'passed' if result['qc_passed'] else 'FAILED'}; contact sheet: {result['out']}/contact_sheet.png",
           file=sys.stderr)

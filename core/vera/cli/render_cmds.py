@@ -18,6 +18,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("run", help="render a shot (every window, then assemble) or one window (--window)")
     p.add_argument("spec", metavar="SHOT.json")
     p.add_argument("--window", type=int, metavar="N", help="render only window N (what one farm task does)")
+    add_speed_arguments(p, "the spec's speed")
     _add_force(p)
     add_progress_argument(p)
     _add_device_options(p)
@@ -34,6 +35,17 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--verify", action="store_true", help="also check every final frame's sha256")
     p.set_defaults(func=_status)
+
+    p = subparsers.add_parser("calibrate", help="measure a bundle's step-cache curve on shots and write speed.json",
+                              description="Render the first window of each shot at the full recipe, measure how "
+                                          "much the joint layers change the residual at each step, and write the "
+                                          "curve to speed.json beside the shots' bundle.json (the balanced and "
+                                          "preview speeds use it; the farm never calibrates).")
+    p.add_argument("specs", metavar="SHOT.json", nargs="+")
+    p.add_argument("--steps", type=int, help="sampler steps for the calibration (default: the recipe's)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    add_progress_argument(p)
+    p.set_defaults(func=_calibrate)
 
     from vera.farm import BACKENDS
 
@@ -55,6 +67,17 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print what was written as JSON")
     _add_force(p)
     p.set_defaults(func=_submit)
+
+
+def add_speed_arguments(p, default: str) -> None:
+    from vera.speed import PRESETS
+
+    p.add_argument("--speed", choices=PRESETS,
+                   help=f"quality: the full recipe; balanced: step caching with a negligible measured loss; "
+                        f"preview: fewer steps, guidance schedule, stronger caching (default: {default})")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the joint layer once (regional) and reuse it at every depth; the first "
+                        "forward's time, compile included, is printed")
 
 
 def _add_force(p) -> None:
@@ -79,6 +102,7 @@ def _worker_argv(args) -> list[str]:
     argv = ["run", args.spec, "--devices", str(args.devices), "--memory", args.memory, "--progress", args.progress]
     if args.window is not None:
         argv += ["--window", str(args.window)]
+    argv += ["--speed", args.speed] if args.speed else []
     return argv + ["--force"] * args.force + ["--fp8"] * args.fp8
 
 
@@ -101,10 +125,12 @@ def _run(args) -> int:
     from vera.render import load_shot
 
     shot = load_shot(args.spec)
+    if args.speed:
+        shot.spec.speed = args.speed
     if args.devices > 1 and not is_worker():
         return launch_workers(args.devices, _worker_argv(args))
     result = run_shot(shot, window=args.window, force=args.force, progress=args.progress, memory=args.memory,
-                      fp8=args.fp8)
+                      fp8=args.fp8, compile=args.compile)
     if result is None:  # a worker that served rank 0, which reports
         return 0
     if args.window is not None:
@@ -114,6 +140,18 @@ def _run(args) -> int:
         counts = result["assemble"]
         print(f"{shot.spec.name}: {rendered} of {len(shot.windows)} windows rendered, "
               f"{counts['written']} frames written, {counts['skipped']} kept -> {shot.out_dir}", file=sys.stderr)
+    return 0
+
+
+def _calibrate(args) -> int:
+    from vera.progress import Progress
+    from vera.speed import CALIBRATION_FILE, calibrate, write_calibration
+
+    with Progress(len(args.specs), "calibrate", args.progress) as bar:
+        folder, data = calibrate(args.specs, steps=args.steps, seed=args.seed, progress=bar)
+    write_calibration(folder, data)
+    print(f"{folder}/{CALIBRATION_FILE}: step-cache curve from {len(args.specs)} shot(s) at "
+          f"{data['calibrated']['steps']} steps", file=sys.stderr)
     return 0
 
 

@@ -77,8 +77,11 @@ def _shot_for(folder: Path, meta: dict, frames: list[int], bundle, work: Path, m
                     mask=MaskSpec(path=str(mask_pattern)) if mask_pattern else None)
 
 
-def evaluate_shot(bundle, folder: Path, seed: int = 0, steps: int | None = None, placement: bool = True) -> dict:
-    """Render one held-out sample folder through the pipeline and measure it (see the module docstring)."""
+def evaluate_shot(bundle, folder: Path, seed: int = 0, steps: int | None = None, placement: bool = True,
+                  speed: str = "quality", guidance: float | None = None, keep_layers: bool = False) -> dict:
+    """Render one held-out sample folder through the pipeline and measure it (see the module docstring).
+    `speed`: the vera.speed preset (default quality: the model's full recipe); `keep_layers` adds the rendered
+    {frame: (rgba, matte)} as result["layers"] (not JSON: for benchmarks comparing presets)."""
     from vera.pipeline import render_frames
     from vera.plates import open_sequence
     from vera.train.data import read_exr_frames, read_sample_meta, sequence_pattern, write_exr_frame
@@ -102,6 +105,9 @@ def evaluate_shot(bundle, folder: Path, seed: int = 0, steps: int | None = None,
         spec = _shot_for(folder, meta, frames, bundle, work, mask_pattern)
         if steps is not None:
             spec.sampler.steps = int(steps)
+        if guidance is not None:
+            spec.sampler.guidance = float(guidance)
+        spec.speed = speed
         layers = render_frames(bundle, spec, frames, seed)
     plate = open_sequence(str(sequence_pattern(folder, "plate")), frames[0], frames[-1])
     result = {"path": str(folder), "task": task, "instruction": meta["instruction"], "frames": len(frames),
@@ -119,6 +125,8 @@ def evaluate_shot(bundle, folder: Path, seed: int = 0, steps: int | None = None,
         result["colour_made"] = None if mean is None else nearest_colour(mean)
         result["colour_rgb"] = None if mean is None else [round(float(c), 4) for c in mean]
         result["colour_match"] = result["colour_made"] == wanted
+    if keep_layers:
+        result["layers"] = layers
     return result
 
 
@@ -142,7 +150,8 @@ def summarise(shots: list[dict]) -> dict:
 
 
 def evaluate(bundle: str = "demo", data: str | Path = "", limit: int | None = None, seed: int = 0,
-             steps: int | None = None, placement: bool = True, progress: str = "auto") -> dict:
+             steps: int | None = None, placement: bool = True, progress: str = "auto",
+             speed: str = "quality") -> dict:
     """The report {"bundle", "data", "seed", "shots": [...], "summary": {...}} for held-out shots in `data`."""
     import time
 
@@ -163,9 +172,10 @@ def evaluate(bundle: str = "demo", data: str | Path = "", limit: int | None = No
     shots = []
     with Progress(len(samples), "eval", progress) as bar:
         for ref in samples:
-            shots.append(evaluate_shot(loaded, Path(ref.folder), seed=seed, steps=steps, placement=placement))
+            shots.append(evaluate_shot(loaded, Path(ref.folder), seed=seed, steps=steps, placement=placement,
+                                       speed=speed))
             bar.advance(1, f"{Path(ref.folder).name} iou {shots[-1]['iou']:.2f}")
-    return {"bundle": str(loaded.path), "data": str(data), "seed": seed, "placement": placement,
+    return {"bundle": str(loaded.path), "data": str(data), "seed": seed, "placement": placement, "speed": speed,
             "steps": steps or loaded.defaults["steps"], "wall_s": round(time.monotonic() - started, 1),
             "summary": summarise(shots), "shots": shots}
 

@@ -48,6 +48,8 @@ def register(subparsers) -> None:
     ev.add_argument("--limit", type=int, help="evaluate only the first N shots")
     ev.add_argument("--seed", type=int, default=0, help="sampling seed")
     ev.add_argument("--steps", type=int, help="sampling steps (default: the bundle's)")
+    ev.add_argument("--speed", choices=("quality", "balanced", "preview"), default="quality",
+                    help="vera.speed preset to render with (default quality: the full recipe)")
     ev.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     ev.add_argument("--out", help="also write the report (JSON) here")
     ev.add_argument("--metrics", choices=("demo", "paper"), default="demo",
@@ -107,7 +109,7 @@ def run_eval(args) -> int:
         sys.stdout.write(text if args.json else table + "\n")
         return 0
     report = evaluate(args.bundle, args.data, limit=args.limit, seed=args.seed, steps=args.steps,
-                      progress=args.progress)
+                      progress=args.progress, speed=args.speed)
     text = json.dumps(report, indent=2) + "\n"
     if args.out:
         atomic_write_text(args.out, text)

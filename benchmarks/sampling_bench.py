@@ -1,0 +1,234 @@
+"""Sampling benchmark: the speed presets (vera.speed) against the full recipe, on the embedded demo bundle.
+
+    python benchmarks/sampling_bench.py                  # 16 held-out clips, both recipes, + torch.compile
+    python benchmarks/sampling_bench.py --clips 4 --json out.json
+
+Held-out clips: `vera-train synth` with seed 3000 (training used 0 and 1, the demo's evaluation 1000), 128x96,
+5 frames, half object additions and half background changes. Each clip is rendered through the real pipeline
+(vera.train.evaluate.evaluate_shot, the code `vera-train eval` runs) with each preset in turn (interleaved, so
+the machine's load hits every preset alike) under two recipes:
+
+- paper-like: 50 steps with classifier-free guidance 5 (Wan2.1 T2V's steps and guidance), the bundle's sampler;
+- demo default: the bundle's own recipe (12 Euler steps, no guidance).
+
+Per preset: joint-layer evaluations per clip (full and skipped, counted by vera.speed's hooks), the transformer
+FLOPs that many evaluations cost vera-1.3b at 81 frames of 832x480 (analytic, benchmarks/model_bench.py), wall
+time as a ratio to `quality` of the same recipe in the same run, matte IoU / colour / untouched pixels (as
+`vera-train eval`), and the PSNR of its layers (premultiplied RGBA, all frames) against `quality`'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "core"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from model_bench import VAE_STRIDE, forward_flops  # noqa: E402
+
+from vera.model.configs import CONFIGS  # noqa: E402
+from vera.speed import PRESETS, layer_count  # noqa: E402
+
+DATA_SEED = 3000
+RECIPES = {"paper-like": {"steps": 50, "guidance": 5.0}, "demo default": {"steps": None, "guidance": None}}
+
+
+def flops_per_evaluation(name: str = "vera-1.3b", frames: int = 81, size=(832, 480)) -> tuple[float, float]:
+    """(FLOPs of one joint layer for one batch row, FLOPs of embedding + heads per model call row)."""
+    cfg = CONFIGS[name]
+    latent = ((frames - 1) // VAE_STRIDE[0] + 1, size[1] // VAE_STRIDE[1], size[0] // VAE_STRIDE[2])
+    tokens = math.prod(s // p for s, p in zip(latent, cfg.patch_size))
+    flops = forward_flops(cfg, tokens)
+    return (flops["total"] - flops["embed_head"]) / cfg.num_layers, flops["embed_head"]
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+def run_recipe(bundle, clips: list[Path], recipe: dict, seed: int) -> dict:
+    from vera.train.evaluate import evaluate_shot, summarise
+
+    layers_per_forward = bundle.config.num_layers
+    per_layer, per_call = flops_per_evaluation()
+    rows = {p: {"shots": [], "full": [], "skipped": [], "seconds": [], "psnr": []} for p in PRESETS}
+    count = layer_count(bundle.transformer)
+    for clip in clips:
+        reference = None
+        for preset in PRESETS:
+            before = count.as_dict()
+            start = time.perf_counter()
+            shot = evaluate_shot(bundle, clip, seed=seed, steps=recipe["steps"], guidance=recipe["guidance"],
+                                 speed=preset, keep_layers=True)
+            rows[preset]["seconds"].append(time.perf_counter() - start)
+            rows[preset]["full"].append(count.full - before["full"])
+            rows[preset]["skipped"].append(count.skipped - before["skipped"])
+            layers = shot.pop("layers")
+            stacked = np.stack([layers[f][0] for f in sorted(layers)])
+            if reference is None:
+                reference = stacked
+            rows[preset]["psnr"].append(psnr(stacked, reference))
+            rows[preset]["shots"].append(shot)
+    result = {}
+    full_seconds = sum(rows["quality"]["seconds"])
+    quality_flops = None
+    for preset, r in rows.items():
+        full, skipped = statistics.mean(r["full"]), statistics.mean(r["skipped"])
+        calls = (full + skipped) / layers_per_forward
+        tflops = (full / layers_per_forward * per_layer * CONFIGS["vera-1.3b"].num_layers + calls * per_call) / 1e12
+        quality_flops = quality_flops or tflops
+        summary = summarise(r["shots"])
+        finite = [p for p in r["psnr"] if math.isfinite(p)]
+        result[preset] = {
+            "layer_evaluations_full": full, "layer_evaluations_skipped": skipped,
+            "tflops_vera_1.3b_81f": round(tflops, 1), "flops_reduction": round(quality_flops / tflops, 2),
+            "wall_ratio": round(sum(r["seconds"]) / full_seconds, 3), "seconds": round(sum(r["seconds"]), 1),
+            "object_iou": summary.get("object_addition_iou"), "background_iou": summary.get("background_change_iou"),
+            "colour_match": summary.get("colour_match"), "untouched_exact": summary["untouched_exact_all"],
+            "psnr_vs_quality_mean": round(statistics.mean(finite), 2) if finite else math.inf,
+            "psnr_vs_quality_min": round(min(r["psnr"]), 2),
+        }
+    return result
+
+
+# Variants of `balanced` tried at the paper-like recipe (--ablation): the evidence for its settings.
+ABLATION = {
+    "cache K=2, no schedule": {"cache_max_skip": 2, "guidance_until": 1.0},
+    "cache K=3, no schedule (balanced)": {"cache_max_skip": 3, "guidance_until": 1.0},
+    "cache K=4, no schedule": {"cache_max_skip": 4, "guidance_until": 1.0},
+    "no cache, guidance first 50%": {"cache_threshold": 0.0, "guidance_until": 0.5},
+    "no cache, guidance first 75%": {"cache_threshold": 0.0, "guidance_until": 0.75},
+    "cache K=4, guidance first 90%": {"cache_max_skip": 4, "guidance_until": 0.9},
+}
+
+
+def run_ablation(bundle, clips: list[Path], seed: int) -> dict:
+    """PSNR against quality and full evaluations of each ABLATION variant of `balanced`, per clip."""
+    import dataclasses
+
+    from vera import speed
+    from vera.train.evaluate import evaluate_shot
+
+    recipe, base = RECIPES["paper-like"], speed.PRESET_TABLE["balanced"]
+    count = layer_count(bundle.transformer)
+    result = {name: {"psnr": [], "full": []} for name in ABLATION}
+    try:
+        for clip in clips:
+            render = lambda preset: evaluate_shot(bundle, clip, seed=seed, steps=recipe["steps"],  # noqa: E731
+                                                  guidance=recipe["guidance"], speed=preset, keep_layers=True)
+            reference = render("quality")["layers"]
+            for name, change in ABLATION.items():
+                speed.PRESET_TABLE["balanced"] = dataclasses.replace(base, **change)
+                before = count.full
+                layers = render("balanced")["layers"]
+                result[name]["full"].append(count.full - before)
+                result[name]["psnr"].append(round(psnr(np.stack([layers[f][0] for f in sorted(layers)]),
+                                                       np.stack([reference[f][0] for f in sorted(reference)])), 2))
+    finally:
+        speed.PRESET_TABLE["balanced"] = base
+    for name, r in result.items():
+        print(f"  {name:36s} full/clip {statistics.mean(r['full']):6.1f}  PSNR per clip {r['psnr']}")
+    return result
+
+
+def measure_compile(bundle, repeats: int = 10) -> dict:
+    """Eager vs regionally compiled joint layers on one demo-sized forward: compile time and step time."""
+    from torch._dynamo.utils import counters
+
+    from vera.speed import compile_blocks
+
+    model, cfg = bundle.transformer, bundle.config
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, cfg.in_dim, 5, 12, 16, generator=g)  # a CFG batch of the demo's window
+    t = torch.tensor([500.0, 500.0])
+    context = torch.randn(2, cfg.text_len, cfg.text_dim, generator=g)
+
+    def forward():
+        with torch.no_grad():
+            return model(x, t, context)
+
+    def median_time():
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            forward()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    forward()
+    eager_out, eager = forward(), median_time()
+    counters.clear()
+    compile_blocks(model, report=lambda message: None)
+    start = time.perf_counter()
+    compiled_out = forward()
+    first = time.perf_counter() - start
+    compiled = median_time()
+    return {"eager_forward_s": round(eager, 4), "compiled_forward_s": round(compiled, 4),
+            "speedup": round(eager / compiled, 3), "first_forward_with_compile_s": round(first, 1),
+            "graphs_compiled": int(counters["stats"]["unique_graphs"]), "depths": cfg.num_layers,
+            "max_abs_difference": float((eager_out - compiled_out).abs().max())}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=int, default=16, help="held-out clips (half of each task)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument("--recipes", default="paper-like,demo default", help="comma-separated recipe names")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile measurement")
+    parser.add_argument("--ablation", type=int, default=0, metavar="N",
+                        help="only run the ABLATION variants of balanced on the first N clips (paper-like recipe)")
+    parser.add_argument("--json", help="write every number here")
+    args = parser.parse_args(argv)
+
+    from vera.model.bundle import load_bundle
+    from vera.train.synth import generate
+
+    report = {"clips": args.clips, "data_seed": DATA_SEED, "threads": torch.get_num_threads(), "recipes": {}}
+    with tempfile.TemporaryDirectory(prefix="vera-sampling-bench-") as tmp:
+        clips = generate(Path(tmp) / "heldout", args.clips, seed=DATA_SEED, size=(128, 96), frames=5)
+        bundle = load_bundle("demo", device="cpu")
+        if args.ablation:
+            print(f"ablation of balanced, paper-like recipe, {args.ablation} clips:")
+            report["ablation"] = run_ablation(bundle, clips[:args.ablation], args.seed)
+            args.recipes, args.no_compile = "", True
+        for name in filter(None, args.recipes.split(",")):
+            report["recipes"][name] = {"recipe": RECIPES[name],
+                                       "presets": run_recipe(bundle, clips, RECIPES[name], args.seed)}
+            print_recipe(name, report["recipes"][name])
+        if not args.no_compile:
+            report["compile"] = measure_compile(load_bundle("demo", device="cpu"))
+            c = report["compile"]
+            print(f"\ntorch.compile (regional, {c['depths']} depths -> {c['graphs_compiled']} graph(s)): first "
+                  f"forward {c['first_forward_with_compile_s']} s; forward eager {c['eager_forward_s']} s, "
+                  f"compiled {c['compiled_forward_s']} s ({c['speedup']}x); max |diff| {c['max_abs_difference']:.2e}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def print_recipe(name: str, block: dict) -> None:
+    print(f"\n{name}: {block['recipe']}")
+    print("  preset    full/clip skipped/clip  TFLOPs(1.3b,81f)  fewer  wall  obj IoU  bg IoU  colour  "
+          "untouched  PSNR mean/min")
+    for preset, r in block["presets"].items():
+        print(f"  {preset:9s} {r['layer_evaluations_full']:9.1f} {r['layer_evaluations_skipped']:12.1f} "
+              f"{r['tflops_vera_1.3b_81f']:17.1f} {r['flops_reduction']:5.2f}x {r['wall_ratio']:5.2f} "
+              f"{r['object_iou']!s:>8} {r['background_iou']!s:>7} {r['colour_match']!s:>7} "
+              f"{'exact' if r['untouched_exact'] else 'CHANGED':>10}  {r['psnr_vs_quality_mean']}/"
+              f"{r['psnr_vs_quality_min']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""Speed presets (vera.speed): step caching, the guidance schedule, layer counts, calibration, the demo presets."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from vera import speed
+from vera.model.bundle import DEMO_PATH, load_bundle
+from vera.sampling import make_scheduler, model_input, sample
+from vera.shot import validate
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def old_sample(model, condition, context, negative, *, steps, guidance, shift, sampler, seed):
+    """The sampling loop as it was before vera.speed (commit 223dfa8's vera.sampling.sample): the reference
+    that `quality` must reproduce bit for bit."""
+    from vera.sampling import initial_noise
+
+    batch, _, frames, height, width = condition.shape
+    latents = initial_noise((batch, 3, model.cfg.z_dim, frames, height, width), seed)
+    use_cfg = negative is not None and guidance > 1.0
+    if use_cfg:
+        context, condition = torch.cat([context, negative]), torch.cat([condition, condition])
+    scheduler = make_scheduler(sampler, shift)
+    scheduler.set_timesteps(steps)
+    for t in scheduler.timesteps:
+        x = torch.cat([latents, latents]) if use_cfg else latents
+        velocity = model(model_input(x, condition), t.to(torch.float32).expand(x.shape[0]), context).float()
+        if use_cfg:
+            v_pos, v_neg = velocity.chunk(2)
+            velocity = v_neg + guidance * (v_pos - v_neg)
+        latents = scheduler.step(velocity, t, latents, return_dict=False)[0]
+    return latents
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return load_bundle("demo", device="cpu")
+
+
+def demo_inputs(cfg, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    condition = torch.randn(1, cfg.in_dim - cfg.z_dim, 5, 12, 16, generator=g) * 0.5
+    return (condition, torch.randn(1, cfg.text_len, cfg.text_dim, generator=g),
+            torch.randn(1, cfg.text_len, cfg.text_dim, generator=g))
+
+
+def calibrated_plan(preset, steps, guidance_until=None):
+    return speed.plan_steps(preset, steps, guidance_until, speed.read_calibration(DEMO_PATH)["curve"])
+
+
+# ------------------------------------------------------------------------------------------------ sampling
+
+
+@pytest.mark.parametrize("guidance", [1.0, 3.0])
+def test_quality_is_bit_identical_to_the_sampler_without_speed(demo, guidance):
+    condition, context, negative = demo_inputs(demo.config)
+    settings = dict(steps=6, guidance=guidance, shift=2.0, sampler="euler", seed=5)
+    reference = old_sample(demo.transformer, condition, context, negative, **settings)
+    quality = sample(demo.transformer, condition, context, negative, plan=calibrated_plan("quality", 6), **settings)
+    assert torch.equal(quality, reference)
+
+
+def test_cached_sampling_is_deterministic_and_skips_layers(demo):
+    condition, context, negative = demo_inputs(demo.config)
+    count = speed.layer_count(demo.transformer)
+    runs = []
+    for _ in range(2):
+        before = count.as_dict()
+        runs.append(sample(demo.transformer, condition, context, negative, steps=12, guidance=1.0, shift=2.0,
+                           sampler="euler", seed=3, plan=calibrated_plan("balanced", 12)))
+        delta = {k: v - before[k] for k, v in count.as_dict().items()}
+        assert delta["skipped"] > 0 and delta["full"] + delta["skipped"] == 12 * demo.config.num_layers
+    assert torch.equal(runs[0], runs[1])
+
+
+def test_guidance_schedule_runs_the_negative_branch_only_early_and_the_cache_follows_the_batch(demo, monkeypatch):
+    import diffusers.hooks.mag_cache as mag_cache
+
+    warnings = []
+    monkeypatch.setattr(mag_cache.logger, "warning", lambda message, *a: warnings.append(message))
+    rows = []
+    handle = demo.transformer.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
+    try:
+        condition, context, negative = demo_inputs(demo.config)
+        count = speed.layer_count(demo.transformer)
+        before = count.as_dict()
+        plan = speed.plan_steps("balanced", 10, 0.5, speed.read_calibration(DEMO_PATH)["curve"])
+        out = sample(demo.transformer, condition, context, negative, steps=10, guidance=3.0, shift=2.0,
+                     sampler="euler", seed=1, plan=plan)
+    finally:
+        handle.remove()
+    assert rows == [2] * 5 + [1] * 5  # [prompt, negative] for the first half, the prompt alone after
+    assert count.skipped > before["skipped"]  # the cache skipped steps, some of them after the batch halved
+    assert not warnings  # MagCache never met a residual of the wrong batch (it would silently drop it)
+    assert torch.isfinite(out).all()
+
+
+def test_magnitude_ratios_follow_the_calibrated_curve_on_any_grid():
+    curve = [[1000.0, 0.0], [500.0, -0.5], [0.0, 0.0]]
+    assert speed.magnitude_ratios(curve, [1000.0, 500.0, 0.0]) == pytest.approx([1.0, np.exp(-0.5), np.exp(0.5)])
+    fine = speed.magnitude_ratios(curve, [1000.0, 750.0, 500.0])
+    assert np.prod(fine) == pytest.approx(np.exp(-0.5))  # a finer grid splits the same change
+
+
+def test_presets_scale_the_recipe():
+    assert speed.plan_steps("quality", 50).steps == 50
+    assert not speed.plan_steps("quality", 50, curve=[[0, 0], [1000, 0]]).caching  # quality never caches
+    assert speed.plan_steps("preview", 50).steps == 20 and speed.plan_steps("preview", 3).steps == 3
+    plan = speed.plan_steps("balanced", 10, 0.5, curve=[[0, 0], [1000, 0]])
+    assert plan.caching and [plan.guided(i, 10) for i in range(10)] == [True] * 5 + [False] * 5
+    assert all(speed.plan_steps("balanced", 10).guided(i, 10) for i in range(10))  # measured default: always
+    assert not speed.plan_steps("balanced", 10).caching  # an uncalibrated bundle is not cached
+    with pytest.raises(Exception, match="unknown speed"):
+        speed.plan_steps("fast", 10)
+
+
+# ------------------------------------------------------------------------------------------------ shots
+
+
+def test_speed_and_guidance_until_are_validated(tmp_path):
+    spec = {"name": "s", "plate": {"path": "p.####.exr", "first": 1, "last": 1, "colorspace": "ACEScg"},
+            "task": "object_addition", "instruction": "add a ball", "output": {"dir": "out"},
+            "speed": "fastest", "sampler": {"guidance_until": 1.5}}
+    problems = "\n".join(validate(spec, base_dir=tmp_path))
+    assert "speed: unknown value 'fastest'" in problems
+    assert "sampler.guidance_until: 1.5 must be in (0, 1]" in problems
+
+
+def test_calibrate_writes_the_curve_into_the_bundle_and_balanced_then_caches(tmp_path):
+    from bundles import make_shot, random_bundle, write_plate
+
+    from vera.pipeline import layer_attributes
+    from vera.shot import WindowSpec
+
+    bundle_dir = random_bundle(tmp_path / "bundle", defaults={"steps": 6})
+    pattern = write_plate(tmp_path / "plate", 1001, 1009, 64, 48)
+    bundle = load_bundle(bundle_dir, device="cpu")
+    spec = make_shot(tmp_path, bundle_dir, pattern, 1001, 1009, window=WindowSpec(frames=9, overlap=2))
+    assert layer_attributes(bundle, spec, 0)["step_cache"] == "off"  # not calibrated yet
+
+    folder, data = speed.calibrate([tmp_path / "shot.json"], steps=8)
+    speed.write_calibration(folder, data)
+    assert json.loads((bundle_dir / speed.CALIBRATION_FILE).read_text()) == data
+    assert len(data["curve"]) == 8 and data["calibrated"]["steps"] == 8 and data["curve"][0][1] == 0.0
+    attributes = layer_attributes(bundle, spec, 0)
+    assert attributes["speed"] == "balanced" and attributes["step_cache"] == "magcache"
+
+
+# ------------------------------------------------------------------------------------------------ demo
+
+
+def test_demo_presets_keep_untouched_pixels_and_count_fewer_layer_evaluations(tmp_path):
+    import OpenEXR
+
+    from vera.demo import run_demo
+    from vera.render import format_status, status
+
+    full = {}
+    for preset in ("quality", "balanced", "preview"):
+        out = tmp_path / preset
+        result = run_demo(out=out, speed=preset, progress="none")
+        assert result["qc_passed"]  # untouched pixels composite to the plate bit for bit
+        qc = json.loads((out / "qc.json").read_text())
+        assert qc["summary"]["changed_untouched"] == 0
+        manifest = json.loads((out / "layers" / "manifest.json").read_text())
+        counts = manifest["windows"]["0"]["layer_evaluations"]
+        full[preset] = counts["full"]
+        report = status(out / "layers")
+        assert report["layer_evaluations"]["full"] == counts["full"]
+        assert f"{counts['full']} evaluated, {counts['skipped']} skipped" in format_status(report)
+        header = OpenEXR.File(str(out / "layers" / "edit.1001.exr")).header()
+        assert header["vera/speed"] == preset
+    assert full["balanced"] < full["quality"] and full["preview"] < full["quality"]
+    assert full["quality"] == 12 * 3  # the demo recipe: 12 steps of 3 joint layers, no guidance
+
+
+def test_a_bundle_copy_without_speed_json_renders_uncached(tmp_path):
+    copy = tmp_path / "demo_copy"
+    shutil.copytree(DEMO_PATH, copy)
+    (copy / speed.CALIBRATION_FILE).unlink()
+    assert speed.read_calibration(copy) is None
+    assert not speed.plan_steps("balanced", 12, curve=()).caching
