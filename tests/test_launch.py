@@ -76,6 +76,12 @@ def test_two_devices_render_the_layers_of_one(demo):
     assert len(one) == 9 and one.keys() == two.keys()
     assert max(float(np.abs(one[k] - two[k]).max()) for k in one) <= 1e-3  # half precision output: one step
     assert sum(float(v[..., 3].sum()) for v in one.values()) > 0  # the demo adds something
+    # the step cache of the default `balanced` preset ran on every rank alike: the same layers were skipped
+    status = json.loads(vera_render("status", str(demo / "two"), "--json", cwd=demo).stdout)
+    single = json.loads(vera_render("status", str(demo / "layers"), "--json", cwd=demo).stdout)
+    assert status["layer_evaluations"]["skipped"] > 0
+    assert {k: status["layer_evaluations"][k] for k in ("full", "skipped")} == \
+        {k: single["layer_evaluations"][k] for k in ("full", "skipped")}
 
 
 @pytest.mark.slow

@@ -18,8 +18,8 @@ from vera.shot import validate
 
 
 def old_sample(model, condition, context, negative, *, steps, guidance, shift, sampler, seed):
-    """The sampling loop as it was before vera.speed (commit 223dfa8's vera.sampling.sample): the reference
-    that `quality` must reproduce bit for bit."""
+    """The sampling loop as it was before vera.speed (commit 223dfa8's vera.sampling.sample, on Wan2.1's sigma
+    grid from make_scheduler): the reference that `quality` must reproduce bit for bit."""
     from vera.sampling import initial_noise
 
     batch, _, frames, height, width = condition.shape
@@ -27,8 +27,7 @@ def old_sample(model, condition, context, negative, *, steps, guidance, shift, s
     use_cfg = negative is not None and guidance > 1.0
     if use_cfg:
         context, condition = torch.cat([context, negative]), torch.cat([condition, condition])
-    scheduler = make_scheduler(sampler, shift)
-    scheduler.set_timesteps(steps)
+    scheduler = make_scheduler(sampler, shift, steps)
     for t in scheduler.timesteps:
         x = torch.cat([latents, latents]) if use_cfg else latents
         velocity = model(model_input(x, condition), t.to(torch.float32).expand(x.shape[0]), context).float()

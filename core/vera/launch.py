@@ -150,21 +150,39 @@ def _farm_code(code: int) -> int:
 
 
 class _Leader(nn.Module):
-    """Rank 0's transformer: sends every call's inputs to the other ranks, then takes part in the call."""
+    """Rank 0's transformer: sends every call's inputs to the other ranks, then takes part in the call. A
+    sampling run's step cache (vera.speed) is started and ended on every rank alike, so that all ranks skip the
+    same joint layers (MagCache decides from the calibration and the step alone, never from the data)."""
 
     def __init__(self, model: nn.Module, control):
         super().__init__()
         self.model, self.control, self.cfg = model, control, model.cfg
+
+    @property
+    def network(self) -> nn.Module:  # the VeraMoT inside (vera.speed hooks its joint layers)
+        return self.model
+
+    @property
+    def blocks(self):
+        return self.model.blocks
 
     def forward(self, x, t, context, isolate_streams: bool = False):
         dist.broadcast_object_list([("forward", x.cpu(), t.cpu(), context.cpu(), isolate_streams)], src=0,
                                    group=self.control)
         return self.model(x, t, context, isolate_streams)
 
+    def step_cache_started(self, plan, timesteps) -> None:  # called by vera.speed.StepCache
+        dist.broadcast_object_list([("step_cache", plan, timesteps.cpu())], src=0, group=self.control)
+
+    def step_cache_ended(self) -> None:
+        dist.broadcast_object_list([("step_cache_end",)], src=0, group=self.control)
+
 
 def _follow(load, control, device) -> None:
     """Ranks > 0: load the model at the first call, run every call the leader sends, until it says stop."""
-    model = None
+    from vera.speed import step_cache
+
+    model = cache = None
     while True:
         box = [None]
         dist.broadcast_object_list(box, src=0, group=control)
@@ -172,9 +190,17 @@ def _follow(load, control, device) -> None:
         if command == "stop":
             return
         model = model or load().transformer
-        x, t, context, isolate = payload
-        with torch.no_grad():
-            model(x.to(device), t.to(device), context.to(device), isolate)
+        if command == "step_cache":
+            plan, timesteps = payload
+            cache = step_cache(model, plan, timesteps).__enter__()
+        elif command == "step_cache_end":
+            cache, _ = None, cache.__exit__(None, None, None)
+        else:
+            x, t, context, isolate = payload
+            if cache is not None:
+                cache.before_step(x.shape[0])
+            with torch.no_grad():
+                model(x.to(device), t.to(device), context.to(device), isolate)
 
 
 def run_shot(shot, window=None, force: bool = False, progress: str = "auto", memory: str = "auto",

@@ -157,18 +157,16 @@ _COUNT_HOOK = "vera_layer_count"
 _REGISTERED = []
 
 
-def _register_joint_block() -> None:
+def _register_joint_blocks(blocks) -> None:
     """Tell diffusers' caches how a JointBlock is called: the residual streams are the argument `x`, and the
-    block returns them as one tensor (all streams, all CFG branches: cached and skipped as one)."""
-    if _REGISTERED:
-        return
+    block returns them as one tensor (all streams, all CFG branches: cached and skipped as one). The registry
+    matches exact classes, so a block FSDP2 has sharded (a generated subclass, FSDPJointBlock) is registered too."""
     from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
 
-    from vera.model.dit import JointBlock
-
-    TransformerBlockRegistry.register(JointBlock, TransformerBlockMetadata(
-        return_hidden_states_index=0, return_encoder_hidden_states_index=None, hidden_states_argument_name="x"))
-    _REGISTERED.append(JointBlock)
+    for cls in {type(block) for block in blocks} - set(_REGISTERED):
+        TransformerBlockRegistry.register(cls, TransformerBlockMetadata(
+            return_hidden_states_index=0, return_encoder_hidden_states_index=None, hidden_states_argument_name="x"))
+        _REGISTERED.append(cls)
 
 
 class LayerCount:
@@ -223,14 +221,16 @@ class StepCache:
         if self.plan.caching and self.blocks:
             from diffusers.hooks import MagCacheConfig, apply_mag_cache
 
-            _register_joint_block()
+            _register_joint_blocks(self.blocks)
             config = MagCacheConfig(threshold=self.plan.cache_threshold, max_skip_steps=self.plan.cache_max_skip,
                                     retention_ratio=self.plan.cache_retention,
                                     num_inference_steps=len(self.timesteps),
                                     mag_ratios=magnitude_ratios(self.plan.curve, self.timesteps))
-            apply_mag_cache(self.model, config)
+            apply_mag_cache(getattr(self.model, "network", self.model), config)  # a wrapper's inner model
             self.leader = HookRegistry.check_if_exists_or_initialize(self.blocks[0]).get_hook(
                 "mag_cache_leader_block_hook")
+        if hasattr(self.model, "step_cache_started"):  # vera.launch's leader: the other ranks do the same
+            self.model.step_cache_started(self.plan, self.timesteps)
         return self
 
     def _count_call(self, module, args):
@@ -258,6 +258,8 @@ class StepCache:
             for name in reversed(list(registry.hooks)):  # outermost first
                 registry.remove_hook(name, recurse=False)
         self.count.skipped += self.calls - (self.count.full - self.full_before)
+        if hasattr(self.model, "step_cache_ended"):
+            self.model.step_cache_ended()
         return False
 
 
