@@ -212,9 +212,30 @@ def cache_prompts(text_encoder, prompts: list[str], chunk: int = 16, progress=No
     """Put every prompt's embedding in the text encoder's prompt cache; encode only the ones it lacks, in
     chunks, then free the encoder. {"prompts", "encoded"}: with nothing missing the encoder is never loaded."""
     missing = [p for p in prompts if not text_encoder.is_cached(p)]
+    if progress is not None:
+        progress.advance(len(prompts) - len(missing), "cached")
     for start in range(0, len(missing), chunk):
         text_encoder.encode(missing[start:start + chunk])
         if progress is not None:
             progress.advance(len(missing[start:start + chunk]))
     text_encoder.unload()
     return {"prompts": len(prompts), "encoded": len(missing)}
+
+
+def open_text_encoder(bundle, device: str = "auto", cache_dir=None):
+    """The text encoder of a bundle ("demo" or a folder), nothing else of it loaded (no transformer, no VAE),
+    on `device`'s compute dtype as load_bundle uses it (the cache key holds the dtype, so cache with the same
+    device type as training)."""
+    from pathlib import Path
+
+    from vera.model.bundle import bundle_folder, read_manifest, resolve_device
+    from vera.model.configs import VeraConfig
+    from vera.model.text import TextEncoder
+
+    folder = bundle_folder(bundle)
+    manifest = read_manifest(folder)
+    dev, dtype = resolve_device(device)
+    text_folder = Path(manifest["text_encoder"])
+    text_folder = text_folder if text_folder.is_absolute() else folder / text_folder
+    return TextEncoder(text_folder, device=dev, dtype=dtype, cache_dir=cache_dir,
+                       max_length=VeraConfig.from_dict(manifest["config"]).text_len)
