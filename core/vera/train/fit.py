@@ -599,7 +599,13 @@ def fit(cfg: FitConfig, data_dir: str | Path, out_dir: str | Path, *, device: st
                   "`vera-train cache-prompts` first to keep the text encoder out of training", file=sys.stderr)
     _barrier(dist)
     prompts = PromptEmbeddings(bundle.text, dev)
-    buckets, bucket_of = plan_buckets(dataset.samples, cfg.buckets, cfg.frames, cfg.width, cfg.height)
+    # rank 0 reads the samples' headers for the buckets; the others take its answer
+    layout = [plan_buckets(dataset.samples, cfg.buckets, cfg.frames, cfg.width, cfg.height) if dist.main else None]
+    if dist.world > 1:
+        import torch.distributed as tdist
+
+        tdist.broadcast_object_list(layout, src=0, device=dev)
+    buckets, bucket_of = layout[0]
     plan = BatchPlan(cfg.seed, buckets, bucket_of, batch_size * dist.world)
 
     trainable = [p for p in model.parameters() if p.requires_grad]
