@@ -204,6 +204,10 @@ class TextEncoder:
             out[i, : emb.shape[0]] = emb
         return out
 
+    def is_cached(self, prompt: str) -> bool:
+        """Whether `encode(prompt)` would read the cache (and not load the encoder)."""
+        return self._read_cache(clean_prompt(prompt)) is not None
+
 
 def build_tiny_text_encoder(folder: str | Path, vocab_words, d_model: int = 32, num_layers: int = 2,
                             num_heads: int = 2, d_ff: int | None = None, seed: int = 0) -> Path:

@@ -56,6 +56,20 @@ def register_data_commands(sub) -> None:
                        help="MP4s: decode every frame (default: headers and the first frame)")
     check.set_defaults(func=run_check_data)
 
+    cache = sub.add_parser("cache-prompts", help="embed every prompt of a dataset into the prompt cache",
+                           description="Encode each distinct prompt of a dataset (and the empty prompt of "
+                                       "prompt drop) once with the bundle's text encoder into the prompt cache, "
+                                       "so `vera-train fit` with `prompt_cache` set to the same folder never "
+                                       "loads the text encoder. Prompts already cached are skipped.")
+    cache.add_argument("--bundle", required=True, help='bundle folder or "demo": its text encoder is used')
+    cache.add_argument("--data", required=True, help="dataset folder or .jsonl file (as for fit)")
+    cache.add_argument("--cache", help="prompt cache folder, the run config's prompt_cache (default: "
+                                       "$VERA_CACHE/prompts, the cache vera-render reads)")
+    cache.add_argument("--device", default="auto", help="auto | cpu | cuda: the device type fit runs on "
+                                                        "(the cache key holds the compute dtype)")
+    add_progress_argument(cache)
+    cache.set_defaults(func=run_cache_prompts)
+
 
 def run_synth(args) -> int:
     from vera.train.synth import generate
@@ -86,6 +100,23 @@ def run_check_data(args) -> int:
             print(f"{bad['path']}: {'; '.join(bad['problems'])}")
         print(f"{report['format']}: {report['samples']} samples, {len(report['bad'])} bad", file=sys.stderr)
     return EXIT_BAD_INPUT if report["bad"] else EXIT_OK
+
+
+def run_cache_prompts(args) -> int:
+    from vera.train.data import find_samples
+    from vera.train.loader import cache_prompts, dataset_prompts, open_text_encoder
+
+    _, samples, problems = find_samples(args.data)
+    if problems:
+        where, what = problems[0]
+        raise BadInput(f"{where}: {what} (run `vera-train check-data {args.data}`)")
+    encoder = open_text_encoder(args.bundle, args.device, args.cache)
+    prompts = dataset_prompts(samples)
+    with Progress(len(prompts), "cache-prompts", args.progress) as progress:
+        done = cache_prompts(encoder, prompts, progress=progress)
+    print(f"{done['prompts']} prompts: {done['encoded']} encoded, {done['prompts'] - done['encoded']} already "
+          f"cached in {encoder.cache_dir}", file=sys.stderr)
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:

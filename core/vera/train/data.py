@@ -413,6 +413,25 @@ class SampleRef:
         counts = [probe_video(p)["frames"] for p in self.record.video_paths().values()]
         return min(counts) if counts and min(counts) > 0 else 0
 
+    def instruction(self) -> str:
+        """The sample's prompt, read without decoding any frame (sample.json or the JSONL record)."""
+        if self.format == EXR_FORMAT:
+            return str(read_sample_meta(self.folder).get("instruction") or "").strip()
+        return self.record.instruction
+
+    def shape(self) -> tuple[int, int, int]:
+        """(frames, width, height) of the sample's source, from sample.json and the plate's header, or the
+        input MP4's header and first frame: what training buckets are chosen by."""
+        if self.format == EXR_FORMAT:
+            meta = read_sample_meta(self.folder)
+            plate = open_exr_sequence(sequence_pattern(self.folder, "plate"), meta["first"], meta["last"])
+            return meta["last"] - meta["first"] + 1, plate.width, plate.height
+        source = self.record.video_paths().get("source")
+        if source is None:
+            raise BadInput(f"{self.path}: no input video field")
+        info = probe_video(source)
+        return info["frames"], info["width"], info["height"]
+
 
 def _is_exr_candidate(folder: Path) -> bool:
     return (folder / SAMPLE_FILE).exists() or any((folder / sub).is_dir() for sub, _ in SEQUENCES.values())
@@ -470,18 +489,23 @@ class LayeredDataset(_TorchDataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict:
+        return self.item(index)
+
+    def item(self, index: int, frames: int | None = None, size: tuple[int, int] | None = None) -> dict:
+        """Sample `index` as `frames` frames at `size` (default: the dataset's): a training bucket's shape."""
         import torch
 
         from vera.colour import model_range
 
+        frames = self.frames if frames is None else int(frames)
         ref = self.samples[index]
         start = 0
         if self.random_clip:
             available = ref.frame_count()
-            if available > self.frames:
-                start = int(torch.randint(0, available - self.frames + 1, ()).item())
-        clip = ref.load(start, self.frames, self.edit_fill)
-        width, height = self.size
+            if available > frames:
+                start = int(torch.randint(0, available - frames + 1, ()).item())
+        clip = ref.load(start, frames, self.edit_fill)
+        width, height = self.size if size is None else size
         count = clip.source.shape[0]
         frames_h, frames_w = clip.source.shape[1:3]
 
@@ -499,8 +523,8 @@ class LayeredDataset(_TorchDataset):
                                f"frames, source is {frames_w}x{frames_h} x {count}")
         # one resize for all streams together (they share the frame), then pad short clips to length
         stacked = fit_to_model(np.concatenate([a for a, _ in streams.values()], axis=-1), width, height)
-        if stacked.shape[0] < self.frames:
-            stacked = np.concatenate([stacked, np.repeat(stacked[-1:], self.frames - stacked.shape[0], 0)])
+        if stacked.shape[0] < frames:
+            stacked = np.concatenate([stacked, np.repeat(stacked[-1:], frames - stacked.shape[0], 0)])
         channels_first = np.ascontiguousarray(stacked.transpose(3, 0, 1, 2))  # (C, F, H, W)
         item, channel = {}, 0
         for name, (array, _) in streams.items():

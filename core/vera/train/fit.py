@@ -24,6 +24,7 @@ import os
 import random
 import re
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -84,8 +85,15 @@ class FitConfig:
     log_every: int = 10
     checkpoint_every: int = 250
     keep_checkpoints: int = 2
-    cache_data: bool = True         # keep decoded samples in memory after the first read
+    cache_data: bool = True         # keep decoded samples in memory after the first read (num_workers 0)
     random_clip: bool = False       # train on a random `frames`-long run of each longer sample
+    # Data at scale (vera.train.loader, docs/training.md): DataLoader worker processes (0: read in-process),
+    # shape buckets (null: every sample at frames x width x height; "auto": one per distinct frame count
+    # (floored to 4k+1) and size of the data; or a list of {"frames", "width", "height"}), and the folder of
+    # precomputed prompt embeddings (`vera-train cache-prompts --cache`; null: OUT/prompt_cache).
+    num_workers: int = 0
+    buckets: list | str | None = None
+    prompt_cache: str | None = None
     # The user-mask conditioning: "dataset" (the sample's mask), "none" (zeros, as a shot without a mask), or
     # "placement": object-addition samples get a box around the element per frame (where to put the object,
     # given as the shot's mask at render time), others zeros; `placement_drop` of them get zeros too.
@@ -140,6 +148,14 @@ class FitConfig:
             problems.append('lora must be null or {"rank": N >= 1, "alpha": A, "targets": [...]}')
         if self.mask not in MASK_MODES:
             problems.append(f"mask must be one of {', '.join(MASK_MODES)}")
+        if not isinstance(self.num_workers, int) or self.num_workers < 0:
+            problems.append("num_workers must be an integer >= 0")
+        try:
+            from vera.train.loader import configured_buckets
+
+            configured_buckets(self.buckets, self.frames, self.width, self.height)
+        except BadInput as exc:
+            problems.append(str(exc))
         if "from" not in self.bundle:
             problems.append('bundle needs "from": "random" or a bundle folder')
         if problems:
@@ -180,10 +196,11 @@ def sample_seed(seed: int, step: int, index: int, purpose: int) -> int:
                % (2**63 - 1))
 
 
-def dataset_index(seed: int, position: int, size: int) -> int:
-    """The dataset index at `position` of the endless stream of per-epoch shuffles."""
+def dataset_index(seed: int, position: int, size: int, stream: int = 0) -> int:
+    """The dataset index at `position` of the endless stream of per-epoch shuffles (`stream`: one such
+    stream per data bucket, vera.train.loader)."""
     epoch, offset = divmod(position, size)
-    order = torch.randperm(size, generator=torch.Generator().manual_seed(sample_seed(seed, epoch, 0, 7)))
+    order = torch.randperm(size, generator=torch.Generator().manual_seed(sample_seed(seed, epoch, stream, 7)))
     return int(order[offset])
 
 
@@ -387,12 +404,17 @@ def checkpoint_path(out_dir: Path, step: int, sharded: bool = False) -> Path:
 
 
 class PromptEmbeddings:
-    """Frozen text-encoder outputs, computed once per distinct prompt (the grammar has few of them)."""
+    """Frozen text-encoder outputs per prompt, read from the prompt cache (filled before the first step by
+    `vera.train.loader.cache_prompts`, so the encoder is never run beside the model); the most recently used
+    ones stay in memory up to `keep_bytes` (a public-set run has thousands of prompts)."""
 
-    def __init__(self, text_encoder, device: torch.device):
+    def __init__(self, text_encoder, device: torch.device, keep_bytes: int = 1 << 30):
+        from collections import OrderedDict
+
         self.text = text_encoder
         self.device = device
-        self._cache: dict[str, torch.Tensor] = {}
+        self.keep_bytes = keep_bytes
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
 
     def __call__(self, prompts: list[str]) -> torch.Tensor:
         missing = sorted({p for p in prompts if p not in self._cache})
@@ -401,30 +423,12 @@ class PromptEmbeddings:
                 embedded = self.text.encode(missing)
             for prompt, emb in zip(missing, embedded):
                 self._cache[prompt] = emb.detach().float().to(self.device)
-        return torch.stack([self._cache[p] for p in prompts])
-
-
-class SampleCache:
-    """The dataset, with decoded samples kept in memory after the first read (when clips are not random)."""
-
-    def __init__(self, dataset, keep: bool):
-        self.dataset = dataset
-        self.keep = keep
-        self._items: dict[int, dict] = {}
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def fetch(self, index: int, seed: int) -> dict:
-        """Sample `index`; its random choices (a random clip start) come from `seed`, not the global stream."""
-        item = self._items.get(index)
-        if item is None:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                item = self.dataset[index]
-            if self.keep:
-                self._items[index] = item
-        return item
+        out = torch.stack([self._cache[p] for p in prompts])
+        for prompt in prompts:
+            self._cache.move_to_end(prompt)
+        while len(self._cache) > 1 and sum(v.nbytes for v in self._cache.values()) > self.keep_bytes:
+            self._cache.popitem(last=False)
+        return out
 
 
 def collate(items: list[dict], masks: list[torch.Tensor], device: torch.device) -> dict:
@@ -504,7 +508,7 @@ def build_bundle(cfg: FitConfig, work_dir: Path, device: torch.device, fresh: bo
                                  seed=cfg.seed, resolution=(cfg.width, cfg.height),
                                  window=cfg.frames, patch=int(spec.get("patch", 4)),
                                  vocab_words=vocabulary(spec.get("vocab", "synth")))
-    bundle = load_bundle(folder, device=str(device), cache_dir=work_dir / "prompt_cache")
+    bundle = load_bundle(folder, device=str(device), cache_dir=cfg.prompt_cache or work_dir / "prompt_cache")
     bundle.transformer.float().requires_grad_(True).train()
     return bundle
 
@@ -555,6 +559,7 @@ def fit(cfg: FitConfig, data_dir: str | Path, out_dir: str | Path, *, device: st
     """Train; returns a summary {steps, final_loss, wall_s, bundle}. Safe to call under torchrun."""
     from vera.progress import Progress
     from vera.train.data import open_dataset
+    from vera.train.loader import BatchPlan, cache_prompts, dataset_prompts, plan_buckets, training_batches
 
     started = time.monotonic()
     out_dir = Path(out_dir)
@@ -582,11 +587,26 @@ def fit(cfg: FitConfig, data_dir: str | Path, out_dir: str | Path, *, device: st
         sharded_checkpoints.shard_model(model, cfg.parallel, dist.world, dev)
     batch_size = cfg.batch_per_process(dist.world)
     vae = bundle.vae
-    prompts = PromptEmbeddings(bundle.text, dev)
-    dataset = SampleCache(open_dataset(data_dir, width=cfg.width, height=cfg.height, frames=cfg.frames,
-                                       random_clip=cfg.random_clip), cfg.cache_data and not cfg.random_clip)
+    dataset = open_dataset(data_dir, width=cfg.width, height=cfg.height, frames=cfg.frames,
+                           random_clip=cfg.random_clip)
     if len(dataset) == 0:
         raise BadInput(f"{data_dir}: no training samples")
+    # every prompt embedded before the first step (rank 0 encodes what the cache lacks, then frees the encoder)
+    if dist.main:
+        done = cache_prompts(bundle.text, dataset_prompts(dataset.samples))
+        if done["encoded"]:
+            print(f"vera-train fit: encoded {done['encoded']} prompt(s) missing from the prompt cache; run "
+                  "`vera-train cache-prompts` first to keep the text encoder out of training", file=sys.stderr)
+    _barrier(dist)
+    prompts = PromptEmbeddings(bundle.text, dev)
+    # rank 0 reads the samples' headers for the buckets; the others take its answer
+    layout = [plan_buckets(dataset.samples, cfg.buckets, cfg.frames, cfg.width, cfg.height) if dist.main else None]
+    if dist.world > 1:
+        import torch.distributed as tdist
+
+        tdist.broadcast_object_list(layout, src=0, device=dev)
+    buckets, bucket_of = layout[0]
+    plan = BatchPlan(cfg.seed, buckets, bucket_of, batch_size * dist.world)
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
@@ -622,13 +642,14 @@ def fit(cfg: FitConfig, data_dir: str | Path, out_dir: str | Path, *, device: st
     bar.done = step
     run_started = time.monotonic()
     start_step = step
+    batches = iter(training_batches(dataset, plan, step, last_step, batch_size, dist.rank, dist.world,
+                                    cfg.num_workers, keep=cfg.cache_data and not cfg.random_clip))
     while step < last_step:
         if max_minutes is not None and _clock_says_stop(started, max_minutes, dist):
             stopped_by_clock = True
             break
         positions = rank_positions(step, batch_size, dist.rank, dist.world)
-        items = [dataset.fetch(dataset_index(cfg.seed, p, len(dataset)), sample_seed(cfg.seed, step, p, 3))
-                 for p in positions]
+        items = next(batches)
         masks = [conditioning_mask(cfg, item, step, p) for item, p in zip(items, positions)]
         batch = collate(items, masks, dev)
         clean, cond = stream_latents(vae, batch)
@@ -665,6 +686,7 @@ def fit(cfg: FitConfig, data_dir: str | Path, out_dir: str | Path, *, device: st
         if step % cfg.checkpoint_every == 0 and step < last_step:
             _checkpoint(out_dir, step, model, optimizer, ema, cfg, dist)
     bar.close()
+    del batches  # stops the workers
     _checkpoint(out_dir, step, model, optimizer, ema, cfg, dist)
 
     summary = {"steps": step, "final_loss": losses[-1] if losses else None,
