@@ -37,7 +37,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(build_parser(), argv)
+    return working_directory_gone("vera-render") or run_command(build_parser(), argv)
+
+
+def working_directory_gone(prog: str) -> int:
+    """EXIT_TRANSIENT (after one line) when the current folder was deleted, else 0. Called before the parser is
+    built, since building it imports modules that load torch, whose MKL loader exits the process (code 2) from a
+    deleted folder. Transient: the task's folder was removed under it; a retry starts in a fresh one."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        print(f"{prog}: error: the current working directory was deleted; start vera from an existing folder",
+              file=sys.stderr)
+        return EXIT_TRANSIENT
+    return 0
 
 
 def run_command(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
@@ -46,14 +59,6 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str] | None = None) 
     Shared by every Vera console script (`vera-render`, `vera-train`) so they fail the same way.
     """
     prog = parser.prog
-    try:
-        os.getcwd()
-    except FileNotFoundError:
-        # Checked before anything loads torch: its MKL loader exits the process (code 2) from a deleted folder.
-        # Transient: the task's folder was removed under it; a retry starts in a fresh one.
-        print(f"{prog}: error: the current working directory was deleted; start vera from an existing folder",
-              file=sys.stderr)
-        return EXIT_TRANSIENT
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

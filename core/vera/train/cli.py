@@ -136,9 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vera.cli import run_command
+    from vera.cli import run_command, working_directory_gone
 
-    return run_command(build_parser(), argv)
+    return working_directory_gone("vera-train") or run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":  # pragma: no cover
