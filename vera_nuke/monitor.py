@@ -203,9 +203,26 @@ def _qt():
     return qt
 
 
+def gather(job_list, wanted: set, reports: dict, status_fn, qt_reads_exr: bool) -> tuple:
+    """(status reports, thumbnails) of the jobs: subprocesses (vera-render status, oiiotool), so run off the
+    UI thread in Nuke. `wanted`: ids of the jobs whose report must be (re)read."""
+    reports = dict(reports)
+    for job in job_list:
+        if job["id"] in wanted and os.path.isdir(job.get("out_dir", "")):
+            reports[job["id"]] = status_fn(job["out_dir"])
+    thumbs = {job["id"]: thumbnail_for(job, job_view(job, reports.get(job["id"])), qt_reads_exr)
+              for job in job_list}
+    return reports, thumbs
+
+
 def _build_classes():
     qt = _qt()
     QtCore, QtGui, QtWidgets = qt.QtCore, qt.QtGui, qt.QtWidgets
+
+    class _Relay(QtCore.QObject):
+        """Carries a worker thread's result to the UI thread."""
+        gathered = QtCore.Signal()
+        result = None
 
     class MonitorPanel(QtWidgets.QWidget):
         """The job table. `status_fn(out_dir)` is `vera-render status --json` (swappable for tests).
@@ -213,8 +230,6 @@ def _build_classes():
         With `background` (always in Nuke), the slow parts of a refresh (vera-render status, oiiotool
         thumbnails: both subprocesses) run on a worker thread; `gathered` brings the table update back to
         the UI thread (a queued signal), so Nuke's interface never waits for them."""
-
-        gathered = QtCore.Signal()
 
         def __init__(self, parent=None, script: str | None = None, status_fn=None, background: bool = True,
                      auto_refresh: bool = True):
@@ -230,7 +245,11 @@ def _build_classes():
             self._reports = {}
             self._thumbs = {}  # job id -> thumbnail file (made off the UI thread)
             self._querying = False
-            self.gathered.connect(self._fill)
+            # The worker thread signals through a relay it keeps alive, never through the panel itself: the
+            # panel may be closed and deleted while a status query runs, and emitting on a deleted QObject
+            # crashes (a queued connection to a deleted receiver is simply dropped by Qt).
+            self._relay = _Relay()
+            self._relay.gathered.connect(self._take, QtCore.Qt.ConnectionType.QueuedConnection)
 
             self.table = QtWidgets.QTableWidget(0, len(COLUMNS))
             self.table.setHorizontalHeaderLabels(COLUMNS)
@@ -275,39 +294,41 @@ def _build_classes():
             if self.background:
                 self._gather_async()
             else:
-                self._reports, self._thumbs = self._gather(self.jobs)
+                self._reports, self._thumbs = gather(*self._gather_args(self.jobs))
             self._fill()
 
         def _needs_report(self, job):
             view = self.views.get(job["id"])
             return not (view and view["state"] in jobs.FINAL_STATES and job["id"] in self._reports)
 
-        def _gather(self, job_list) -> tuple:
-            """(status reports, thumbnails) of the jobs: subprocesses, so off the UI thread in Nuke."""
-            reports = dict(self._reports)
-            for job in job_list:
-                if self._needs_report(job) and os.path.isdir(job.get("out_dir", "")):
-                    reports[job["id"]] = self.status_fn(job["out_dir"])
-            thumbs = {job["id"]: thumbnail_for(job, job_view(job, reports.get(job["id"])), self.qt_reads_exr)
-                      for job in job_list}
-            return reports, thumbs
+        def _gather_args(self, job_list) -> tuple:
+            """What a gathering needs, as plain data taken on the UI thread (the worker never holds the panel:
+            a panel whose last reference died on the worker thread would be deleted there, which crashes Qt)."""
+            wanted = {job["id"] for job in job_list if self._needs_report(job)}
+            return list(job_list), wanted, dict(self._reports), self.status_fn, self.qt_reads_exr
 
         def _gather_async(self):
             if self._querying:
                 return
             self._querying = True
-            job_list = list(self.jobs)
+            args, relay = self._gather_args(self.jobs), self._relay
 
             def work():
                 try:
-                    self._reports, self._thumbs = self._gather(job_list)
-                    self.gathered.emit()  # queued: _fill runs on the UI thread
-                except RuntimeError:  # the panel was closed meanwhile
-                    pass
-                finally:
-                    self._querying = False
+                    relay.result = gather(*args)
+                except Exception as exc:  # noqa: BLE001 - shown in the panel, never lost on a thread
+                    relay.result = exc
+                relay.gathered.emit()  # queued: _take runs on the UI thread (dropped if the panel is gone)
 
             threading.Thread(target=work, name="vera-monitor-status", daemon=True).start()
+
+        def _take(self):
+            result, self._querying = self._relay.result, False
+            if isinstance(result, Exception):
+                self.message.setText(f"status failed: {result}")
+                return
+            self._reports, self._thumbs = result
+            self._fill()
 
         def _fill(self):
             selected = self.selected_job()
