@@ -97,10 +97,10 @@ def test_nan_weights_are_refused_with_the_real_model(tmp_path, shot, monkeypatch
     """A bundle whose weights hold NaN (a broken training run): the real pipeline's output is refused."""
     load = render._load_bundle
 
-    def poisoned(spec):
+    def poisoned(spec, *args, **kwargs):
         import torch
 
-        bundle = load(spec)
+        bundle = load(spec, *args, **kwargs)
         with torch.no_grad():
             next(bundle.transformer.parameters()).fill_(float("nan"))
         return bundle
