@@ -127,3 +127,27 @@ def test_parallel_settings_are_checked(change, message):
 def test_global_batch_must_split_over_the_processes():
     with pytest.raises(BadInput, match="does not split over 4 processes"):
         FitConfig.from_dict({**SHARDED, "global_batch": 6}).batch_per_process(4)
+
+
+def test_sequence_parallel_training_equals_one_process(dataset, tmp_path):
+    """2 processes as one Ulysses group (each holding half of every stream's tokens, FSDP over both) train like
+    one process on the same samples; the same tolerance as FSDP alone (reduction order)."""
+    config = {**SHARDED, "steps": 10, "checkpoint_every": 1000, "sequence_parallel": 2}
+    path = tmp_path / "sp.json"
+    path.write_text(json.dumps(config))
+    torchrun = Path(sys.executable).with_name("torchrun")
+    result = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "vera.train.cli", "fit", "--config",
+         str(path), "--data", str(dataset), "--out", str(tmp_path / "sp"), "--progress", "none"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    fit(FitConfig.from_dict({**config, "sequence_parallel": 1}), dataset, tmp_path / "one", progress="none")
+    sp, one = losses(tmp_path / "sp"), losses(tmp_path / "one")
+    assert len(sp) == len(one) == 10
+    assert max(abs(a - b) for a, b in zip(sp, one)) <= LOSS_ATOL
+    assert_same_weights(bundle_weights(tmp_path / "sp"), bundle_weights(tmp_path / "one"))
+
+
+def test_sequence_parallel_needs_fsdp():
+    with pytest.raises(BadInput, match="sequence_parallel must be 1"):
+        FitConfig.from_dict({**SHARDED, "parallel": "ddp", "sequence_parallel": 2})

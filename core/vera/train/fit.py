@@ -68,6 +68,9 @@ class FitConfig:
     # across all processes), "hsdp" (sharded inside a node, replicated across nodes). docs/training.md
     parallel: str = "ddp"
     activation_checkpointing: bool = False  # recompute each joint block in the backward pass (less memory)
+    # Ulysses degree for long clips (parallel: fsdp): each group of this many processes trains on the same
+    # samples, every process holding 1/degree of each stream's tokens (vera.parallel); divides the head count
+    sequence_parallel: int = 1
     # LoRA fine-tuning (vera.model.lora): {"rank": 16, "alpha": 16, "targets": [...]} trains only adapters on
     # the streams' attention and FFN; the exported bundle is the base plus a small adapter file. null: full.
     lora: dict | None = None
@@ -141,6 +144,8 @@ class FitConfig:
             problems.append("export_dtype must be float32, float16 or bfloat16")
         if self.parallel not in PARALLEL_MODES:
             problems.append(f"parallel must be one of {', '.join(PARALLEL_MODES)}")
+        if int(self.sequence_parallel) < 1 or (self.sequence_parallel > 1 and self.parallel != "fsdp"):
+            problems.append("sequence_parallel must be 1, or at least 2 with parallel: fsdp")
         if self.global_batch is not None and int(self.global_batch) < 1:
             problems.append("global_batch must be positive")
         if self.lora is not None and (not isinstance(self.lora, dict) or set(self.lora) - {"rank", "alpha", "targets"}
@@ -583,9 +588,13 @@ def fit(cfg: FitConfig, data_dir: str | Path, out_dir: str | Path, *, device: st
         add_lora(model, **cfg.lora)
     model.gradient_checkpointing = cfg.activation_checkpointing
     sharded = cfg.parallel in sharded_checkpoints.SHARDED_MODES
+    if cfg.sequence_parallel > 1 and dist.world % cfg.sequence_parallel:
+        raise BadInput(f"sequence_parallel {cfg.sequence_parallel} does not divide the {dist.world} processes")
     if sharded and dist.world > 1:
-        sharded_checkpoints.shard_model(model, cfg.parallel, dist.world, dev)
-    batch_size = cfg.batch_per_process(dist.world)
+        sharded_checkpoints.shard_model(model, cfg.parallel, dist.world, dev, cfg.sequence_parallel)
+    # the processes of one sequence-parallel group train on the same samples: data is split over the groups
+    data_rank, data_world = dist.rank // cfg.sequence_parallel, dist.world // cfg.sequence_parallel
+    batch_size = cfg.batch_per_process(data_world)
     vae = bundle.vae
     dataset = open_dataset(data_dir, width=cfg.width, height=cfg.height, frames=cfg.frames,
                            random_clip=cfg.random_clip)
@@ -606,7 +615,7 @@ def fit(cfg: FitConfig, data_dir: str | Path, out_dir: str | Path, *, device: st
 
         tdist.broadcast_object_list(layout, src=0, device=dev)
     buckets, bucket_of = layout[0]
-    plan = BatchPlan(cfg.seed, buckets, bucket_of, batch_size * dist.world)
+    plan = BatchPlan(cfg.seed, buckets, bucket_of, batch_size * data_world)
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
@@ -642,13 +651,13 @@ def fit(cfg: FitConfig, data_dir: str | Path, out_dir: str | Path, *, device: st
     bar.done = step
     run_started = time.monotonic()
     start_step = step
-    batches = iter(training_batches(dataset, plan, step, last_step, batch_size, dist.rank, dist.world,
+    batches = iter(training_batches(dataset, plan, step, last_step, batch_size, data_rank, data_world,
                                     cfg.num_workers, keep=cfg.cache_data and not cfg.random_clip))
     while step < last_step:
         if max_minutes is not None and _clock_says_stop(started, max_minutes, dist):
             stopped_by_clock = True
             break
-        positions = rank_positions(step, batch_size, dist.rank, dist.world)
+        positions = rank_positions(step, batch_size, data_rank, data_world)
         items = next(batches)
         masks = [conditioning_mask(cfg, item, step, p) for item, p in zip(items, positions)]
         batch = collate(items, masks, dev)

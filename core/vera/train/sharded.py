@@ -39,12 +39,21 @@ def _options():
     return StateDictOptions(flatten_optimizer_state_dict=True)
 
 
-def shard_model(model, parallel: str, world: int, device: torch.device):
-    """FSDP2-shard `model` in place across the process group (needs world > 1); returns the mesh."""
+def shard_model(model, parallel: str, world: int, device: torch.device, sequence_parallel: int = 1):
+    """FSDP2-shard `model` in place across the process group (needs world > 1); returns the mesh. With
+    `sequence_parallel` > 1 (parallel: fsdp), vera.parallel's Ulysses attention runs over groups of that many
+    processes (the inference layout: vera.parallel.build_mesh), and FSDP shards over all of them."""
     from torch.distributed.device_mesh import init_device_mesh
 
-    from vera.parallel import apply_fsdp
+    from vera.parallel import apply_fsdp, build_mesh, parallelize
+    from vera.plan import Strategy
 
+    param_dtype = torch.bfloat16 if device.type == "cuda" else None
+    if sequence_parallel > 1:
+        strategy = Strategy(devices=world, shard_weights=True, sequence_parallel=sequence_parallel)
+        mesh = build_mesh(strategy, device.type)
+        parallelize(model, mesh, strategy, param_dtype=param_dtype)
+        return mesh
     if parallel == "hsdp":
         per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world))
         if world % per_node:
@@ -52,8 +61,7 @@ def shard_model(model, parallel: str, world: int, device: torch.device):
         mesh = init_device_mesh(device.type, (world // per_node, per_node), mesh_dim_names=("replicate", "shard"))
     else:
         mesh = init_device_mesh(device.type, (world,), mesh_dim_names=("shard",))
-    apply_fsdp(model, mesh, param_dtype=torch.bfloat16 if device.type == "cuda" else None,
-               reduce_dtype=torch.float32)
+    apply_fsdp(model, mesh, param_dtype=param_dtype, reduce_dtype=torch.float32)
     return mesh
 
 
