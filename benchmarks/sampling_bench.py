@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "core"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from model_bench import VAE_STRIDE, forward_flops  # noqa: E402
+from vera.plan import VAE_STRIDE, forward_flops  # noqa: E402  (one FLOP model: the planner's)
 
 from vera.model.configs import CONFIGS  # noqa: E402
 from vera.speed import PRESETS, layer_count  # noqa: E402
