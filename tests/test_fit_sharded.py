@@ -41,15 +41,20 @@ def dataset(tmp_path_factory):
 def two_process_run(dataset, tmp_path_factory):
     """20 sharded steps on 2 gloo processes (checkpoints at 10 and 20)."""
     folder = tmp_path_factory.mktemp("fsdp")
-    config = folder / "config_in.json"
-    config.write_text(json.dumps(SHARDED))
+    return fit_on_two_processes(SHARDED, dataset, folder / "run")
+
+
+def fit_on_two_processes(config: dict, dataset: Path, out: Path) -> Path:
+    """`vera-train fit` under torchrun with 2 gloo processes; returns the run folder."""
+    path = out.with_name(out.name + "_config.json")
+    path.write_text(json.dumps(config))
     torchrun = Path(sys.executable).with_name("torchrun")
     result = subprocess.run(
         [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "vera.train.cli", "fit", "--config",
-         str(config), "--data", str(dataset), "--out", str(folder / "run"), "--progress", "none"],
+         str(path), "--data", str(dataset), "--out", str(out), "--progress", "none"],
         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    return folder / "run"
+    return out
 
 
 def losses(run: Path) -> list[float]:
@@ -133,14 +138,7 @@ def test_sequence_parallel_training_equals_one_process(dataset, tmp_path):
     """2 processes as one Ulysses group (each holding half of every stream's tokens, FSDP over both) train like
     one process on the same samples; the same tolerance as FSDP alone (reduction order)."""
     config = {**SHARDED, "steps": 10, "checkpoint_every": 1000, "sequence_parallel": 2}
-    path = tmp_path / "sp.json"
-    path.write_text(json.dumps(config))
-    torchrun = Path(sys.executable).with_name("torchrun")
-    result = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "vera.train.cli", "fit", "--config",
-         str(path), "--data", str(dataset), "--out", str(tmp_path / "sp"), "--progress", "none"],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    fit_on_two_processes(config, dataset, tmp_path / "sp")
     fit(FitConfig.from_dict({**config, "sequence_parallel": 1}), dataset, tmp_path / "one", progress="none")
     sp, one = losses(tmp_path / "sp"), losses(tmp_path / "one")
     assert len(sp) == len(one) == 10

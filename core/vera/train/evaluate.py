@@ -77,6 +77,20 @@ def _shot_for(folder: Path, meta: dict, frames: list[int], bundle, work: Path, m
                     mask=MaskSpec(path=str(mask_pattern)) if mask_pattern else None)
 
 
+def write_placement_masks(folder: Path, frames: list[int], alpha: np.ndarray, bundle) -> Path:
+    """The placement boxes the demo model is trained with (vera.train.fit.placement_mask around the element's
+    alpha (F,H,W), the training margin scaled from model to plate pixels) as `folder/mask.####.exr`, the shot's
+    mask; returns that pattern."""
+    from vera.train.data import write_exr_frame
+    from vera.train.fit import placement_mask
+
+    scale = alpha.shape[1] / bundle.resolution[1]
+    boxes = placement_mask(alpha, int(round(PLACEMENT_MARGIN_MODEL_PX * scale)))
+    for frame, box in zip(frames, boxes):
+        write_exr_frame(folder / f"mask.{frame:04d}.exr", box, "RGBA")
+    return folder / "mask.####.exr"
+
+
 def evaluate_shot(bundle, folder: Path, seed: int = 0, steps: int | None = None, placement: bool = True,
                   speed: str = "quality", guidance: float | None = None, keep_layers: bool = False) -> dict:
     """Render one held-out sample folder through the pipeline and measure it (see the module docstring).
@@ -84,8 +98,7 @@ def evaluate_shot(bundle, folder: Path, seed: int = 0, steps: int | None = None,
     {frame: (rgba, matte)} as result["layers"] (not JSON: for benchmarks comparing presets)."""
     from vera.pipeline import render_frames
     from vera.plates import open_sequence
-    from vera.train.data import read_exr_frames, read_sample_meta, sequence_pattern, write_exr_frame
-    from vera.train.fit import placement_mask
+    from vera.train.data import read_exr_frames, read_sample_meta, sequence_pattern
     from vera.train.synth import nearest_colour, parse_instruction
 
     meta = read_sample_meta(folder)
@@ -97,11 +110,7 @@ def evaluate_shot(bundle, folder: Path, seed: int = 0, steps: int | None = None,
         work = Path(tmp)
         mask_pattern = None
         if placement and task == "object_addition":
-            scale = truth.shape[1] / bundle.resolution[1]
-            boxes = placement_mask(truth, int(round(PLACEMENT_MARGIN_MODEL_PX * scale)))
-            mask_pattern = work / "mask" / "mask.####.exr"
-            for frame, box in zip(frames, boxes):
-                write_exr_frame(work / "mask" / f"mask.{frame:04d}.exr", box, "RGBA")
+            mask_pattern = write_placement_masks(work / "mask", frames, truth, bundle)
         spec = _shot_for(folder, meta, frames, bundle, work, mask_pattern)
         if steps is not None:
             spec.sampler.steps = int(steps)

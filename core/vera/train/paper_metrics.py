@@ -105,9 +105,8 @@ def evaluate_record(bundle, record, seed: int, steps: int | None, lpips_metric=N
     """Render one test record through the pipeline and measure it."""
     from vera.pipeline import render_frames
     from vera.comp import over
-    from vera.train.data import read_jsonl_sample, write_exr_frame
-    from vera.train.evaluate import PLACEMENT_MARGIN_MODEL_PX
-    from vera.train.fit import placement_mask
+    from vera.train.data import read_jsonl_sample
+    from vera.train.evaluate import write_placement_masks
 
     window = int(bundle.defaults["window"])
     clip = read_jsonl_sample(record, 0, window)
@@ -122,11 +121,7 @@ def evaluate_record(bundle, record, seed: int, steps: int | None, lpips_metric=N
         work = Path(tmp)
         mask_pattern = None
         if clip.task == "object_addition" and ref_alpha is not None:  # where to add: as the demo is trained
-            scale = ref_alpha.shape[2] / bundle.resolution[0]
-            boxes = placement_mask(ref_alpha, int(round(PLACEMENT_MARGIN_MODEL_PX * scale)))
-            mask_pattern = work / "mask" / "mask.####.exr"
-            for frame, box in zip(frames, boxes):
-                write_exr_frame(work / "mask" / f"mask.{frame:04d}.exr", box, "RGBA")
+            mask_pattern = write_placement_masks(work / "mask", frames, ref_alpha, bundle)
         spec = _shot(record, clip, frames, bundle, work, mask_pattern)
         if steps is not None:
             spec.sampler.steps = int(steps)
