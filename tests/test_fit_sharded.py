@@ -149,3 +149,29 @@ def test_sequence_parallel_training_equals_one_process(dataset, tmp_path):
 def test_sequence_parallel_needs_fsdp():
     with pytest.raises(BadInput, match="sequence_parallel must be 1"):
         FitConfig.from_dict({**SHARDED, "parallel": "ddp", "sequence_parallel": 2})
+
+
+def test_two_nodes_through_rendezvous_train_hybrid_sharded_as_one_process(dataset, tmp_path):
+    """Two torchrun launchers (two "nodes" of one process each) meet through the c10d rendezvous; parallel hsdp
+    then replicates across the nodes and shards inside each (here: 1 process per node). Same result as one."""
+    import socket
+
+    config = {**SHARDED, "steps": 6, "checkpoint_every": 1000, "parallel": "hsdp"}
+    path = tmp_path / "hsdp.json"
+    path.write_text(json.dumps(config))
+    with socket.socket() as s:  # a free port on this machine for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torchrun = Path(sys.executable).with_name("torchrun")
+    nodes = [subprocess.Popen(
+        [str(torchrun), "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(rank), "--rdzv-backend",
+         "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "vera-test", "-m", "vera.train.cli", "fit",
+         "--config", str(path), "--data", str(dataset), "--out", str(tmp_path / "hsdp"), "--progress", "none"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        for rank in (0, 1)]
+    for node in nodes:
+        _, err = node.communicate(timeout=600)
+        assert node.returncode == 0, err[-3000:]
+    fit(FitConfig.from_dict({**config, "parallel": "fsdp"}), dataset, tmp_path / "one", progress="none")
+    assert max(abs(a - b) for a, b in zip(losses(tmp_path / "hsdp"), losses(tmp_path / "one"))) <= LOSS_ATOL
+    assert_same_weights(bundle_weights(tmp_path / "hsdp"), bundle_weights(tmp_path / "one"))
