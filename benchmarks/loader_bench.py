@@ -14,7 +14,6 @@ step for 0 and N workers and their ratio.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -22,21 +21,9 @@ from pathlib import Path
 
 
 def write_records(root: Path, records: int, size: tuple[int, int], frames: int) -> None:
-    from vera.train.data import unpremultiply, write_video
-    from vera.train.synth import make_sample
+    from vera.train.synth import make_sample, write_public_train
 
-    lines = []
-    for i in range(records):
-        sample = make_sample(i, seed=0, size=size, frames=frames)
-        streams = {"input": sample.plate, "edit": unpremultiply(sample.element), "alpha": sample.element[..., 3],
-                   "mask": sample.mask, "comp": sample.composite}
-        names = {k: f"videos/{i}_{k}.mp4" for k in streams}
-        for kind, pixels in streams.items():
-            write_video(root / names[kind], pixels)
-        lines.append({"edit_instruction": sample.instruction, "input_video_path": names["input"],
-                      "edit_rgb_path": names["edit"], "edit_alpha_path": names["alpha"], "mask_path": names["mask"],
-                      "composite_path": names["comp"]})
-    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    write_public_train(root, [make_sample(i, seed=0, size=size, frames=frames) for i in range(records)])
 
 
 def time_read(dataset, plan, steps: int, batch: int, workers: int, step_s: float) -> float:

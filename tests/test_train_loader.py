@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from vera.errors import BadInput
-from vera.train.data import open_dataset, unpremultiply, write_video
+from vera.train.data import open_dataset
 from vera.train.fit import FitConfig, fit, list_checkpoints
 from vera.train.loader import (
     BatchPlan, Bucket, StepSampler, assign_bucket, plan_buckets, training_batches,
@@ -25,20 +25,10 @@ SHAPES = [(9, 32, 32), (5, 32, 32), (9, 32, 32), (5, 32, 32), (9, 32, 32), (9, 4
 
 def write_public_train_set(root: Path, shapes=SHAPES) -> Path:
     """Public-format training records (train.jsonl + MP4s under videos/) from synth scenes of the given shapes."""
-    from vera.train.synth import make_sample
+    from vera.train.synth import make_sample, write_public_train
 
-    lines = []
-    for i, (frames, width, height) in enumerate(shapes):
-        sample = make_sample(i, seed=5, size=(width, height), frames=frames)
-        streams = {"input": sample.plate, "edit": unpremultiply(sample.element), "alpha": sample.element[..., 3],
-                   "mask": sample.mask, "comp": sample.composite}
-        names = {k: f"videos/{i}_{k}.mp4" for k in streams}
-        for kind, pixels in streams.items():
-            write_video(root / names[kind], pixels)
-        lines.append({"edit_instruction": sample.instruction, "input_video_path": names["input"],
-                      "edit_rgb_path": names["edit"], "edit_alpha_path": names["alpha"],
-                      "mask_path": names["mask"], "composite_path": names["comp"]})
-    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    write_public_train(root, [make_sample(i, seed=5, size=(width, height), frames=frames)
+                              for i, (frames, width, height) in enumerate(shapes)])
     return root
 
 

@@ -36,6 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def frame_size(text: str) -> tuple[int, int]:
+    """argparse type of a `WIDTHxHEIGHT` option (vera-render plan, vera-train synth/plan)."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, e.g. 832x480, got {text!r}") from None
+    return width, height
+
+
 def main(argv: list[str] | None = None) -> int:
     return working_directory_gone("vera-render") or run_command(build_parser(), argv)
 

@@ -6,9 +6,9 @@ Both print the same planner's answer; a run that cannot fit is refused with exit
 
 from __future__ import annotations
 
-import argparse
 import json
 
+from vera.cli import frame_size
 from vera.errors import BadInput
 
 LABELS = {"weights": "weights", "gradients": "gradients", "optimizer": "optimizer state",
@@ -26,14 +26,6 @@ WHAT = {  # what each row counts, per mode (vera.plan)
 }
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, e.g. 832x480, got {text!r}") from None
-    return width, height
-
-
 def add_arguments(p, training: bool) -> None:
     from vera.model.configs import CONFIGS
     from vera.plan import DEFAULT_TFLOPS
@@ -44,7 +36,7 @@ def add_arguments(p, training: bool) -> None:
     source.add_argument("--bundle", metavar="DIR", help="a model bundle (its config, encoder and VAE are counted)")
     p.add_argument("--frames", type=int, help="frames per clip, 4k+1 (default: "
                    + ("49" if training else "the bundle's window, or 81") + ")")
-    p.add_argument("--size", type=_size, metavar="WxH", help="frame size (default: the bundle's, or 832x480)")
+    p.add_argument("--size", type=frame_size, metavar="WxH", help="frame size (default: the bundle's, or 832x480)")
     p.add_argument("--gpus", type=int, default=1, help="GPUs available (default 1)")
     p.add_argument("--gpu-memory", type=float, default=80.0, metavar="GiB", help="memory per GPU (default 80)")
     p.add_argument("--tflops", type=float, default=DEFAULT_TFLOPS,

@@ -10,6 +10,7 @@ import json
 import sys
 
 from vera import __version__
+from vera.cli import frame_size
 from vera.errors import EXIT_BAD_INPUT, EXIT_OK, BadInput
 from vera.progress import Progress, add_progress_argument
 
@@ -18,14 +19,6 @@ SUBCOMMAND_MODULES = [
     "vera.train.eval_cmd",  # eval
     "vera.train.plan_cmd",  # plan (the same planner as `vera-render plan`)
 ]
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, e.g. 128x96, got {text!r}") from None
-    return width, height
 
 
 def register_data_commands(sub) -> None:
@@ -37,7 +30,7 @@ def register_data_commands(sub) -> None:
     synth.add_argument("--out", required=True, help="dataset folder to write (sample_#####/ folders)")
     synth.add_argument("--n", type=int, required=True, help="number of samples")
     synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--size", type=_size, default=(128, 96), help="WIDTHxHEIGHT (default 128x96)")
+    synth.add_argument("--size", type=frame_size, default=(128, 96), help="WIDTHxHEIGHT (default 128x96)")
     synth.add_argument("--frames", type=int, default=9, help="frames per clip, 4k+1 (default 9)")
     synth.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS),
                        help="tasks to alternate between (default: all)")

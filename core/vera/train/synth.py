@@ -229,6 +229,29 @@ def generate(out_dir, n: int, seed: int = 0, size: tuple[int, int] = (128, 96), 
     return folders
 
 
+def write_public_train(out_dir, samples: list[SynthSample]) -> Path:
+    """Write `samples` in the public Vera-Layered-Video training format: `train.jsonl` (edit_instruction,
+    input_video_path, edit_rgb_path, edit_alpha_path, mask_path, composite_path) and the MP4s it names under
+    videos/. Returns the JSONL path."""
+    from vera.atomic import atomic_write_text
+    from vera.train.data import unpremultiply, write_video
+
+    out_dir = Path(out_dir)
+    lines = []
+    for i, sample in enumerate(samples):
+        streams = {"input": sample.plate, "edit": unpremultiply(sample.element), "alpha": sample.element[..., 3],
+                   "mask": sample.mask, "comp": sample.composite}
+        names = {k: f"videos/{i}_{k}.mp4" for k in streams}
+        for kind, pixels in streams.items():
+            write_video(out_dir / names[kind], pixels)
+        lines.append({"edit_instruction": sample.instruction, "input_video_path": names["input"],
+                      "edit_rgb_path": names["edit"], "edit_alpha_path": names["alpha"],
+                      "mask_path": names["mask"], "composite_path": names["comp"]})
+    path = out_dir / "train.jsonl"
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in lines))
+    return path
+
+
 def generate_public_test(out_dir, n: int, seed: int = 0, size: tuple[int, int] = (128, 96), frames: int = 9,
                          tasks=TASKS, progress=None) -> Path:
     """Write samples 0..n-1 in the public Vera-Layered-Video test-split format: `test.jsonl` (video_id,
