@@ -112,19 +112,13 @@ def read_state(folder: Path) -> dict:
 
 def load(folder: Path, model, optimizer, ema: dict | None, *, world: int) -> dict:
     """Restore a sharded checkpoint into `model` (sharded or not), `optimizer` and `ema`; returns its state.json."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint import HuggingFaceStorageReader
     from torch.distributed.checkpoint.state_dict import set_state_dict
 
     state = read_state(folder)
     tensors, _ = _tensor_state(model, optimizer, ema)
     if ema is None:
         tensors = {k: v for k, v in tensors.items() if not k.startswith("ema.")}
-    try:
-        with _single_process_quiet():
-            dcp.load(tensors, storage_reader=HuggingFaceStorageReader(str(folder)), no_dist=world == 1)
-    except Exception as exc:  # noqa: BLE001 - any failure to read our own checkpoint is a damaged file
-        raise BadInput(f"{folder}: cannot read sharded checkpoint ({exc})") from None
+    read_tensors(folder, tensors, world)
     model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     optim_state = {k[6:]: v for k, v in tensors.items() if k.startswith("optim.")}
     optim_state.update(state["optimizer"])
@@ -136,15 +130,16 @@ def load(folder: Path, model, optimizer, ema: dict | None, *, world: int) -> dic
     return state
 
 
-def read_tensors(folder: Path, template: dict) -> dict:
-    """Fill `template` (key -> tensor of the right shape) from a sharded checkpoint, in one process."""
+def read_tensors(folder: Path, template: dict, world: int = 1) -> dict:
+    """Fill `template` (key -> tensor or DTensor of the right shape) from a sharded checkpoint; with world > 1
+    every rank calls it and reads its own slices."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint import HuggingFaceStorageReader
 
     try:
         with _single_process_quiet():
-            dcp.load(template, storage_reader=HuggingFaceStorageReader(str(folder)), no_dist=True)
-    except Exception as exc:  # noqa: BLE001
+            dcp.load(template, storage_reader=HuggingFaceStorageReader(str(folder)), no_dist=world == 1)
+    except Exception as exc:  # noqa: BLE001 - any failure to read our own checkpoint is a damaged file
         raise BadInput(f"{folder}: cannot read sharded checkpoint ({exc})") from None
     return template
 
