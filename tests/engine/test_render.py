@@ -242,7 +242,7 @@ def test_farm_progress_lines(shot, fake, capsys):
 # A task in its own process, as the farm runs it, with the fake renderer and optional slowdowns.
 HARNESS = textwrap.dedent('''
     import os, sys, time
-    sys.path.insert(0, {tests!r})
+    sys.path[:0] = [{tests!r}, {helpers!r}]
     import vera.render as render
     import vera.manifest as manifest
     import vera.atomic
@@ -274,7 +274,7 @@ HARNESS = textwrap.dedent('''
 @pytest.fixture
 def harness(tmp_path):
     path = tmp_path / "harness.py"
-    path.write_text(HARNESS.format(tests=str(Path(__file__).parent)))
+    path.write_text(HARNESS.format(tests=str(Path(__file__).parent), helpers=str(Path(__file__).parents[1])))
     return path
 
 
