@@ -40,6 +40,7 @@ def vera_node(nuke, source, instruction="add a red balloon"):
 
 def test_spec_from_read_with_bounding_box_and_frame_range(nuke, tmp_path):
     pattern = write_bbox_plate(tmp_path / "plates", 1001, 1012)
+    nuke.use_ocio_config(["ACEScg", "sRGB - Texture"])
     read = nuke.nodes.Read(file=pattern, first=1001, last=1012, format="64 48 plate_64x48",
                            colorspace="default (ACEScg)")
     read._metadata = {"exr/dataWindow": [8, 6, 39, 29], "exr/displayWindow": [0, 0, 63, 47]}
