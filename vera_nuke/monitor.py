@@ -424,46 +424,24 @@ def _build_classes():
             self.refresh()
             return result
 
-    class PreferencesDialog(QtWidgets.QDialog):
-        def __init__(self, values: dict, parent=None):
-            super().__init__(parent)
-            self.setWindowTitle("Vera Preferences")
-            form = QtWidgets.QFormLayout(self)
-            self.vera_render = QtWidgets.QLineEdit(values.get("vera_render", ""))
-            self.vera_render.setPlaceholderText("vera-render on PATH")
-            self.farm = QtWidgets.QComboBox()
-            self.farm.addItems(list(prefs.FARMS))
-            self.farm.setCurrentText(values.get("farm", prefs.DEFAULTS["farm"]))
-            self.output_root = QtWidgets.QLineEdit(values.get("output_root", prefs.DEFAULTS["output_root"]))
-            self.launch = QtWidgets.QCheckBox("submit farm jobs (else only write the job files)")
-            self.launch.setChecked(values.get("launch", "yes") == "yes")
-            form.addRow("vera-render", self.vera_render)
-            form.addRow("Default farm", self.farm)
-            form.addRow("Output root", self.output_root)
-            form.addRow("", self.launch)
-            buttons = QtWidgets.QDialogButtonBox(QtWidgets.QDialogButtonBox.StandardButton.Ok
-                                                 | QtWidgets.QDialogButtonBox.StandardButton.Cancel)
-            buttons.accepted.connect(self.accept)
-            buttons.rejected.connect(self.reject)
-            form.addRow(buttons)
-
-        def values(self) -> dict:
-            return {"vera_render": self.vera_render.text().strip(), "farm": self.farm.currentText(),
-                    "output_root": self.output_root.text().strip() or prefs.DEFAULTS["output_root"],
-                    "launch": "yes" if self.launch.isChecked() else "no"}
-
-    for cls in (MonitorPanel, PreferencesDialog):
-        cls.__qualname__ = cls.__name__
-    return MonitorPanel, PreferencesDialog
+    MonitorPanel.__qualname__ = "MonitorPanel"
+    return MonitorPanel
 
 
 def __getattr__(name):
     # The Qt classes are built on first use, so importing this module needs no Qt (farm, tests, docs).
-    if name in ("MonitorPanel", "PreferencesDialog"):
-        panel, dialog = _build_classes()
-        globals().update(MonitorPanel=panel, PreferencesDialog=dialog)
+    if name == "MonitorPanel":
+        globals()["MonitorPanel"] = _build_classes()
         return globals()[name]
     raise AttributeError(name)
+
+
+def needs_offscreen(environ, platform: str) -> bool:
+    """True on a Linux/BSD machine without a display (no $DISPLAY / $WAYLAND_DISPLAY) when no Qt platform
+    is chosen: a farm node or CI machine, where `--screenshot` must still work."""
+    if platform.startswith(("win", "darwin")) or environ.get("QT_QPA_PLATFORM"):
+        return False
+    return not (environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY"))
 
 
 def main(argv=None) -> int:
@@ -475,6 +453,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.jobs:
         os.environ["VERA_JOBS"] = os.path.abspath(args.jobs)
+    if needs_offscreen(os.environ, sys.platform):
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"  # no display: Qt's xcb plug-in would abort the process
     try:
         qt = _qt()
     except ImportError:

@@ -427,7 +427,7 @@ class Array_Knob(Double_Knob):
 
 
 class ShuffleLinks_Knob(Knob):
-    """Shuffle2 `mappings`. In Python a list of (input, from-channel, to-channel) (Foundry Shuffle2 / the scan's
+    """Shuffle2 `mappings`. In Python a list of (in-slot, from-channel, to-channel) (Foundry Shuffle2 / the scan's
     default: [[0, 'rgba.red', 'rgba.red'], ...]); in a script a count then, per link, `from-channel slot index
     to-channel slot index` (scan raw_script "4 rgba.red 0 0 rgba.red 0 0 ..."), the slot being in1/in2 (out1/out2)
     and the index the channel's place in that layer. Both forms are checked against the node's in/out layers."""
@@ -439,9 +439,10 @@ class ShuffleLinks_Knob(Knob):
         node = getattr(self, "_node", None)
         if node is not None:
             for i, src, dst in links:
-                if i not in (0, 1) or self._slot(src, ("in1", "in2")) is None or \
-                        self._slot(dst, ("out1", "out2")) is None:
-                    raise ValueError(f"{node.name()}.mappings: {src} -> {dst} is not in its in/out layers")
+                # the first number is the in-slot the source layer is chosen in (in1: 0, in2: 1)
+                if i != self._slot(src, ("in1", "in2")) or self._slot(dst, ("out1", "out2")) is None:
+                    raise ValueError(f"{node.name()}.mappings: ({i}, {src}, {dst}) does not match its in/out "
+                                     f"layers (in1 {node['in1'].value()}, in2 {node['in2'].value()})")
         return links
 
     def _slot(self, channel, knobs):
@@ -464,7 +465,7 @@ class ShuffleLinks_Knob(Knob):
                 if getattr(self, "_node", None) is not None and (self._slot(channel, knobs) != int(slot) or
                                                _channel_index(channel) != int(index)):
                     raise ValueError(f"mappings: {channel} is not slot {slot} index {index}")
-            links.append((0, src, dst))  # the script form names slots, not inputs: input B
+            links.append((int(src_slot), src, dst))
         return links
 
     def toScript(self):
@@ -1011,9 +1012,11 @@ def _make_node(cls, group=None):
             inner.setName(inner_name)
             if inner_cls == "Input":
                 inner["number"].setValue(number)
+    # a new node's name: the scan's default name less its number (Merge2 -> Merge1, Shuffle2 -> Shuffle1)
+    base = re.sub(r"\d+$", "", _SCAN["classes"].get(cls, {}).get("knobs", {}).get("name", [0, cls])[1] or cls)
     with _lock:
         node._parent = group
-        node._knobs["name"].setValue(_unique_name(cls, group))
+        node._knobs["name"].setValue(_unique_name(base, group))
         group._children.append(node)
     return node
 
@@ -1037,6 +1040,7 @@ def createNode(node, args="", inpanel=True):
     new = _make_node(node)
     pairs = shlex.split(args) if args else []
     _apply_knobs(new, dict(zip(pairs[0::2], pairs[1::2])))
+    _run_on_create(new)
     selected = selectedNodes()
     if selected and new.maximumInputs() > 0:
         new.setInput(0, selected[0])
@@ -1050,6 +1054,7 @@ class _NodeFactory:
         def create(**knobs):
             new = _make_node(cls)  # Foundry nuke.nodes: "creates a node in the current group"
             _apply_knobs(new, knobs)
+            _run_on_create(new)
             return new
 
         return create
@@ -1347,6 +1352,55 @@ def draw_all(group=None):
     return {n.fullName(): draw(n) for n in allNodes(group=group or _root, recurseGroups=True)}
 
 
+def nodeCopy(s):
+    """Foundry nuke.nodeCopy(s): the selected nodes of the current group as .nk text in file `s`: each node's
+    class, then every knob whose value differs from a fresh node's (user knobs with their addUserKnob line)."""
+    lines = []
+    for node in selectedNodes():
+        fresh = _make_node(node.Class(), _Scratch())
+        lines.append(f"{node.Class()} {{")
+        lines.append(" inputs 0")  # copied alone: its inputs are not in the copy
+        for knob in node.allKnobs():
+            if knob.name() in ("selected",):
+                continue
+            if knob.name() not in fresh._knobs:
+                lines.append(f" addUserKnob {{{_user_type_id(knob)} {knob.name()}}}")
+            elif fresh._knobs[knob.name()].toScript() == knob.toScript():
+                continue
+            lines.append(f" {knob.name()} {_script_word(knob.toScript())}")
+        lines.append("}")
+    with open(s, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+class _Scratch(Group):
+    """A throw-away group for nodeCopy's fresh nodes (never part of the script)."""
+
+    def __init__(self):
+        super().__init__("Group", 0, NODE_CLASSES["Group"][1])
+
+
+def _user_type_id(knob):
+    return next(t for t, cls in _USER_KNOB_TYPES.items() if cls is type(knob))
+
+
+def _script_word(text):
+    if text and re.fullmatch(r"[\w./#%:+\-@]+", text):
+        return text
+    return '"' + re.sub(r'([\\"\[\]$])', r"\\\1", text).replace("\n", "\\n") + '"'
+
+
+def _run_on_create(node):
+    # Foundry "Callbacks": a node's onCreate knob runs whenever the node is created: made, loaded or pasted
+    knob = node.knob("onCreate")
+    if knob is not None and knob.value():
+        _this_stack.append(node)
+        try:
+            exec(knob.value(), {"nuke": sys.modules[__name__], "__name__": "__main__"})
+        finally:
+            _this_stack.pop()
+
+
 def nodePaste(s):
     """Foundry nuke.nodePaste(s): paste the nodes of a .nk file (`s`: its path) into the current group. The
     text is read as Nuke reads a script: Tcl words (quoted and bare ones substituted, so `[...]` runs now),
@@ -1396,6 +1450,7 @@ def nodePaste(s):
             else:
                 node[words[0]].fromScript(words[1] if len(words) > 1 else "")
         i += 1
+        _run_on_create(node)
         if n_inputs is None:
             n_inputs = 1 if node.maximumInputs() > 0 else 0
         for k in range(n_inputs):
