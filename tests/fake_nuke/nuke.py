@@ -1733,6 +1733,10 @@ if not hasattr(subprocess.Popen.wait, "__wrapped__"):  # once per process, whate
     time.sleep = _guard("time.sleep", time.sleep, 0)
 
 
+if os.environ.get("FAKE_NUKE_MAIN_THREAD_GUARD"):  # a whole process under the guard (the self-test's CLI)
+    _guarded[0] = 1
+
+
 @contextlib.contextmanager
 def main_thread_guard():
     """Test helper: inside it, waiting on the main thread fails (see MainThreadBlocked)."""
