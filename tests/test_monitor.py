@@ -168,3 +168,16 @@ def test_docs_show_the_screenshot():
     doc = (ROOT / "docs" / "nuke.md").read_text()
     assert "images/monitor.png" in doc and (ROOT / "docs" / "images" / "monitor.png").stat().st_size > 10_000
     assert "NUKE_PATH" in doc
+
+
+def test_resubmit_runs_on_a_worker_and_reports_on_the_ui_thread(qtbot, monkeypatch, demo):
+    widget = MonitorPanel(script=demo["script"], status_fn=lambda out_dir: None, background=True,
+                          auto_refresh=False)
+    qtbot.addWidget(widget)
+    threads = []
+    monkeypatch.setattr(engine, "submit", lambda spec, farm, job_dir, launch=True: threads.append(
+        threading.current_thread()) or {"backend": farm, "files": []})
+    widget.select_job("job2")
+    qtbot.mouseClick(widget.buttons["resubmit"], QtCore.Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: widget.message.text().startswith("resubmitted as job"), timeout=10000)
+    assert threads and threads[0] is not threading.main_thread()  # vera-render submit never on the UI thread
