@@ -5,6 +5,7 @@ The fake evaluates as Nuke does: String knobs' value() runs their TCL, the node 
 draws them, pasting a .nk substitutes quoted words. `nuke.tcl_log` records every TCL command evaluated.
 """
 
+import ast
 import json
 import os
 import stat
@@ -121,6 +122,13 @@ def test_knob_truth_import_at_root_in_a_group_and_pasted_back(nuke, tmp_path, qa
             assert other is not None and other.toScript() == knob.toScript(), (role, knob.name())
     assert pasted["matte"]["mappings"].value() == api["matte"]["mappings"].value() == [
         tuple(m) for m in layers.MATTE_MAPPINGS]
+
+    # the Write-out: a source that is not a Read is written through a Write made with Nuke's knobs
+    grade = nuke.nodes.Grade(white=1.0)
+    assert grade.setInput(0, plate)
+    node.setInput(0, grade)
+    shot.build_spec(node)
+    assert nuke.executed and nuke.executed[-1]["file"].endswith("plate.%04d.exr")
 
 
 def test_a_shot_folder_cannot_put_tcl_into_a_read(nuke, tmp_path):
@@ -269,8 +277,6 @@ def test_vera_monitor_screenshot_without_a_display(tmp_path):
 
 def test_actions_and_monitor_import_without_a_cycle():
     """monitor imports actions; actions must not import monitor (not even inside a function)."""
-    import ast
-
     tree = ast.parse((ROOT / "vera_nuke" / "actions.py").read_text())
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {f"{n.module}.{a.name}" if n.module else a.name for n in ast.walk(tree)
