@@ -82,7 +82,11 @@ def record_job(node, job: dict) -> None:
     node[STATUS_KNOB].setValue(text)
 
 
+last_problem = [""]  # the latest message shown to the artist (the self-test reports it)
+
+
 def _fail(exc: Exception) -> None:
+    last_problem[0] = str(exc)
     _nuke().message(str(exc))
 
 

@@ -89,7 +89,7 @@ def _error_line(proc: subprocess.CompletedProcess) -> str:
 
 def validate(spec_path: str) -> list:
     """Problems with the shot (empty when it is valid). Raises EngineError when validation could not run."""
-    proc = _run(["validate", spec_path])
+    proc = _run(["validate", spec_path], timeout=300)  # on a worker thread: a slow start never freezes Nuke
     if proc.returncode == 0:
         return []
     if proc.returncode == EXIT_BAD_INPUT:

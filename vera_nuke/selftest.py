@@ -117,7 +117,8 @@ def render(t: SelfTest, node, where: str) -> bool:
     status = on_main(_press, node, "render_local")
     actions.wait_for_workers(timeout=RENDER_TIMEOUT)  # validate + start run on the button's worker
     run = on_main(actions.last_run, node)  # also lets the main thread take what the worker queued
-    if not t.check(f"{where}: Render Locally starts vera-render", run is not None, status):
+    if not t.check(f"{where}: Render Locally starts vera-render", run is not None,
+                   f"{status}; {actions.last_problem[0] or 'no message'}"):
         return False
     state = run.wait(timeout=RENDER_TIMEOUT)
     return t.check(f"{where}: the render finishes", state == "done", f"{state}: {run.last_error}")
