@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import fake_nuke
-from test_nuke_layers import press, rendered_node, vera_stack, write_edit_layers
+from test_nuke_layers import press, rendered_node, vera_stack
 from vera_nuke import actions, engine, jobs, layers, prefs, shot
 
 ROOT = Path(__file__).resolve().parents[1]
