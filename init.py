@@ -11,11 +11,13 @@ import nuke
 
 _VERA_ROOT = os.path.dirname(os.path.abspath(__file__)).replace("\\", "/")
 
+# pluginAppendPath, not pluginAddPath (which prepends): a studio's folders keep precedence, so a studio gizmo of
+# the same name still wins over Vera's.
 _registered = [p.replace("\\", "/").rstrip("/") for p in nuke.pluginPath()]
 if _VERA_ROOT + "/gizmos" not in _registered:
-    nuke.pluginAddPath(_VERA_ROOT + "/gizmos")
+    nuke.pluginAppendPath(_VERA_ROOT + "/gizmos")
 if _VERA_ROOT not in _registered:
-    # Not reached through NUKE_PATH: register it (never twice: pluginAddPath runs a folder's init.py).
-    nuke.pluginAddPath(_VERA_ROOT)
+    # Not reached through NUKE_PATH: register it (never twice: the call runs a folder's init.py).
+    nuke.pluginAppendPath(_VERA_ROOT)
 if _VERA_ROOT not in sys.path:
     sys.path.append(_VERA_ROOT)  # `import vera_nuke` in every session, even if the path came from elsewhere

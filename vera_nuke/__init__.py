@@ -7,7 +7,8 @@ functions that need it, so `vera-monitor` runs outside Nuke and farm sessions ne
 
 Modules: `engine` (running vera-render, progress lines), `prefs` (preferences), `jobs` (job registry),
 `shot` (shot spec from a node), `layers` (Import Layers / Copy as .nk), `actions` (the node's buttons),
-`monitor` (the monitor panel, `vera-monitor`), `qt` (PySide6/PySide2).
+`monitor` (the monitor panel, `vera-monitor`), `prefs_dialog` (Vera > Preferences), `qt` (PySide6/PySide2).
+The node never evaluates text a user or a file gave it (docs/nuke.md, "Safety").
 """
 
 __version__ = "0.1.0"

@@ -14,7 +14,7 @@ import os
 import threading
 import uuid
 
-from vera_nuke import engine, graph, jobs, layers, prefs, shot
+from vera_nuke import engine, graph, jobs, layers, prefs, prefs_dialog, shot
 from vera_nuke.engine import EngineError
 from vera_nuke.graph import ConnectError
 from vera_nuke.shot import ShotError
@@ -26,6 +26,8 @@ STATUS_KNOB = "status"
 RUN_LOG = "vera-run.log"
 _local_runs = {}  # job id -> LocalRenderJob (this session's running runs, for cancel from the monitor)
 _last_runs = {}  # node id (vera_id) -> its latest LocalRenderJob of this session (running or finished)
+_workers = []  # background threads the buttons started (wait_for_workers)
+HANDLED = (ShotError, EngineError, ConnectError, OSError)  # problems the artist gets as one line
 
 
 def _nuke():
@@ -39,17 +41,35 @@ def _node(node):
 
 
 def node_id(node) -> str:
-    """The node's stable id (survives renames; the imported stack is tagged with it)."""
+    """The node's stable id (survives renames; the imported stack is tagged with it). Hidden knobs are text:
+    read with getText() like every free text (value() would evaluate it as TCL)."""
     knob = node[ID_KNOB]
-    if not knob.value():
+    if not knob.getText():
         knob.setValue(uuid.uuid4().hex[:12])
-    return knob.value()
+    return knob.getText()
+
+
+def on_create(node=None) -> None:
+    """The gizmo's onCreate (made, loaded or pasted): a copy of a node that is still in the script gets its own
+    id and no job, so Import Layers on the copy never repoints the original's Read. Nodes are compared by full
+    name (Nuke hands out a new Python object for the same node)."""
+    node = _node(node)
+    own = node[ID_KNOB].getText()
+    if not own:
+        return
+    for other in graph.all_nodes_everywhere():
+        knob = other.knob(ID_KNOB)
+        if knob is not None and knob.getText() == own and other.fullName() != node.fullName():
+            node[ID_KNOB].setValue(uuid.uuid4().hex[:12])
+            node[JOB_KNOB].setValue("")
+            node[STATUS_KNOB].setValue("not rendered")
+            return
 
 
 def node_job(node) -> dict:
     try:
-        job = json.loads(node[JOB_KNOB].value() or "{}")
-    except ValueError:
+        job = json.loads(node[JOB_KNOB].getText() or "{}")
+    except (ValueError, RecursionError):
         job = {}
     return job if isinstance(job, dict) else {}
 
@@ -62,14 +82,42 @@ def record_job(node, job: dict) -> None:
     node[STATUS_KNOB].setValue(text)
 
 
+last_problem = [""]  # the latest message shown to the artist (the self-test reports it)
+
+
 def _fail(exc: Exception) -> None:
+    last_problem[0] = str(exc)
     _nuke().message(str(exc))
 
 
-def _prepare(node):
-    values = prefs.load()
-    path, spec = shot.prepare(node, values)
-    return values, path, spec
+def in_background(name: str, work, done=None) -> threading.Thread:
+    """Run `work()` on a worker thread: Nuke's GUI thread never waits on a subprocess (Foundry threading guide).
+    `done(result)` then runs on the main thread (nuke.executeInMainThread), as does the artist's one-line
+    message when `work` fails."""
+    nuke = _nuke()
+
+    def run():
+        try:
+            result = work()
+        except HANDLED as exc:
+            nuke.executeInMainThread(_fail, args=(exc,))
+            return
+        except Exception as exc:  # noqa: BLE001 - a worker must report, never die silently
+            nuke.executeInMainThread(_fail, args=(RuntimeError(f"Vera: {name}: {type(exc).__name__}: {exc}"),))
+            return
+        if done is not None:
+            nuke.executeInMainThread(done, args=(result,))
+
+    thread = threading.Thread(target=run, name=f"vera-{name}", daemon=True)
+    _workers[:] = [t for t in _workers if t.is_alive()] + [thread]
+    thread.start()
+    return thread
+
+
+def wait_for_workers(timeout: float | None = None) -> None:
+    """Wait for the background work the buttons started (tests, and the self-test on its worker thread)."""
+    for thread in list(_workers):
+        thread.join(timeout)
 
 
 class LocalRenderJob:
@@ -108,7 +156,7 @@ class LocalRenderJob:
             self.run.terminate()
             raise EngineError(f"Vera: the render was stopped: its job could not be recorded ({exc})") from None
         self.job.update(state="running", pid=self.run.pid)
-        record_job(graph.node_by_full_name(self.node_name), self.job)
+        _nuke().executeInMainThread(self._record, args=(dict(self.job),))
         _local_runs[self.job["id"]] = self
         _last_runs[self.job["node_id"]] = self
         self.thread = threading.Thread(target=self._follow, name=f"vera-{self.node_name}", daemon=True)
@@ -168,11 +216,14 @@ class LocalRenderJob:
             _local_runs.pop(self.job["id"], None)
             _nuke().executeInMainThread(self._finish, args=(dict(self.job),))
 
-    def _finish(self, job: dict) -> None:
-        nuke = _nuke()
+    def _record(self, job: dict) -> None:
         node = graph.node_by_full_name(self.node_name)
         if node is not None:
             record_job(node, job)
+
+    def _finish(self, job: dict) -> None:
+        nuke = _nuke()
+        self._record(job)
         if job["state"] == "failed":
             nuke.message(f"Vera: {self.node_name} failed: {job['message']}")
 
@@ -181,49 +232,64 @@ class LocalRenderJob:
 
 
 def render_locally(node=None):
-    """Render Locally: validate, then `vera-render run` in the background with a progress bar."""
+    """Render Locally: the spec is built here (knobs, plate write-through: Nuke's thread), then a worker
+    validates it and starts `vera-render run`, which a progress bar follows. Returns the worker thread."""
     node = _node(node)
     try:
-        _values, path, spec = _prepare(node)
-        return LocalRenderJob(node, path, spec).start()
-    except (ShotError, EngineError, ConnectError, OSError) as exc:
+        path, spec = shot.write(node, prefs.load())
+        runner = LocalRenderJob(node, path, spec)
+    except HANDLED as exc:
         _fail(exc)
         return None
+    return in_background("render", lambda: shot.check(path) and runner.start())
 
 
 def last_run(node):
     """The latest local run Render Locally started for `node` in this session (running or finished)."""
-    return _last_runs.get(node[ID_KNOB].value())
+    return _last_runs.get(node[ID_KNOB].getText())
 
 
 def submit_to_farm(node=None):
-    """Submit to Farm: validate, then `vera-render submit` to the node's farm (or the default one)."""
+    """Submit to Farm: the spec is built here, a worker validates and runs `vera-render submit` (up to minutes),
+    and the job is recorded back on Nuke's main thread. Returns the worker thread."""
     node = _node(node)
     try:
-        values, path, spec = _prepare(node)
+        values = prefs.load()
+        path, spec = shot.write(node, values)
         farm = node["farm"].value()
         farm = values["farm"] if farm in ("", "default") else farm
         job_dir = os.path.join(spec["output"]["dir"], "farm", farm)
-        answer = engine.submit(path, farm, job_dir, launch=values["launch"] == "yes")
-    except (ShotError, EngineError, ConnectError) as exc:
+        job = jobs.new_job(kind="farm", farm=farm, node=node.fullName(), node_id=node_id(node),
+                           script=shot.script_path(), spec=path, out_dir=spec["output"]["dir"], job_dir=job_dir,
+                           frames=[spec["plate"]["first"], spec["plate"]["last"]], name=spec["name"],
+                           state="submitted")
+    except HANDLED as exc:
         _fail(exc)
         return None
-    job = jobs.new_job(kind="farm", farm=farm, node=node.fullName(), node_id=node_id(node), script=shot.script_path(),
-                       spec=path, out_dir=spec["output"]["dir"], job_dir=job_dir, farm_job=answer,
-                       frames=[spec["plate"]["first"], spec["plate"]["last"]], name=spec["name"],
-                       state="submitted")
-    jobs.add(job)
-    record_job(node, job)
-    return job
+
+    def work():
+        shot.check(path)
+        job["farm_job"] = engine.submit(path, farm, job_dir, launch=values["launch"] == "yes")
+        return jobs.add(job)
+
+    def done(recorded):
+        target = graph.node_by_full_name(recorded["node"])
+        if target is not None:
+            record_job(target, recorded)
+
+    return in_background("submit", work, done)
 
 
 def _layer_source(node) -> tuple:
-    """(spec, out_dir) of the node's last job, else of the spec in its output folder."""
+    """(spec, out_dir) of the node's last job, else of the spec in its output folder. The spec was read back
+    from a folder others can write: checked before any of its fields enters a knob."""
     job = node_job(node)
-    spec_path = job.get("spec") or os.path.join(shot.output_dir(node), shot.SPEC_NAME)
+    spec_path = job.get("spec") if isinstance(job.get("spec"), str) else ""
+    spec_path = spec_path or os.path.join(shot.output_dir(node), shot.SPEC_NAME)
     spec = shot.load_spec(spec_path)
     if spec is None:
         raise ShotError(f"{node.name()}: nothing rendered yet (no shot spec at {spec_path})")
+    shot.checked_output(spec, spec_path)
     return spec, spec["output"]["dir"]
 
 
@@ -232,7 +298,7 @@ def stack_for(node) -> list:
     source = node.input(0)
     layer_format = layers.format_text(source.format()) if source is not None else ""  # layers = plate's format
     return layers.stack_from_spec(spec, node.name(), shot.working_space(), (node.xpos() + 250, node.ypos()),
-                                  layer_format)
+                                  layer_format, shot.root_luts())
 
 
 def import_layers(node=None):
@@ -256,7 +322,7 @@ def import_layers(node=None):
         if merge is not None and merge.input(0) is None:
             graph.connect(merge, 0, source)
         return existing
-    except (ShotError, ConnectError) as exc:
+    except (ShotError, ConnectError, ValueError) as exc:  # ValueError: a knob value Nuke refused
         _fail(exc)
         return None
 
@@ -270,7 +336,7 @@ def copy_as_nk(node=None):
     node = _node(node)
     try:
         text = nk_text_for(node)
-    except ShotError as exc:
+    except (ShotError, ValueError) as exc:
         _fail(exc)
         return None
     layers.copy_to_clipboard(text)
@@ -301,9 +367,7 @@ def open_monitor(node=None):
 
 def edit_preferences():
     """Vera > Preferences: a small Qt dialog over prefs.json."""
-    from vera_nuke.monitor import PreferencesDialog
-
-    dialog = PreferencesDialog(prefs.load())
+    dialog = prefs_dialog.PreferencesDialog(prefs.load())
     if dialog.exec_() if hasattr(dialog, "exec_") else dialog.exec():
         prefs.save(dialog.values())
 

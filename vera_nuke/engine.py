@@ -63,10 +63,19 @@ def command(preferences: dict | None = None) -> list:
     return [found]
 
 
+def child_env() -> dict:
+    """The environment for vera-render: Nuke's, less every PYTHON* variable. Nuke sets PYTHONPATH / PYTHONHOME
+    for its own interpreter; inherited, they make the engine's Python load Nuke's libraries (OpenPype PRs
+    2493 and 4740 fixed the same breakage). Progress lines still arrive at once: Python's stderr is line
+    buffered even when it is a pipe."""
+    return {k: v for k, v in os.environ.items() if not k.upper().startswith("PYTHON")}
+
+
 def _run(args: list, timeout: float = 120) -> subprocess.CompletedProcess:
     argv = command() + [str(a) for a in args]
     try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                              env=child_env())
     except FileNotFoundError:
         raise EngineError(f"cannot run {argv[0]}: not found (Vera > Preferences)") from None
     except subprocess.TimeoutExpired:
@@ -80,7 +89,7 @@ def _error_line(proc: subprocess.CompletedProcess) -> str:
 
 def validate(spec_path: str) -> list:
     """Problems with the shot (empty when it is valid). Raises EngineError when validation could not run."""
-    proc = _run(["validate", spec_path])
+    proc = _run(["validate", spec_path], timeout=300)  # on a worker thread: a slow start never freezes Nuke
     if proc.returncode == 0:
         return []
     if proc.returncode == EXIT_BAD_INPUT:
@@ -98,7 +107,7 @@ def submit(spec_path: str, farm: str, job_dir: str, launch: bool = True) -> dict
         raise EngineError(f"submit to {farm} failed: {_error_line(proc)}")
     try:
         return json.loads(proc.stdout)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise EngineError(f"submit to {farm}: unreadable answer: {proc.stdout.strip()[:200]}") from None
 
 
@@ -125,7 +134,7 @@ def status(out_dir: str, timeout: float = 30):
         return None
     try:
         answer = json.loads(proc.stdout)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return answer if isinstance(answer, dict) else None
 
@@ -148,7 +157,7 @@ class LocalRun:
         argv = command() + ["run", self.spec_path, "--progress", "log"]
         os.makedirs(os.path.dirname(os.path.abspath(self.log_path)), exist_ok=True)
         kwargs = _new_process_group()
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = child_env()
         try:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.PIPE, text=True, bufsize=1, env=env, **kwargs)
@@ -239,7 +248,8 @@ def start_detached_run(spec_path: str, log_path: str) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
     kwargs = _new_process_group()
     with open(log_path, "a", encoding="utf-8") as log:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, **kwargs)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                                env=child_env(), **kwargs)
     return proc.pid
 
 
@@ -247,7 +257,7 @@ def read_json(path: str):
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested too deep
         return None
 
 
@@ -294,6 +304,6 @@ def last_progress(log_path: str):
     return None
 
 
-__all__ = ["EngineError", "ProgressLine", "parse_progress", "command", "validate", "submit", "status",
+__all__ = ["EngineError", "ProgressLine", "parse_progress", "command", "child_env", "validate", "submit", "status",
            "LocalRun", "terminate_pid", "start_detached_run", "last_progress", "pid_alive", "manifest_counts",
            "run_percent", "read_json"]

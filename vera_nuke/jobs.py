@@ -43,7 +43,7 @@ def _read(path: str) -> list:
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # unreadable, or JSON nested too deep: no jobs to show
         return []
     return [j for j in data.get("jobs", []) if isinstance(j, dict)] if isinstance(data, dict) else []
 

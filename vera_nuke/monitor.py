@@ -24,6 +24,7 @@ COLUMNS = ("", "Node", "Instruction", "Where", "State", "Progress", "Frames", "N
 PROGRESS_COLUMN = COLUMNS.index("Progress")
 THUMB_W, THUMB_H = 128, 72
 REFRESH_MS = 4000
+_RELAYS = []  # every _Relay made, kept alive (see _Relay)
 LINEAR_HINTS = ("linear", "acescg", "aces2065", "scene_linear", "raw")
 
 
@@ -40,12 +41,22 @@ def _output_pattern(job: dict, spec: dict | None) -> str:
     return layers.layer_pattern(job["out_dir"], out.get("name", "edit"), int(out.get("padding", 4)))
 
 
+def _spec_of(job: dict):
+    """The job's shot spec, checked like any spec read back from a folder; None when missing or refused."""
+    path = job.get("spec", "")
+    try:
+        spec = shot.load_spec(path) if isinstance(path, str) and path else None
+        return shot.checked_output(spec, path) if spec is not None else None
+    except shot.ShotError:
+        return None
+
+
 def job_view(job: dict, report: dict | None = None) -> dict:
     """What a monitor row shows: state, percent, frames done/total, latest frame, message.
 
     `report` is `vera-render status --json` for the job's output folder (None when unavailable).
     """
-    spec = shot.load_spec(job.get("spec", ""))
+    spec = _spec_of(job)
     frames = _frames_of(job, spec)
     total = len(frames)
     pattern = _output_pattern(job, spec)
@@ -136,7 +147,7 @@ def thumbnail_for(job: dict, view: dict, qt_reads_exr: bool = False):
     argv += ["--ch", "R,G,B", "-d", "uint8", "-o", thumb]
     os.makedirs(os.path.dirname(thumb), exist_ok=True)
     try:
-        subprocess.run(argv, capture_output=True, timeout=60, check=True)
+        subprocess.run(argv, capture_output=True, timeout=60, check=True, env=engine.child_env())
     except (OSError, subprocess.SubprocessError):
         return None
     return thumb if os.path.isfile(thumb) else None
@@ -161,6 +172,7 @@ def import_job(job: dict) -> str:
     spec = shot.load_spec(job.get("spec", ""))
     if spec is None:
         raise engine.EngineError(f"no shot spec at {job.get('spec')}")
+    shot.checked_output(spec, job.get("spec", ""))  # its fields enter the .nk text's knobs
     text = layers.nk_text(layers.stack_from_spec(spec, job.get("node", "Vera")), job.get("node_id", job["id"]))
     layers.copy_to_clipboard(text)
     return "copied the layer stack as .nk: paste it in Nuke with the plate selected"
@@ -220,9 +232,15 @@ def _build_classes():
     QtCore, QtGui, QtWidgets = qt.QtCore, qt.QtGui, qt.QtWidgets
 
     class _Relay(QtCore.QObject):
-        """Carries a worker thread's result to the UI thread."""
+        """Carries a worker thread's result to the UI thread. Every relay is kept in _RELAYS for the life of the
+        process: were a worker's reference the last one (its panel closed meanwhile), the QObject would be
+        deleted on the worker thread, which Qt does not allow."""
         gathered = QtCore.Signal()
         result = None
+
+        def __init__(self):
+            super().__init__()
+            _RELAYS.append(self)
 
     class MonitorPanel(QtWidgets.QWidget):
         """The job table. `status_fn(out_dir)` is `vera-render status --json` (swappable for tests).
@@ -250,6 +268,8 @@ def _build_classes():
             # crashes (a queued connection to a deleted receiver is simply dropped by Qt).
             self._relay = _Relay()
             self._relay.gathered.connect(self._take, QtCore.Qt.ConnectionType.QueuedConnection)
+            self._resubmit_relay = _Relay()  # Resubmit runs `vera-render submit` (minutes) on a worker too
+            self._resubmit_relay.gathered.connect(self._resubmitted, QtCore.Qt.ConnectionType.QueuedConnection)
 
             self.table = QtWidgets.QTableWidget(0, len(COLUMNS))
             self.table.setHorizontalHeaderLabels(COLUMNS)
@@ -413,57 +433,58 @@ def _build_classes():
             return self._act(open_folder)
 
         def resubmit_selected(self):
-            result = self._act(resubmit)
-            if result is not None:
-                self.message.setText(f"resubmitted as job {result['id']}")
-                self.refresh()
-            return result
+            """Resubmit: in the background (always in Nuke) on a worker, the answer shown when it comes."""
+            job = self.selected_job()
+            if not self.background or job is None:
+                result = self._act(resubmit)
+                if result is not None:
+                    self.message.setText(f"resubmitted as job {result['id']}")
+                    self.refresh()
+                return result
+            relay = self._resubmit_relay
+            self.message.setText(f"resubmitting {job.get('node', '')}...")
+
+            def work():
+                try:
+                    relay.result = resubmit(job)
+                except Exception as exc:  # noqa: BLE001 - shown in the panel, never lost on a thread
+                    relay.result = exc
+                relay.gathered.emit()
+
+            threading.Thread(target=work, name="vera-monitor-resubmit", daemon=True).start()
+            return None
+
+        def _resubmitted(self):
+            result = self._resubmit_relay.result
+            if isinstance(result, Exception):
+                self.message.setText(f"error: {result}")
+                return
+            self.message.setText(f"resubmitted as job {result['id']}")
+            self.refresh()
 
         def cancel_selected(self):
             result = self._act(cancel)
             self.refresh()
             return result
 
-    class PreferencesDialog(QtWidgets.QDialog):
-        def __init__(self, values: dict, parent=None):
-            super().__init__(parent)
-            self.setWindowTitle("Vera Preferences")
-            form = QtWidgets.QFormLayout(self)
-            self.vera_render = QtWidgets.QLineEdit(values.get("vera_render", ""))
-            self.vera_render.setPlaceholderText("vera-render on PATH")
-            self.farm = QtWidgets.QComboBox()
-            self.farm.addItems(list(prefs.FARMS))
-            self.farm.setCurrentText(values.get("farm", prefs.DEFAULTS["farm"]))
-            self.output_root = QtWidgets.QLineEdit(values.get("output_root", prefs.DEFAULTS["output_root"]))
-            self.launch = QtWidgets.QCheckBox("submit farm jobs (else only write the job files)")
-            self.launch.setChecked(values.get("launch", "yes") == "yes")
-            form.addRow("vera-render", self.vera_render)
-            form.addRow("Default farm", self.farm)
-            form.addRow("Output root", self.output_root)
-            form.addRow("", self.launch)
-            buttons = QtWidgets.QDialogButtonBox(QtWidgets.QDialogButtonBox.StandardButton.Ok
-                                                 | QtWidgets.QDialogButtonBox.StandardButton.Cancel)
-            buttons.accepted.connect(self.accept)
-            buttons.rejected.connect(self.reject)
-            form.addRow(buttons)
-
-        def values(self) -> dict:
-            return {"vera_render": self.vera_render.text().strip(), "farm": self.farm.currentText(),
-                    "output_root": self.output_root.text().strip() or prefs.DEFAULTS["output_root"],
-                    "launch": "yes" if self.launch.isChecked() else "no"}
-
-    for cls in (MonitorPanel, PreferencesDialog):
-        cls.__qualname__ = cls.__name__
-    return MonitorPanel, PreferencesDialog
+    MonitorPanel.__qualname__ = "MonitorPanel"
+    return MonitorPanel
 
 
 def __getattr__(name):
     # The Qt classes are built on first use, so importing this module needs no Qt (farm, tests, docs).
-    if name in ("MonitorPanel", "PreferencesDialog"):
-        panel, dialog = _build_classes()
-        globals().update(MonitorPanel=panel, PreferencesDialog=dialog)
+    if name == "MonitorPanel":
+        globals()["MonitorPanel"] = _build_classes()
         return globals()[name]
     raise AttributeError(name)
+
+
+def needs_offscreen(environ, platform: str) -> bool:
+    """True on a Linux/BSD machine without a display (no $DISPLAY / $WAYLAND_DISPLAY) when no Qt platform
+    is chosen: a farm node or CI machine, where `--screenshot` must still work."""
+    if platform.startswith(("win", "darwin")) or environ.get("QT_QPA_PLATFORM"):
+        return False
+    return not (environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY"))
 
 
 def main(argv=None) -> int:
@@ -475,6 +496,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.jobs:
         os.environ["VERA_JOBS"] = os.path.abspath(args.jobs)
+    if needs_offscreen(os.environ, sys.platform):
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"  # no display: Qt's xcb plug-in would abort the process
     try:
         qt = _qt()
     except ImportError:

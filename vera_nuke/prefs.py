@@ -12,8 +12,9 @@ import os
 from vera_nuke.util import atomic_write_text
 
 FARMS = ("openjd", "opencue", "deadline")
-DEFAULTS = {"vera_render": "", "farm": "openjd", "output_root": os.path.join("~", "vera_renders"),
-            "launch": "yes"}  # launch: "yes" submits farm jobs, "no" only writes the job files
+# output_root "": <the script's folder>/vera_renders, where farm nodes see it (an artist's home they usually
+# cannot). launch: "yes" submits farm jobs, "no" only writes the job files.
+DEFAULTS = {"vera_render": "", "farm": "openjd", "output_root": "", "launch": "yes"}
 
 
 def path() -> str:
@@ -28,7 +29,7 @@ def load() -> dict:
             stored = json.load(f)
         if isinstance(stored, dict):
             values.update({k: v for k, v in stored.items() if k in DEFAULTS and isinstance(v, str)})
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested too deep
         pass
     return values
 
@@ -43,4 +44,6 @@ def save(values: dict) -> None:
 
 
 def output_root(values: dict | None = None) -> str:
-    return os.path.abspath(os.path.expanduser((values or load())["output_root"]))
+    """The chosen output root, or "" for the default (beside the script: vera_nuke.shot.output_dir)."""
+    chosen = (values or load())["output_root"].strip()
+    return os.path.abspath(os.path.expanduser(chosen)) if chosen else ""

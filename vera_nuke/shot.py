@@ -26,8 +26,28 @@ LOG_FILE_TYPES = ("dpx", "cin")
 MOVIE_EXTENSIONS = (".mov", ".mp4", ".m4v", ".mkv", ".avi", ".webm", ".mxf")  # as vera.plates reads them
 
 
+# Names that may enter a knob (vera.shot's pattern), and the characters Nuke's TCL acts on: a path holding one
+# of them is refused, never put in a file knob (fromUserText and every read of the knob would evaluate it).
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+TCL_CHARACTERS = set("[]${}\\")
+
+
 class ShotError(Exception):
     """The node cannot make a shot (nothing connected, empty instruction...): one line for nuke.message."""
+
+
+def text_of(node, name: str) -> str:
+    """A knob's text as typed. Nuke 12.2+ String_Knob.value() *evaluates* the text (TCL [python ...], $env());
+    free text is only ever read with getText() (Foundry reference, String_Knob.value / getText)."""
+    return node[name].getText()
+
+
+def check_path(path: str, what: str) -> str:
+    """`path` when no TCL character is in it; else ShotError naming it (it would run when Nuke reads it)."""
+    bad = sorted(TCL_CHARACTERS & set(path))
+    if bad:
+        raise ShotError(f"{what} refused: {path!r} holds {' '.join(bad)}, which Nuke would evaluate as TCL")
+    return path
 
 
 def _nuke():
@@ -51,10 +71,15 @@ def script_stem() -> str:
 def output_dir(node, values: dict | None = None) -> str:
     """The node's output folder, or <output root>/<script>/<node's full name> (VeraEdit1 at root and
     Group1.VeraEdit1 inside a group never share one)."""
-    chosen = node["output_dir"].value().strip()
+    chosen = text_of(node, "output_dir").strip()
     if chosen:
-        return os.path.abspath(os.path.expanduser(chosen))
-    return os.path.join(prefs.output_root(values), script_stem(), node.fullName())
+        return check_path(os.path.abspath(os.path.expanduser(chosen)), f"{node.name()}: the output folder")
+    root = prefs.output_root(values)
+    if not root:  # the default: beside the script, where the farm sees it too (not the artist's home)
+        if not script_path():
+            raise ShotError(f"{node.name()}: save the script first, or set an output folder or root")
+        root = os.path.join(os.path.dirname(os.path.abspath(script_path())), "vera_renders")
+    return check_path(os.path.join(root, script_stem(), node.fullName()), f"{node.name()}: the output folder")
 
 
 def _absolute(path: str) -> str:
@@ -104,7 +129,7 @@ def read_colorspace(read) -> str:
     """The OCIO colour space of a Read's pixels: `raw` when Raw Data is on; `default (X)` -> X."""
     if read.knob("raw") is not None and read["raw"].value():
         return "raw"
-    value = str(read["colorspace"].value()).strip()
+    value = str(read["colorspace"].value()).strip()  # an enumeration: nothing to evaluate
     m = re.match(r"^default\s*\((.*)\)$", value)
     if m:
         return m.group(1)
@@ -184,7 +209,7 @@ def build_spec(node, values: dict | None = None) -> dict:
     source = node.input(0)
     if source is None:
         raise ShotError(f"{node.name()}: connect a plate to the Source input")
-    instruction = node["instruction"].value().strip()
+    instruction = text_of(node, "instruction").strip()
     if not instruction:
         raise ShotError(f"{node.name()}: type an instruction")
     task = node["task"].value()
@@ -213,9 +238,9 @@ def build_spec(node, values: dict | None = None) -> dict:
         "plate": plate,
         "task": task,
         "instruction": instruction,
-        "negative_prompt": node["negative_prompt"].value().strip(),
+        "negative_prompt": text_of(node, "negative_prompt").strip(),
         "mask": mask,
-        "model": {"bundle": node["model_bundle"].value().strip() or "demo", "device": node["device"].value()},
+        "model": {"bundle": text_of(node, "model_bundle").strip() or "demo", "device": node["device"].value()},
         "sampler": {"name": None, "steps": _positive_or_none(int(node["steps"].value())),
                     "guidance": _positive_or_none(float(node["guidance"].value())), "shift": None},
         "seed": int(node["seed"].value()),
@@ -234,19 +259,70 @@ def write_spec(spec: dict) -> str:
     return path
 
 
-def prepare(node, values: dict | None = None) -> tuple:
-    """Build, write and validate the node's shot. Raises ShotError (with every problem) or EngineError."""
-    spec = build_spec(node, values)
-    path = write_spec(spec)
+def check(path: str) -> str:
+    """`vera-render validate` the written spec (a subprocess, up to minutes: call it on a worker thread).
+    ShotError with every problem, on one line."""
     problems = engine.validate(path)
     if problems:
-        raise ShotError("Vera cannot render this shot:\n" + "\n".join(f"- {p}" for p in problems))
-    return path, spec
+        raise ShotError("Vera cannot render this shot: " + "; ".join(problems))
+    return path
+
+
+def write(node, values: dict | None = None) -> tuple:
+    """Build and write the node's shot (Nuke's main thread: it reads knobs, may render the plate)."""
+    spec = build_spec(node, values)
+    return write_spec(spec), spec
+
+
+def prepare(node, values: dict | None = None) -> tuple:
+    """Build, write and validate the node's shot (all on the calling thread). Raises ShotError or EngineError."""
+    path, spec = write(node, values)
+    return check(path), spec
+
+
+def root_luts() -> dict | None:
+    """The Root's LUT knobs (int8Lut, int16Lut, logLut, floatLut) under Nuke's own colour management, where a
+    Read's colorspace is one of Nuke's LUT names; None under OCIO management (OCIO names, roles included)."""
+    root = _nuke().root()
+    management = root.knob("colorManagement")
+    if management is not None and management.value() == "OCIO":
+        return None
+    return {name: str(root[name].value()) for name in ("int8Lut", "int16Lut", "logLut", "floatLut")
+            if root.knob(name) is not None}
 
 
 def load_spec(path: str) -> dict | None:
+    """The spec at `path`; None when there is none. ShotError (one line) when it is not a readable spec."""
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
+            spec = json.load(f)
+    except FileNotFoundError:
         return None
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
+        raise ShotError(f"{path}: unreadable shot spec ({type(exc).__name__})") from None
+    if not isinstance(spec, dict):
+        raise ShotError(f"{path}: not a shot spec")
+    return spec
+
+
+def checked_output(spec: dict, path: str) -> dict:
+    """A spec read back from a folder (anyone who can write it wrote it), checked before any field enters a
+    knob: output.dir a path without TCL characters, output.name a safe name, padding and frames numbers, the
+    plate's colour space a plain name. Returns the spec; raises ShotError naming the file and the field."""
+    try:
+        out, plate = spec["output"], spec["plate"]
+        fields = {"output.dir": out["dir"], "output.name": out.get("name", "edit"),
+                  "plate.colorspace": plate["colorspace"]}
+        numbers = (int(out.get("padding", 4)), int(plate["first"]), int(plate["last"]))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise ShotError(f"{path}: refused: not a Vera shot spec (output / plate missing or malformed)") from None
+    if not all(isinstance(v, str) for v in fields.values()) or not 1 <= numbers[0] <= 10:
+        raise ShotError(f"{path}: refused: output / plate fields of the wrong type")
+    try:
+        check_path(fields["output.dir"], "output.dir")
+    except ShotError as exc:
+        raise ShotError(f"{path}: {exc}") from None
+    for key in ("output.name", "plate.colorspace"):
+        if not SAFE_NAME.match(fields[key].replace(" ", "_")) or TCL_CHARACTERS & set(fields[key]):
+            raise ShotError(f"{path}: {key} refused: {fields[key]!r} is not a plain name")
+    return spec

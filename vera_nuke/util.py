@@ -1,6 +1,6 @@
 """Small file helpers shared by vera_nuke modules (standard library only).
 
-`atomic_write_text` mirrors `vera.atomic` (temp file beside the target, fsync, rename): vera_nuke may not
+`atomic_write_text` mirrors `vera.atomic` (temp file beside the target, 0666 less the umask, fsync, rename): vera_nuke may not
 import the engine, and a half-written jobs/prefs/spec file read by another process must never happen.
 """
 
@@ -16,6 +16,9 @@ def atomic_write_text(target: str, text: str) -> None:
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=folder)
     try:
+        # what open() would give (0666 less the umask), not mkstemp's private 0600: a shot.json must be
+        # readable by the farm's user (as vera.atomic does)
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -27,6 +30,12 @@ def atomic_write_text(target: str, text: str) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the portable way to read it is to set it; put it straight back
+    os.umask(mask)
+    return mask
 
 
 def frame_path(pattern: str, frame: int) -> str:

@@ -34,11 +34,16 @@ Where it is simplified (say so in a test before relying on more):
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import contextlib
 import shlex
+import subprocess
 import sys
 import threading
+import time
+from pathlib import Path
 
 # Knob flags (values as in Nuke's nuke module; only identity matters here).
 INVISIBLE = 0x400
@@ -48,6 +53,7 @@ STARTLINE = 0x1000
 NO_ANIMATION = 0x100
 READ_ONLY = 0x10000000
 
+FAKE = "tests/fake_nuke"  # not in Nuke: lets a self-test say it runs under this stand-in
 NUKE_VERSION_MAJOR = 15
 NUKE_VERSION_MINOR = 1
 NUKE_VERSION_STRING = "15.1v3"
@@ -139,16 +145,33 @@ class String_Knob(Knob):
     def _coerce(self, value):
         return str(value)
 
+    def value(self):
+        # Foundry Python reference, String_Knob.value (Nuke 12.2+): "Get the evaluated value of this knob as a
+        # string - also see getText()". [TCL], $env() and \ escapes are evaluated every time it is read.
+        return _tcl_expand(self._value, self._node)
+
+    def getValue(self):
+        return self.value()
+
     def evaluate(self):
-        # Foundry "Expressions" guide: a string knob's [TCL] and $env() parts are expanded on evaluate(),
-        # value() returns the text as typed (Root project_directory is usually [python {...}]).
         return _tcl_expand(self._value, self._node)
 
     def getText(self):
+        # Foundry String_Knob.getText: the text as typed, never evaluated
         return self._value
 
     def setText(self, text):
         self.setValue(text)
+
+    def toScript(self):
+        return self._value
+
+
+class PythonKnob(Knob):
+    """knobChanged / onCreate...: Python source kept as text (never TCL-evaluated)."""
+
+    def _coerce(self, value):
+        return str(value)
 
 
 class EvalString_Knob(String_Knob):
@@ -174,6 +197,10 @@ class File_Knob(EvalString_Knob):
         # whatever was typed (####).
         return _to_printf(str(value))
 
+    def value(self):
+        # File_Knob.value: the file text as set (printf padding); evaluate() / nuke.filename expand it
+        return self._value
+
     def evaluate(self, frame=None):
         """Nuke expands TCL/variables and puts the frame (default: the current frame) into the pattern."""
         return _frame_into(_tcl_expand(self._value, self._node), root().frame() if frame is None else frame)
@@ -182,6 +209,8 @@ class File_Knob(EvalString_Knob):
         # Foundry "Read" guide / nukescripts' drop handler: fromUserText("path first-last") sets the file and
         # range and makes the Read read the file's header (its format); setValue only sets the text.
         m = re.match(r"^(.*?)(?:\s+(-?\d+)-(-?\d+))?\s*$", text)
+        # what the artist types is evaluated at once (the panel's file browser does the same): its TCL runs
+        _tcl_expand(m.group(1), self._node)
         self.setValue(m.group(1))
         node = self._node
         if node is not None and node.Class() == "Read":
@@ -233,19 +262,26 @@ class Boolean_Knob(Knob):
 
 class Enumeration_Knob(Knob):
     def __init__(self, name, label=None, values=None):
-        self._values = list(values or [])
+        # Nuke's enumeration items may carry a menu hint after a tab ("mov\t\t\tffmpeg"): the value is the name
+        self._values = [str(v).split("\t")[0] for v in (values or [])]
         super().__init__(name, label, None)
         self._value = self._values[0] if self._values else ""
 
     def _coerce(self, value):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return self._values[int(value)]
+            return self.values()[int(value)]
         value = str(value)
+        if self._name == "colorspace" and _ocio_colorspaces and (
+                value in _ocio_colorspaces or re.sub(r"^default \((.*)\)$", r"\1", value) in _ocio_colorspaces):
+            return value  # OCIO colour management: the config's names, and "default (<name>)"
         if self._values and value not in self._values:
-            raise ValueError(f"{value!r} is not one of {self._values}")
+            # Nuke 17.0v3 (scan: nuke.Knob.values()): only the listed items; anything else is refused
+            raise ValueError(f"{self._name}: {value!r} is not one of {self._values}")
         return value
 
     def values(self):
+        if self._name == "colorspace" and _ocio_colorspaces:
+            return ["default"] + list(_ocio_colorspaces)
         return list(self._values)
 
     def setValues(self, values):
@@ -255,21 +291,17 @@ class Enumeration_Knob(Knob):
         return len(self._values)
 
 
-class ColorspaceKnob(Enumeration_Knob):
-    """Read/Write `colorspace`: any OCIO name is accepted (the real list depends on the config)."""
-
-    def _coerce(self, value):
-        return str(value)
-
-
 class Channel_Knob(String_Knob):
     def _coerce(self, value):
         # Foundry "Creating Channels and Layers": a channel knob names a known layer or layer.channel; custom
         # layers exist once registered (add_layer in a .nk, which Nuke writes before the nodes using them).
         value = str(value)
-        if value not in ("none", "") and not _layer_known(value):
+        if value not in ("none", "", "all") and not _layer_known(value):
             raise ValueError(f"{self._name}: unknown layer or channel {value!r} (register it with add_layer)")
         return value
+
+    def value(self):
+        return self._value
 
 
 class ChannelMask_Knob(Channel_Knob):
@@ -314,7 +346,11 @@ class PyScript_Knob(Knob):
             _this_stack.pop()
 
 
-Script_Knob = PyScript_Knob
+class Script_Knob(PyScript_Knob):
+    """A TCL button (Read `reload`: "knob version [expr [value version]+1]"): execute() evaluates its TCL."""
+
+    def execute(self):
+        return _tcl_command(self._value, self._node, None)
 
 
 class PyCustom_Knob(Knob):
@@ -374,6 +410,11 @@ class Format_Knob(Knob):
             return value
         if str(value) in FORMATS:
             return FORMATS[str(value)]
+        parts = str(value).split()
+        if len(parts) >= 7 and all(re.fullmatch(r"-?[\d.]+", p) for p in parts[:7]):
+            # a script's format: width height x y r t pixel-aspect [name]
+            w, h, x, y, r, t = (int(float(p)) for p in parts[:6])
+            return Format(w, h, parts[7] if len(parts) > 7 else "", float(parts[6]), x, y, r, t)
         return addFormat(str(value))
 
     def toScript(self):
@@ -381,72 +422,141 @@ class Format_Knob(Knob):
         return f"{f.width()} {f.height()} 0 0 {f.width()} {f.height()} {f.pixelAspect():g} {f.name()}".strip()
 
 
+class Array_Knob(Double_Knob):
+    """Array_Knob (mix, Write first/last...): one value here (the fake never animates or splits channels)."""
+
+
+class ShuffleLinks_Knob(Knob):
+    """Shuffle2 `mappings`. In Python a list of (in-slot, from-channel, to-channel) (Foundry Shuffle2 / the scan's
+    default: [[0, 'rgba.red', 'rgba.red'], ...]); in a script a count then, per link, `from-channel slot index
+    to-channel slot index` (scan raw_script "4 rgba.red 0 0 rgba.red 0 0 ..."), the slot being in1/in2 (out1/out2)
+    and the index the channel's place in that layer. Both forms are checked against the node's in/out layers."""
+
+    def _coerce(self, value):
+        if isinstance(value, str):
+            value = self._from_script(value)
+        links = [(int(i), str(a), str(b)) for i, a, b in value]
+        node = getattr(self, "_node", None)
+        if node is not None:
+            for i, src, dst in links:
+                # the first number is the in-slot the source layer is chosen in (in1: 0, in2: 1)
+                if i != self._slot(src, ("in1", "in2")) or self._slot(dst, ("out1", "out2")) is None:
+                    raise ValueError(f"{node.name()}.mappings: ({i}, {src}, {dst}) does not match its in/out "
+                                     f"layers (in1 {node['in1'].value()}, in2 {node['in2'].value()})")
+        return links
+
+    def _slot(self, channel, knobs):
+        layer = channel.split(".")[0]
+        for slot, name in enumerate(knobs):
+            if self._node[name].value() == layer:
+                return slot
+        return None
+
+    def _from_script(self, text):
+        words = _tcl_words(text)
+        count, fields = int(words[0]), words[1:]
+        if len(fields) != 6 * count:
+            raise ValueError(f"mappings: {count} links need {6 * count} fields, got {len(fields)}")
+        links = []
+        for k in range(count):
+            src, src_slot, src_index, dst, dst_slot, dst_index = fields[6 * k:6 * k + 6]
+            for channel, slot, index, knobs in ((src, src_slot, src_index, ("in1", "in2")),
+                                                (dst, dst_slot, dst_index, ("out1", "out2"))):
+                if getattr(self, "_node", None) is not None and (self._slot(channel, knobs) != int(slot) or
+                                               _channel_index(channel) != int(index)):
+                    raise ValueError(f"mappings: {channel} is not slot {slot} index {index}")
+            links.append((int(src_slot), src, dst))
+        return links
+
+    def toScript(self):
+        parts = [str(len(self._value))]
+        for _i, src, dst in self._value:
+            parts += [src, str(self._slot(src, ("in1", "in2"))), str(_channel_index(src)),
+                      dst, str(self._slot(dst, ("out1", "out2"))), str(_channel_index(dst))]
+        return " ".join(parts)
+
+
+def _channel_index(channel):
+    layer = channel.split(".")[0]
+    return _layers.get(layer, []).index(channel) if channel in _layers.get(layer, []) else -1
+
+
 # ---------------------------------------------------------------------------------------------- classes
-# Knobs every node has (Nuke's "Node" tab and internals).
+# Knob facts (class, knob names, knob types, defaults, enumeration values, input counts) come from a machine
+# scan of Nuke 17.0v3: nuke_scan.json beside this file names the repository and commit (scan_extract.py
+# regenerates it). A knob a class does not have raises NameError; an enumeration value it does not offer
+# raises ValueError.
+_SCAN = json.loads((Path(__file__).resolve().parent / "nuke_scan.json").read_text(encoding="utf-8"))
+SCAN_SOURCE = _SCAN["source"]
+_SCAN_TYPES = {
+    "String_Knob": String_Knob, "EvalString_Knob": EvalString_Knob, "File_Knob": File_Knob,
+    "Multiline_Eval_String_Knob": Multiline_Eval_String_Knob, "Int_Knob": Int_Knob, "Double_Knob": Double_Knob,
+    "Array_Knob": Array_Knob, "WH_Knob": Array_Knob, "AColor_Knob": AColor_Knob, "Color_Knob": Color_Knob,
+    "ColorChip_Knob": Int_Knob, "Boolean_Knob": Boolean_Knob, "Disable_Knob": Boolean_Knob,
+    "Enumeration_Knob": Enumeration_Knob, "Channel_Knob": Channel_Knob, "ChannelMask_Knob": ChannelMask_Knob,
+    "Format_Knob": Format_Knob, "Script_Knob": Script_Knob, "PyScript_Knob": PyScript_Knob,
+    "PythonKnob": PythonKnob, "Obsolete_Knob": Obsolete_Knob, "Tab_Knob": Tab_Knob, "Text_Knob": Text_Knob,
+    "Link_Knob": Link_Knob, "ShuffleLinks": ShuffleLinks_Knob,
+}
+_SCAN_DEFAULTS = {"xpos": 0, "format": "HD_1080", "proxy_format": "HD_1080"}  # unset / object reprs in the scan
+
+
+def _scan_class(cls):
+    """(maximum inputs, [(knob name, knob class, default)]) of a scanned class; enumerations: (values, default)."""
+    facts = _SCAN["classes"][cls]
+    specs = []
+    for name, (type_name, default, values) in facts["knobs"].items():
+        knob_cls = _SCAN_TYPES.get(type_name, Knob)
+        default = _SCAN_DEFAULTS.get(name, default)
+        if knob_cls is Enumeration_Knob:
+            default = (values or [default], str(default).split("\t")[0])
+        elif knob_cls in (Int_Knob, Boolean_Knob) and isinstance(default, float):
+            default = int(default)
+        elif knob_cls is ShuffleLinks_Knob:
+            default = [tuple(link) for link in default]
+        elif knob_cls in (PyScript_Knob, PythonKnob, Obsolete_Knob, Knob) and default is None:
+            default = ""
+        specs.append((name, knob_cls, default))
+    return facts["inputs"][1], specs
+
+
+# Knobs of classes the scan lacks (Root, BackdropNode): Foundry Nuke reference guide, "Project Settings" (Root)
+# and "Backdrop" node pages, plus the Node tab every node has.
 COMMON_KNOBS = [
     ("name", String_Knob, ""), ("label", Multiline_Eval_String_Knob, ""), ("xpos", Int_Knob, 0),
     ("ypos", Int_Knob, 0), ("selected", Boolean_Knob, False), ("disable", Boolean_Knob, False),
-    ("tile_color", Int_Knob, 0), ("note_font_size", Int_Knob, 11), ("hide_input", Boolean_Knob, False),
-    ("help", Text_Knob, ""),
+    ("tile_color", Int_Knob, 0), ("note_font_size", Int_Knob, 11), ("note_font", Knob, "Verdana"),
+    ("hide_input", Boolean_Knob, False), ("help", EvalString_Knob, ""),
 ]
 
-_COLORSPACES = None  # any string accepted (ColorspaceKnob)
+NODE_CLASSES = {cls: _scan_class(cls) for cls in _SCAN["classes"]}
+NODE_CLASSES.update({
+    "BackdropNode": (0, COMMON_KNOBS + [("bdwidth", Int_Knob, 200), ("bdheight", Int_Knob, 200),
+                                        ("z_order", Int_Knob, 0),
+                                        ("appearance", Enumeration_Knob, (["Fill", "Border"], "Fill")),
+                                        ("border_width", Double_Knob, 1.0)]),
+    # Root LUT defaults under Nuke's default colour management (Project Settings > Color: 8/16-bit files sRGB,
+    # log files Cineon, float files linear)
+    "Root": (0, COMMON_KNOBS + [
+        ("first_frame", Int_Knob, 1), ("last_frame", Int_Knob, 100), ("frame", Int_Knob, 1),
+        ("format", Format_Knob, "HD_1080"), ("colorManagement", Enumeration_Knob, (["Nuke", "OCIO"], "Nuke")),
+        ("workingSpaceLUT", String_Knob, "linear"), ("monitorLut", String_Knob, "sRGB"),
+        ("int8Lut", String_Knob, "sRGB"), ("int16Lut", String_Knob, "sRGB"), ("logLut", String_Knob, "Cineon"),
+        ("floatLut", String_Knob, "linear"),
+        # Nuke's default project directory is this expression (Project Settings, Root node)
+        ("project_directory", String_Knob, "[python {nuke.script_directory()}]")]),
+})
+# Where Nuke writes a Grade/Merge's knobs the scan lists under "internal" ones, they are still knobs.
 
-# class -> (maximum inputs, [(knob name, knob class, default)])  (knob names from Nuke's reference guide)
-NODE_CLASSES = {
-    "Read": (0, [("file", File_Knob, ""), ("proxy", File_Knob, ""), ("format", Format_Knob, "HD_1080"),
-                 ("first", Int_Knob, 1), ("last", Int_Knob, 1), ("origfirst", Int_Knob, 1),
-                 ("origlast", Int_Knob, 1), ("before", Enumeration_Knob, ["hold", "loop", "bounce", "black"]),
-                 ("after", Enumeration_Knob, ["hold", "loop", "bounce", "black"]),
-                 ("frame_mode", Enumeration_Knob, ["expression", "start at", "offset"]),
-                 ("frame", String_Knob, ""), ("on_error", Enumeration_Knob, ["error", "black", "checkerboard",
-                                                                           "nearest frame"]),
-                 ("colorspace", ColorspaceKnob, "default"), ("premultiplied", Boolean_Knob, False),
-                 ("raw", Boolean_Knob, False), ("auto_alpha", Boolean_Knob, False),
-                 ("reload", PyScript_Knob, ""), ("file_type", String_Knob, "")]),
-    "Write": (1, [("file", File_Knob, ""), ("file_type", Enumeration_Knob,
-                                           ["", "exr", "dpx", "tiff", "png", "jpeg", "mov"]),
-                  ("channels", ChannelMask_Knob, "rgb"), ("colorspace", ColorspaceKnob, "default"),
-                  ("raw", Boolean_Knob, False), ("premultiplied", Boolean_Knob, False),
-                  ("use_limit", Boolean_Knob, False), ("first", Int_Knob, 1), ("last", Int_Knob, 1),
-                  ("create_directories", Boolean_Knob, False)]),
-    "Grade": (2, [("channels", ChannelMask_Knob, "rgb"), ("blackpoint", Color_Knob, 0.0),
-                  ("whitepoint", Color_Knob, 1.0), ("black", Color_Knob, 0.0), ("white", Color_Knob, 1.0),
-                  ("multiply", Color_Knob, 1.0), ("add", Color_Knob, 0.0), ("gamma", Color_Knob, 1.0),
-                  ("reverse", Boolean_Knob, False), ("black_clamp", Boolean_Knob, True),
-                  ("white_clamp", Boolean_Knob, False), ("maskChannelInput", Channel_Knob, "none"),
-                  ("unpremult", Channel_Knob, "none"), ("mix", Double_Knob, 1.0)]),
-    "Shuffle2": (2, [("fromInput1", Int_Knob, 0), ("in1", Channel_Knob, "rgba"), ("fromInput2", Int_Knob, 0),
-                     ("in2", Channel_Knob, "none"), ("out1", Channel_Knob, "rgba"),
-                     ("out2", Channel_Knob, "none"), ("mappings", Knob, None)]),
-    "Merge2": (10, [("operation", Enumeration_Knob, ["over", "under", "plus", "multiply", "screen", "mask",
-                                                      "stencil", "copy", "max", "min", "in", "out"]),
-                    ("Achannels", ChannelMask_Knob, "rgba"), ("Bchannels", ChannelMask_Knob, "rgba"),
-                    ("output", ChannelMask_Knob, "rgba"), ("also_merge", ChannelMask_Knob, "none"),
-                    ("maskChannelInput", Channel_Knob, "none"), ("mix", Double_Knob, 1.0),
-                    ("bbox", Enumeration_Knob, ["union", "intersection", "A", "B"])]),
-    "BackdropNode": (0, [("bdwidth", Int_Knob, 200), ("bdheight", Int_Knob, 200),
-                         ("note_font", String_Knob, "Verdana"), ("z_order", Int_Knob, 0),
-                         ("appearance", Enumeration_Knob, ["Fill", "Border"])]),
-    "Dot": (1, []),
-    "NoOp": (1, []),
-    "Crop": (1, [("box", Knob, None), ("reformat", Boolean_Knob, False)]),
-    "Input": (0, [("number", Int_Knob, 0)]),
-    "Output": (1, []),
-    "Viewer": (10, []),
-    "Group": (0, []),  # inputs: its Input nodes
-    "Root": (0, [("first_frame", Int_Knob, 1), ("last_frame", Int_Knob, 100), ("frame", Int_Knob, 1),
-                 ("format", Format_Knob, "HD_1080"), ("colorManagement", Enumeration_Knob, ["Nuke", "OCIO"]),
-                 ("workingSpaceLUT", String_Knob, "scene_linear"),
-                 # Nuke's default project directory is this expression (Project Settings, Root node)
-                 ("project_directory", String_Knob, "[python {nuke.script_directory()}]")]),
-}
-# Write knobs that exist only while file_type is exr (Nuke's Write adds the file format's knobs when the
-# type is chosen, so `datatype` set before `file_type` fails: tk-nuke-writenode PR 35 sets file_type first).
-WRITE_EXR_KNOBS = [("datatype", Enumeration_Knob, ["16 bit half", "32 bit float"]),
-                   ("compression", Enumeration_Knob, ["none", "Zip (1 scanline)", "Zip (16 scanlines)",
-                                                      "PIZ Wavelet (32 scanlines)"]),
-                   ("metadata", Enumeration_Knob, ["default metadata", "no metadata", "all metadata"])]
+# Write knobs that exist only while file_type is exr: the scan (a fresh Write, file_type " ") lacks them, so
+# from Foundry's Write node reference ("exr" file type controls). Nuke adds them when the type is chosen, so
+# `datatype` set before `file_type` fails (tk-nuke-writenode PR 35 sets file_type first).
+WRITE_EXR_KNOBS = [("datatype", Enumeration_Knob, (["16 bit half", "32 bit float"], "16 bit half")),
+                   ("compression", Enumeration_Knob, (["none", "Zip (1 scanline)", "Zip (16 scanlines)",
+                                                       "PIZ Wavelet (32 scanlines)", "RLE", "B44", "B44A",
+                                                       "DWAA", "DWAB"], "Zip (1 scanline)")),
+                   ("metadata", Enumeration_Knob, (["default metadata", "no metadata", "all metadata"],
+                                                   "default metadata"))]
 BUILTIN_LAYERS = {"rgba": ["rgba.red", "rgba.green", "rgba.blue", "rgba.alpha"],
                   "rgb": ["rgba.red", "rgba.green", "rgba.blue"], "alpha": ["rgba.alpha"],
                   "depth": ["depth.Z"], "forward": ["forward.u", "forward.v"],
@@ -472,7 +582,7 @@ class Node:
         self._channels = []  # what a Read's file holds (Nuke channel names), filled from the header
         self._deleted = False
         self._parent = None  # the Group (or Root) holding the node
-        for name, knob_cls, default in COMMON_KNOBS + list(knob_specs):
+        for name, knob_cls, default in knob_specs:
             self.addKnob(_make_knob(name, knob_cls, default))
 
     # identity
@@ -571,10 +681,10 @@ class Node:
 
     # position
     def xpos(self):
-        return self._knobs["xpos"].value()
+        return int(self._knobs["xpos"].value())
 
     def ypos(self):
-        return self._knobs["ypos"].value()
+        return int(self._knobs["ypos"].value())
 
     def setXpos(self, x):
         self._knobs["xpos"].setValue(x)
@@ -711,10 +821,10 @@ class Root(Group):
 
 
 def _make_knob(name, knob_cls, default):
-    if knob_cls is Enumeration_Knob or knob_cls is ColorspaceKnob:
-        knob = knob_cls(name, name, default if isinstance(default, list) else [])
-        if not isinstance(default, list):
-            knob._value = default
+    if knob_cls is Enumeration_Knob:
+        values, chosen = default
+        knob = knob_cls(name, name, values)
+        knob._value = chosen
         return knob
     return knob_cls(name, name, default)
 
@@ -743,6 +853,8 @@ def reset():
     with _lock:
         _this_stack.clear()
         _context.clear()
+        tcl_log.clear()
+        _ocio_colorspaces.clear()
         _counters.clear()
         _layers.clear()
         _layers.update({k: list(v) for k, v in BUILTIN_LAYERS.items()})
@@ -867,7 +979,7 @@ def _make_node(cls, group=None):
     group = thisGroup() if group is None else group
     cls = CLASS_ALIASES.get(cls, cls)
     if cls == "Group":
-        node = Group(cls, 0, [])
+        node = Group(cls, 0, NODE_CLASSES["Group"][1])
     elif cls in NODE_CLASSES:
         max_inputs, specs = NODE_CLASSES[cls]
         node = Node(cls, max_inputs, specs)
@@ -878,7 +990,7 @@ def _make_node(cls, group=None):
         with open(path, encoding="utf-8") as f:
             text = f.read()
         n_inputs, user_knobs, values = parse_gizmo(text)
-        node = Group(cls, n_inputs, [])  # a gizmo is a Group whose nodes come from the file
+        node = Group(cls, n_inputs, NODE_CLASSES["Group"][1])  # a gizmo is a Group whose nodes come from the file
         for type_id, name, label, command, enum, flags in user_knobs:
             knob_cls = _USER_KNOB_TYPES.get(type_id)
             if knob_cls is None:
@@ -900,9 +1012,11 @@ def _make_node(cls, group=None):
             inner.setName(inner_name)
             if inner_cls == "Input":
                 inner["number"].setValue(number)
+    # a new node's name: the scan's default name less its number (Merge2 -> Merge1, Shuffle2 -> Shuffle1)
+    base = re.sub(r"\d+$", "", _SCAN["classes"].get(cls, {}).get("knobs", {}).get("name", [0, cls])[1] or cls)
     with _lock:
         node._parent = group
-        node._knobs["name"].setValue(_unique_name(cls, group))
+        node._knobs["name"].setValue(_unique_name(base, group))
         group._children.append(node)
     return node
 
@@ -926,6 +1040,7 @@ def createNode(node, args="", inpanel=True):
     new = _make_node(node)
     pairs = shlex.split(args) if args else []
     _apply_knobs(new, dict(zip(pairs[0::2], pairs[1::2])))
+    _run_on_create(new)
     selected = selectedNodes()
     if selected and new.maximumInputs() > 0:
         new.setInput(0, selected[0])
@@ -939,6 +1054,7 @@ class _NodeFactory:
         def create(**knobs):
             new = _make_node(cls)  # Foundry nuke.nodes: "creates a node in the current group"
             _apply_knobs(new, knobs)
+            _run_on_create(new)
             return new
 
         return create
@@ -1040,6 +1156,20 @@ def pluginAddPath(args, addToSysPath=True):
             run_init(init)
 
 
+def pluginAppendPath(args, addToSysPath=True):
+    """Foundry nuke.pluginAppendPath: like pluginAddPath but adds the paths to the *end* of the plug-in path,
+    so folders added earlier (the studio's) win for a gizmo of the same name."""
+    for path in ([args] if isinstance(args, str) else list(args)):
+        path = path.rstrip("/\\") or path
+        if path not in plugin_paths:
+            plugin_paths.append(path)
+        if addToSysPath and path not in sys.path:
+            sys.path.append(path)
+        init = os.path.join(path, "init.py")
+        if _in_init[0] and os.path.isfile(init):
+            run_init(init)
+
+
 def run_init(path):
     """Test helper: run an init.py as Nuke does at start-up (pluginAddPath inside it runs nested init.py)."""
     import runpy
@@ -1064,31 +1194,272 @@ def tprint(*args):
 
 
 # --------------------------------------------------------------------------------------------- TCL
-def _tcl_expand(text, node=None):
-    """The TCL a file or string knob may hold, as Nuke expands it (Foundry "Expressions" / "TCL"):
-    $env(NAME), [getenv NAME], [python EXPR] / [python {EXPR}], [value KNOB] / [value NODE.KNOB],
-    [file dirname X]. Innermost brackets first; anything else is left as typed."""
-    text = re.sub(r"\$env\((\w+)\)", lambda m: os.environ.get(m.group(1), ""), str(text))
-    pattern = re.compile(r"\[([^\[\]]*)\]")
-    while True:
-        m = pattern.search(text)
-        if m is None:
-            return text
-        words = _tcl_words(m.group(1))
-        command, rest = (words[0], words[1:]) if words else ("", [])
-        if command == "python":
-            value = str(eval(" ".join(rest), {"nuke": sys.modules[__name__]}))
-        elif command == "getenv":
-            value = os.environ.get(rest[0], "")
-        elif command == "value":
-            owner, _, knob = rest[0].rpartition(".")
-            target = (toNode(owner) if owner else node) or _root
-            value = str(target[knob].evaluate() if hasattr(target[knob], "evaluate") else target[knob].value())
-        elif command == "file" and rest[:1] == ["dirname"]:
-            value = os.path.dirname(rest[1])
+class TclError(RuntimeError):
+    """A TCL evaluation error (Nuke reports these as RuntimeError with TCL's message)."""
+
+
+tcl_log: list = []  # every TCL command evaluated (name, full text): tests assert free text ran nothing
+_BACKSLASH = {"n": "\n", "t": "\t", "r": "\r"}
+
+
+def _tcl_expand(text, node=None, variables=None):
+    """Evaluate a knob's text as Nuke does (Foundry "Expressions" / "TCL" guides; Tcl's subst rules): backslash
+    escapes, `$env(NAME)` and `$var`, and `[command ...]` substitution. Commands known here: python (runs
+    the Python), value, getenv, file dirname|tail, expr (arithmetic), frame, exec (recorded, not run); any
+    other is an error, as in Nuke ("invalid command name")."""
+    text, out, i, n = str(text), [], 0, len(str(text))
+    while i < n:
+        c = text[i]
+        if c == "\\":
+            out.append(_BACKSLASH.get(text[i + 1], text[i + 1]) if i + 1 < n else "\\")
+            i += 2
+        elif c == "$":
+            m = re.match(r"\$(?:env\((\w+)\)|\{(\w+)\}|(\w+))", text[i:])
+            if m is None:
+                out.append("$")
+                i += 1
+                continue
+            if m.group(1):
+                if m.group(1) not in os.environ:
+                    raise TclError(f'can\'t read "env({m.group(1)})": no such variable')
+                out.append(os.environ[m.group(1)])
+            else:
+                var = m.group(2) or m.group(3)
+                if var not in (variables or {}):
+                    raise TclError(f'can\'t read "{var}": no such variable')
+                out.append(str(variables[var]))
+            i += m.end()
+        elif c == "[":
+            j = _close_bracket(text, i)
+            out.append(_tcl_command(text[i + 1:j], node, variables))
+            i = j + 1
         else:
-            raise NotImplementedError(f"the fake nuke does not evaluate [{m.group(1)}]")
-        text = text[:m.start()] + value + text[m.end():]
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def _close_bracket(text, i):
+    """Index of the `]` closing the `[` at i (nested brackets, braces and backslashes respected)."""
+    depth, braces, j = 0, 0, i
+    while j < len(text):
+        c = text[j]
+        if c == "\\":
+            j += 2
+            continue
+        if c == "{":
+            braces += 1
+        elif c == "}" and braces:
+            braces -= 1
+        elif c == "[" and not braces:
+            depth += 1
+        elif c == "]" and not braces:
+            depth -= 1
+            if depth == 0:
+                return j
+        j += 1
+    raise TclError("missing close-bracket")
+
+
+def _tcl_split(script, node=None, variables=None):
+    """A command's words with Tcl's rules: {braced} literal, "quoted" and bare words substituted."""
+    words, i, n = [], 0, len(script)
+    while i < n:
+        if script[i].isspace():
+            i += 1
+            continue
+        if script[i] == "{":
+            depth, j = 1, i + 1
+            while j < n and depth:
+                if script[j] == "\\":
+                    j += 2
+                    continue
+                depth += {"{": 1, "}": -1}.get(script[j], 0)
+                j += 1
+            if depth:
+                raise TclError("missing close-brace")
+            words.append(script[i + 1:j - 1])
+            i = j
+            continue
+        quoted = script[i] == '"'
+        j = i + 1 if quoted else i
+        while j < n and (script[j] != '"' if quoted else not script[j].isspace()):
+            if script[j] == "\\":
+                j += 2
+            elif script[j] == "[":
+                j = _close_bracket(script, j) + 1
+            else:
+                j += 1
+        if quoted and j >= n:
+            raise TclError('missing "')
+        words.append(_tcl_expand(script[i + 1:j] if quoted else script[i:j], node, variables))
+        i = j + 1 if quoted else j
+    return words
+
+
+def _tcl_command(script, node, variables):
+    words = _tcl_split(script, node, variables)
+    if not words:
+        return ""
+    command, rest = words[0], words[1:]
+    tcl_log.append((command, script))
+    if command == "python":
+        code = " ".join(w for w in rest if w != "-exec")
+        namespace = {"nuke": sys.modules[__name__]}
+        if "-exec" in rest:
+            exec(code, namespace)
+            return str(namespace.get("ret", ""))
+        return str(eval(code, namespace))
+    if command == "getenv":
+        return os.environ.get(rest[0], "")
+    if command == "value":
+        owner, _, knob = rest[0].rpartition(".")
+        target = (toNode(owner) if owner else node) or _root
+        return str(target[knob].value())
+    if command == "file" and rest[:1] in (["dirname"], ["tail"]):
+        return (os.path.dirname if rest[0] == "dirname" else os.path.basename)(rest[1])
+    if command == "frame":
+        return str(root().frame())
+    if command == "knob" and rest:  # knob NAME [VALUE] on this node
+        if len(rest) > 1:
+            node[rest[0]].setValue(rest[1])
+        return str(node[rest[0]].value())
+    if command == "expr" and re.fullmatch(r"[\d\s.+\-*/()]+", " ".join(rest)):
+        return str(eval(" ".join(rest), {"__builtins__": {}}))
+    if command == "exec":
+        return ""  # Tcl's exec runs a program; recorded in tcl_log, never run by the fake
+    raise TclError(f'invalid command name "{command}"')
+
+
+_ocio_colorspaces: list = []  # set by use_ocio_config (empty: Nuke's default colour management)
+
+
+def use_ocio_config(colorspaces):
+    """Test helper: Root colorManagement OCIO with a config naming `colorspaces` (Foundry "OCIO colour
+    management": Read/Write colorspace then lists the config's colour spaces, not the scan's Nuke LUTs)."""
+    _root["colorManagement"].setValue("OCIO")
+    _ocio_colorspaces[:] = list(colorspaces)
+
+
+def draw(node):
+    """Test helper: the label text the node graph draws for `node`. Nuke evaluates a label (a
+    Multiline_Eval_String_Knob) every time the DAG draws it (Foundry "Labels": [value ...] etc. update live)."""
+    return node["label"].value()
+
+
+def draw_all(group=None):
+    """Test helper: what drawing every node of the script evaluates (all labels, inside groups too)."""
+    return {n.fullName(): draw(n) for n in allNodes(group=group or _root, recurseGroups=True)}
+
+
+def nodeCopy(s):
+    """Foundry nuke.nodeCopy(s): the selected nodes of the current group as .nk text in file `s`: each node's
+    class, then every knob whose value differs from a fresh node's (user knobs with their addUserKnob line)."""
+    lines = []
+    for node in selectedNodes():
+        fresh = _make_node(node.Class(), _Scratch())
+        lines.append(f"{node.Class()} {{")
+        lines.append(" inputs 0")  # copied alone: its inputs are not in the copy
+        for knob in node.allKnobs():
+            if knob.name() in ("selected",):
+                continue
+            if knob.name() not in fresh._knobs:
+                lines.append(f" addUserKnob {{{_user_type_id(knob)} {knob.name()}}}")
+            elif fresh._knobs[knob.name()].toScript() == knob.toScript():
+                continue
+            lines.append(f" {knob.name()} {_script_word(knob.toScript())}")
+        lines.append("}")
+    with open(s, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+class _Scratch(Group):
+    """A throw-away group for nodeCopy's fresh nodes (never part of the script)."""
+
+    def __init__(self):
+        super().__init__("Group", 0, NODE_CLASSES["Group"][1])
+
+
+def _user_type_id(knob):
+    return next(t for t, cls in _USER_KNOB_TYPES.items() if cls is type(knob))
+
+
+def _script_word(text):
+    if text and re.fullmatch(r"[\w./#%:+\-@]+", text):
+        return text
+    return '"' + re.sub(r'([\\"\[\]$])', r"\\\1", text).replace("\n", "\\n") + '"'
+
+
+def _run_on_create(node):
+    # Foundry "Callbacks": a node's onCreate knob runs whenever the node is created: made, loaded or pasted
+    knob = node.knob("onCreate")
+    if knob is not None and knob.value():
+        _this_stack.append(node)
+        try:
+            exec(knob.value(), {"nuke": sys.modules[__name__], "__name__": "__main__"})
+        finally:
+            _this_stack.pop()
+
+
+def nodePaste(s):
+    """Foundry nuke.nodePaste(s): paste the nodes of a .nk file (`s`: its path) into the current group. The
+    text is read as Nuke reads a script: Tcl words (quoted and bare ones substituted, so `[...]` runs now),
+    a stack where each node pops its inputs (input 0 = the top) and pushes itself, `push $cut_paste_input`
+    = the node selected when pasting, `add_layer`, `addUserKnob`. Returns the last node made."""
+    with open(s, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    selected = selectedNodes()
+    variables, stack_vars = {}, {}
+    stack, made, i = [], [], 0
+    while i < len(lines):
+        line = lines[i].strip()
+        i += 1
+        if not line or line.startswith("#") or line.startswith("version "):
+            continue
+        if line == "set cut_paste_input [stack 0]":
+            stack_vars["cut_paste_input"] = selected[-1] if selected else None
+            continue
+        m = re.match(r"^push \$(\w+)$", line)
+        if m:
+            stack.append(stack_vars[m.group(1)])
+            continue
+        if line == "push 0":
+            stack.append(None)
+            continue
+        if line.startswith("add_layer"):
+            tcl(*_tcl_split(line))
+            continue
+        m = re.match(r"^(\w+) \{$", line)
+        if not m:
+            raise TclError(f"cannot paste: {line[:60]!r}")
+        node, n_inputs = _make_node(m.group(1)), None
+        while i < len(lines) and lines[i].strip() != "}":
+            words = _tcl_split(lines[i].strip(), node, variables)
+            i += 1
+            if words[0] == "inputs":
+                n_inputs = int(words[1])
+            elif words[0] == "addUserKnob":
+                spec = _tcl_words(words[1])
+                knob = _USER_KNOB_TYPES[int(spec[0])](spec[1] if len(spec) > 1 else "")
+                for flag in spec[2:]:
+                    if flag[:1] in "+-" and flag[1:] in _FLAG_NAMES:
+                        (knob.setFlag if flag[0] == "+" else knob.clearFlag)(_FLAG_NAMES[flag[1:]])
+                node.addKnob(knob)
+            elif words[0] == "name":
+                node.setName(words[1])
+            else:
+                node[words[0]].fromScript(words[1] if len(words) > 1 else "")
+        i += 1
+        _run_on_create(node)
+        if n_inputs is None:
+            n_inputs = 1 if node.maximumInputs() > 0 else 0
+        for k in range(n_inputs):
+            upstream = stack.pop()
+            if upstream is not None:
+                node.setInput(k, upstream)
+        stack.append(node)
+        made.append(node)
+    return made[-1] if made else None
 
 
 def filename(node, type=None, frame=None):
@@ -1104,10 +1475,12 @@ def filename(node, type=None, frame=None):
 
 
 def tcl(command, *args):
-    """Only `add_layer {name name.chan ...}` (what a .nk writes before nodes using a custom layer)."""
-    words = _tcl_words(" ".join([command, *args]))
+    """nuke.tcl: `add_layer {name name.chan ...}` (what a .nk writes before nodes using a custom layer);
+    anything else is evaluated as a knob's [command] would be."""
+    words = _tcl_split(" ".join([command, *args]))
     if words[0] != "add_layer":
-        raise NotImplementedError(f"the fake nuke runs only add_layer, not {words[0]}")
+        return _tcl_command(" ".join([command, *args]), None, None)
+    tcl_log.append(("add_layer", " ".join(words)))
     layer = _tcl_words(words[1]) if len(words) == 2 else words[1:]
     name, channels = layer[0], layer[1:]
     known = _layers.setdefault(name, [])
@@ -1227,7 +1600,7 @@ def _pixels(node, frame, window):
     """A node's pixels over `window`. Only what the Vera stack needs; anything else fails loudly."""
     if node.Class() == "Read":
         return read_exr_as_nuke(node["file"].evaluate(frame), window)
-    if node["disable"].value() or node.Class() in ("Dot", "NoOp", "Output"):
+    if (node.knob("disable") is not None and node["disable"].value()) or node.Class() in ("Dot", "NoOp", "Output"):
         return _pixels(node.input(0), frame, window)
     if node.Class() == "Grade" and all(node[k].value() == node_default for k, node_default in
                                        (("multiply", 1.0), ("add", 0.0), ("gamma", 1.0), ("white", 1.0),
@@ -1329,6 +1702,51 @@ def pump_main_thread():
             box["done"].set()
 
 
+# ------------------------------------------------------------------------------------ the GUI thread
+# Foundry "Threading" guide: Nuke's interface runs on the main thread; a wait there freezes it. Under
+# `main_thread_guard()` any subprocess wait, sleep or thread join over MAIN_THREAD_LIMIT seconds on the
+# main thread raises, so a test proves a button only starts work and returns.
+MAIN_THREAD_LIMIT = 0.1
+_guarded = [0]
+
+
+class MainThreadBlocked(AssertionError):
+    """Something waited on Nuke's main thread (the GUI would freeze)."""
+
+
+def _guard(name, original, timeout_arg):
+    def guarded(*args, **kwargs):
+        if _guarded[0] and threading.current_thread() is threading.main_thread():
+            timeout = kwargs.get("timeout", args[timeout_arg] if len(args) > timeout_arg else None)
+            if timeout is None or timeout > MAIN_THREAD_LIMIT:
+                raise MainThreadBlocked(f"{name}(timeout={timeout}) on Nuke's main thread: the GUI would freeze")
+        return original(*args, **kwargs)
+
+    guarded.__wrapped__ = original
+    return guarded
+
+
+if not hasattr(subprocess.Popen.wait, "__wrapped__"):  # once per process, whatever reloads the fake
+    subprocess.Popen.wait = _guard("subprocess wait", subprocess.Popen.wait, 1)
+    subprocess.Popen.communicate = _guard("subprocess communicate", subprocess.Popen.communicate, 2)
+    threading.Thread.join = _guard("Thread.join", threading.Thread.join, 1)
+    time.sleep = _guard("time.sleep", time.sleep, 0)
+
+
+if os.environ.get("FAKE_NUKE_MAIN_THREAD_GUARD"):  # a whole process under the guard (the self-test's CLI)
+    _guarded[0] = 1
+
+
+@contextlib.contextmanager
+def main_thread_guard():
+    """Test helper: inside it, waiting on the main thread fails (see MainThreadBlocked)."""
+    _guarded[0] += 1
+    try:
+        yield
+    finally:
+        _guarded[0] -= 1
+
+
 class ProgressTask:
     def __init__(self, name="", maximum=100, flags=0):
         self.name = name
@@ -1407,9 +1825,10 @@ class Menu(MenuItem):
 
 
 def menu(name):
-    # Foundry nuke.menu / start-up guide: menus exist only in a GUI session; without one it raises
+    # Foundry nuke.menu: "Returns: The menu, or None if it couldn't be found"; in a terminal session (nuke -t,
+    # renders) there are no menus, so it returns None (menu.py is not even run there)
     if not env.get("gui"):
-        raise RuntimeError("nuke.menu: no menus without a GUI (nuke -t / render session)")
+        return None
     if name not in _menus:
         _menus[name] = Menu(name)
     return _menus[name]

@@ -1,5 +1,6 @@
 """The monitor panel, offscreen with pytest-qt: rows from job registries and manifests, and its actions."""
 
+import gc
 import os
 import subprocess
 import sys
@@ -168,3 +169,43 @@ def test_docs_show_the_screenshot():
     doc = (ROOT / "docs" / "nuke.md").read_text()
     assert "images/monitor.png" in doc and (ROOT / "docs" / "images" / "monitor.png").stat().st_size > 10_000
     assert "NUKE_PATH" in doc
+
+
+def test_resubmit_runs_on_a_worker_and_reports_on_the_ui_thread(qtbot, monkeypatch, demo):
+    widget = MonitorPanel(script=demo["script"], status_fn=lambda out_dir: None, background=True,
+                          auto_refresh=False)
+    qtbot.addWidget(widget)
+    threads = []
+    monkeypatch.setattr(engine, "submit", lambda spec, farm, job_dir, launch=True: threads.append(
+        threading.current_thread()) or {"backend": farm, "files": []})
+    widget.select_job("job2")
+    qtbot.mouseClick(widget.buttons["resubmit"], QtCore.Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: widget.message.text().startswith("resubmitted as job"), timeout=10000)
+    assert threads and threads[0] is not threading.main_thread()  # vera-render submit never on the UI thread
+
+
+def test_a_closed_panels_relay_is_not_deleted_on_the_worker_thread(qtbot, demo):
+    """The panel is closed while its status query runs: the worker's relay must not die on the worker thread
+    (a QObject deleted on a thread not its own breaks Qt)."""
+    release, started = threading.Event(), threading.Event()
+
+    def slow_status(out_dir):
+        started.set()
+        release.wait(10)
+        return None
+
+    widget = MonitorPanel(script=demo["script"], status_fn=slow_status, background=True, auto_refresh=False)
+    assert started.wait(10)
+    destroyed_in = []
+    widget._relay.destroyed.connect(lambda *_: destroyed_in.append(threading.current_thread()),
+                                    QtCore.Qt.ConnectionType.DirectConnection)
+    workers = [t for t in threading.enumerate() if t.name == "vera-monitor-status"]
+    widget.deleteLater()
+    qtbot.wait(50)
+    del widget
+    gc.collect()
+    release.set()
+    for t in workers:
+        t.join(10)
+    gc.collect()
+    assert all(t is threading.main_thread() for t in destroyed_in), destroyed_in

@@ -3,7 +3,10 @@
 Each test pins one documented behaviour of real Nuke (the source is named in tests/fake_nuke/nuke.py).
 """
 
+import subprocess
+import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -121,8 +124,7 @@ def test_plugin_add_path_and_menus(nuke, tmp_path):
     nuke.run_init(tmp_path / "init.py")
     assert nuke.messages == ["b init"] and nuke.pluginPath() == [str(b), str(a)]  # moved to the start once
     nuke.env["gui"] = False
-    with pytest.raises(RuntimeError):
-        nuke.menu("Nuke")
+    assert nuke.menu("Nuke") is None  # Foundry nuke.menu: None when there is no such menu (terminal mode)
 
 
 def test_file_knob_filename_and_expressions(nuke, tmp_path, monkeypatch):
@@ -133,8 +135,8 @@ def test_file_knob_filename_and_expressions(nuke, tmp_path, monkeypatch):
     assert nuke.filename(read, nuke.REPLACE, frame=1001) == "/jobs/shot010/plate.1001.exr"
     assert read["file"].evaluate(1002) == "/jobs/shot010/plate.1002.exr"
     project = nuke.root()["project_directory"]
-    assert project.value() == "[python {nuke.script_directory()}]"
-    assert project.evaluate() == str(tmp_path)  # the script's folder
+    assert project.getText() == "[python {nuke.script_directory()}]"  # raw
+    assert project.value() == project.evaluate() == str(tmp_path)  # evaluated (Nuke 12.2+ String_Knob.value)
 
 
 def test_write_datatype_exists_only_for_exr(nuke):
@@ -181,3 +183,37 @@ def test_exr_reader_edge_mode(tmp_path):
     assert same[0, 0, 0] == value[0, 0] and same[0, 5, 0] == value[0, 3]  # edges repeated
     box = nuke.read_exr_as_nuke(tmp_path / "box.exr", (-1, 0, 4, 2))
     assert box[0, 0, 0] == 0 and box[0, 5, 0] == 0 and box[0, 1, 0] == value[0, 0]
+
+
+def test_string_knobs_evaluate_tcl_and_labels_are_evaluated_when_drawn(nuke, monkeypatch):
+    """Nuke 12.2+ String_Knob.value() evaluates; getText() is raw; the DAG evaluates labels; unknown commands
+    and unbalanced brackets are TCL errors; backslashes make text literal."""
+    monkeypatch.setenv("SHOW", "bigshow")
+    dot = nuke.nodes.Dot(label="[python {1 + 2}] $env(SHOW) \\[value name\\]")
+    assert dot["label"].getText() == "[python {1 + 2}] $env(SHOW) \\[value name\\]"
+    assert nuke.draw(dot) == dot["label"].value() == "3 bigshow [value name]"
+    assert ("python", "python {1 + 2}") in nuke.tcl_log
+    dot["label"].setValue("[value name]")
+    assert nuke.draw(dot) == dot.name()
+    for bad in ("[no_such_command]", "a [python {1}", "$env(NO_SUCH_VARIABLE_HERE)"):
+        dot["label"].setValue(bad)
+        with pytest.raises(RuntimeError):
+            nuke.draw(dot)
+    with pytest.raises(ValueError):
+        nuke.nodes.Read(before="freeze")  # not a value of Read.before in the scan
+    with pytest.raises(NameError):
+        nuke.nodes.Shuffle2(no_such_knob=1)
+    assert nuke.SCAN_SOURCE["repository"] == "kirkjr2/nuke-python-reference" and len(nuke.SCAN_SOURCE["commit"]) == 40
+
+
+def test_waiting_on_the_main_thread_fails_under_the_guard(nuke):
+    with nuke.main_thread_guard():
+        time.sleep(0.01)  # short waits are fine
+        with pytest.raises(nuke.MainThreadBlocked):
+            time.sleep(0.2)
+        with pytest.raises(nuke.MainThreadBlocked):
+            subprocess.run([sys.executable, "-c", "pass"])
+        worker = threading.Thread(target=lambda: time.sleep(0.2))  # a worker may wait
+        worker.start()
+        worker.join(0.05)
+    worker.join()

@@ -86,7 +86,7 @@ def test_import_at_root_builds_the_merge_over_stack_at_root(nuke, tmp_path):
     assert read["raw"].value() is True  # the plate was raw, so the layer is read raw too
     assert grade.input(0) is read and grade["unpremult"].value() == "rgba.alpha"
     assert matte.input(0) is grade and matte["disable"].value() is True
-    assert matte["in2"].value() == "matte" and (0, "matte.alpha", "rgba.alpha") in matte["mappings"].value()
+    assert matte["in2"].value() == "matte" and (1, "matte.alpha", "rgba.alpha") in matte["mappings"].value()
     assert merge["operation"].value() == "over"
     assert merge.input(1) is matte  # A: the edit layer chain
     assert merge.input(0) is plate  # B: the Vera node's Source

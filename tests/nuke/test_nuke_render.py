@@ -24,6 +24,7 @@ def bundle_dir(tmp_path_factory):
 
 def plate_node(nuke, tmp_path, first=1001, last=1005):
     pattern = write_plate(tmp_path / "plate", first, last, 64, 48)
+    nuke.use_ocio_config(["ACEScg"])  # an ACES show: Read colour spaces are the config's
     read = nuke.nodes.Read(file=pattern, first=first, last=last, colorspace="default (ACEScg)")
     node = nuke.nodes.VeraEdit(instruction="add a red ball", output_dir=str(tmp_path / "out"))
     node.setInput(0, read)
@@ -48,6 +49,13 @@ def test_progress_lines_of_vera_progress_parse():
 
 
 @pytest.mark.slow
+def click(nuke, node, button):
+    """The artist's click: it may not wait on Nuke's main thread; the work it started then finishes."""
+    with nuke.main_thread_guard():
+        node[button].execute()
+    actions.wait_for_workers(timeout=120)
+
+
 def test_render_locally_drives_a_progress_task_from_vera_render(nuke, tmp_path, bundle_dir):
     """Render Locally on a small random model: the ProgressTask follows the real run to 100%."""
     node = plate_node(nuke, tmp_path)
@@ -55,20 +63,19 @@ def test_render_locally_drives_a_progress_task_from_vera_render(nuke, tmp_path, 
     node["device"].setValue("cpu")
     node["window_overlap"].setValue(2)
 
-    node["render_local"].execute()  # the artist's click
+    click(nuke, node, "render_local")
     run = actions.last_run(node)
     assert run is not None, nuke.messages
-    assert json.loads(node["vera_job"].value())["state"] == "running"
+    assert node["vera_job"].getText() == ""  # the main thread has not run yet: nothing recorded on the node
     assert run.wait(timeout=240) == "done", run.last_error
-    assert json.loads(node["vera_job"].value())["state"] == "running"  # the main thread has not run yet
-    assert nuke.pump_main_thread() == 1  # Nuke's event loop runs the queued update
+    assert nuke.pump_main_thread() == 2  # Nuke's event loop runs the queued updates: running, then done
 
     task = nuke.progress_tasks[-1]
     assert task.name == f"Vera: {node.name()}"
     assert len(task.progress) >= 5 and task.progress[-1] == 100
     assert task.progress == sorted(task.progress) and task.progress[0] < 50  # one bar for the whole run
     assert any("window 0" in m for m in task.messages) and any("assemble" in m for m in task.messages)
-    recorded = json.loads(node["vera_job"].value())  # written through executeInMainThread
+    recorded = json.loads(node["vera_job"].getText())  # written through executeInMainThread
     assert recorded["state"] == "done" and recorded["returncode"] == 0
     assert "_finish" in nuke.main_thread_calls
     assert node["status"].value().startswith("done (local)")
@@ -102,7 +109,7 @@ def test_cancel_stops_the_local_run(nuke, tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "validate", lambda spec: [])  # this stand-in engine has no validate
     monkeypatch.setenv("VERA_RENDER", f"{sys.executable} {script}")
 
-    node["render_local"].execute()
+    click(nuke, node, "render_local")
     run = actions.last_run(node)
     deadline = time.time() + 30
     while time.time() < deadline and not (nuke.progress_tasks and nuke.progress_tasks[-1].progress):
@@ -114,11 +121,11 @@ def test_cancel_stops_the_local_run(nuke, tmp_path, monkeypatch):
     assert run.run.proc.returncode != 0 and not engine.pid_alive(run.run.pid)
     assert task.progress[-1] < 100
     nuke.pump_main_thread()
-    assert json.loads(node["vera_job"].value())["state"] == "cancelled"
+    assert json.loads(node["vera_job"].getText())["state"] == "cancelled"
     assert "slow window 0: 1/50 (2%) step" in (tmp_path / "out" / actions.RUN_LOG).read_text()
 
     # the monitor's Cancel (another thread) stops this session's run the same way
-    node["render_local"].execute()
+    click(nuke, node, "render_local")
     again = actions.last_run(node)
     deadline = time.time() + 30
     while time.time() < deadline and not (len(nuke.progress_tasks) == 2 and nuke.progress_tasks[-1].progress):
@@ -134,7 +141,7 @@ def test_a_failing_run_is_reported(nuke, tmp_path, monkeypatch):
     node = plate_node(nuke, tmp_path)
     monkeypatch.setattr(engine, "validate", lambda spec: [])
     monkeypatch.setenv("VERA_RENDER", f"{sys.executable} {script}")
-    node["render_local"].execute()
+    click(nuke, node, "render_local")
     run = actions.last_run(node)
     assert run.wait(timeout=30) == "failed"
     nuke.pump_main_thread()
@@ -156,7 +163,7 @@ def test_the_job_is_recorded_before_its_process_starts(nuke, tmp_path, monkeypat
         return real_add(job)
 
     monkeypatch.setattr(jobs, "add", add)
-    node["render_local"].execute()
+    click(nuke, node, "render_local")
     run = actions.last_run(node)
     assert run.wait(timeout=30) == "done"
     assert seen[0] == ("queued", None)  # in the registry before any process exists
@@ -181,8 +188,9 @@ def test_a_run_whose_job_cannot_be_recorded_is_stopped(nuke, tmp_path, monkeypat
 
     monkeypatch.setattr(engine.LocalRun, "start", start)
     monkeypatch.setattr(jobs, "update", broken_update)
-    node["render_local"].execute()
+    click(nuke, node, "render_local")
     assert actions.last_run(node) is None
+    nuke.pump_main_thread()  # the worker's message reaches the artist through the main thread
     assert "No space left on device" in nuke.messages[-1]
     proc = started[0].proc
     assert proc.wait(timeout=10) is not None and not engine.pid_alive(proc.pid)  # not left running unrecorded
@@ -194,18 +202,20 @@ def test_submit_to_farm_records_the_job(nuke, tmp_path, bundle_dir):
     node["model_bundle"].setValue(bundle_dir)
     node["window_overlap"].setValue(2)
 
-    node["submit_farm"].execute()
-    job = json.loads(node["vera_job"].value())
+    click(nuke, node, "submit_farm")
+    nuke.pump_main_thread()
+    job = json.loads(node["vera_job"].getText())
 
     assert job is not None, nuke.messages
     assert job["kind"] == "farm" and job["farm"] == "openjd" and job["state"] == "submitted"
     assert job["farm_job"]["backend"] == "openjd"
     assert all(os.path.isfile(f) for f in job["farm_job"]["files"])
-    assert json.loads(node["vera_job"].value())["id"] == job["id"]
+    assert json.loads(node["vera_job"].getText())["id"] == job["id"]
     assert [j["id"] for j in jobs.load(str(tmp_path / "shot010_comp_v001.nk"))] == [job["id"]]
     node["farm"].setValue("deadline")
-    node["submit_farm"].execute()
-    assert json.loads(node["vera_job"].value())["farm"] == "deadline"
+    click(nuke, node, "submit_farm")
+    nuke.pump_main_thread()
+    assert json.loads(node["vera_job"].getText())["farm"] == "deadline"
 
 
 def test_pid_alive_peeks_without_stealing_the_exit_code():

@@ -82,7 +82,8 @@ import importlib, pkgutil, vera_nuke
 names = [m.name for m in pkgutil.iter_modules(vera_nuke.__path__, 'vera_nuke.')]
 for name in names:
     importlib.import_module(name)
-from vera_nuke.monitor import MonitorPanel, PreferencesDialog
+from vera_nuke.monitor import MonitorPanel
+from vera_nuke.prefs_dialog import PreferencesDialog
 print(' '.join(sorted(names)))
 """
 
@@ -93,7 +94,7 @@ def test_vera_nuke_imports_without_numpy_torch_or_the_engine(tmp_path):
     assert proc.returncode == 0, proc.stderr
     imported = set(proc.stdout.split())
     assert {"vera_nuke.qt", "vera_nuke.engine", "vera_nuke.shot", "vera_nuke.layers", "vera_nuke.actions",
-            "vera_nuke.monitor", "vera_nuke.jobs", "vera_nuke.prefs"} <= imported
+            "vera_nuke.monitor", "vera_nuke.jobs", "vera_nuke.prefs", "vera_nuke.prefs_dialog"} <= imported
     # and the blocker does block: the engine itself cannot be imported that way
     proc = subprocess.run([sys.executable, "-c", BLOCKER + "import numpy\n"], capture_output=True, text=True,
                           cwd=tmp_path, env=env)

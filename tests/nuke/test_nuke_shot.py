@@ -40,6 +40,7 @@ def vera_node(nuke, source, instruction="add a red balloon"):
 
 def test_spec_from_read_with_bounding_box_and_frame_range(nuke, tmp_path):
     pattern = write_bbox_plate(tmp_path / "plates", 1001, 1012)
+    nuke.use_ocio_config(["ACEScg", "sRGB - Texture"])
     read = nuke.nodes.Read(file=pattern, first=1001, last=1012, format="64 48 plate_64x48",
                            colorspace="default (ACEScg)")
     read._metadata = {"exr/dataWindow": [8, 6, 39, 29], "exr/displayWindow": [0, 0, 63, 47]}
@@ -104,7 +105,10 @@ def test_spec_paths_are_nukes_expanded_filename(nuke, tmp_path, monkeypatch):
 
 
 def press(node, button):
+    """The click, then what Nuke does next: the button's workers finish and the main thread runs their results."""
     node[button].execute()
+    actions.wait_for_workers(timeout=120)
+    sys.modules["nuke"].pump_main_thread()  # the fake nuke the fixture installed
 
 
 def engine_stub(tmp_path, monkeypatch):
@@ -199,6 +203,7 @@ def test_problems_reach_the_artist_as_a_message_not_a_traceback(nuke, tmp_path):
     assert actions.last_run(node) is None
     assert nuke.messages[-1].startswith("Vera cannot render this shot:")
     assert "no_such_bundle" in nuke.messages[-1] and "Traceback" not in nuke.messages[-1]
+    assert "\n" not in nuke.messages[-1]  # one line
 
     nuke.nodes.VeraEdit(instruction="x")  # nothing connected
     press(nuke.allNodes("VeraEdit")[-1], "render_local")
