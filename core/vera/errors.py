@@ -63,21 +63,6 @@ def unreadable_or(path, message: str, frame=None) -> BadInput:
     return frame_error(path, f"cannot open the file: {reason}" if reason else message, frame)
 
 
-def read_json_object(path, what: str) -> dict:
-    """The JSON object in the file `path` (a `what`: "bundle manifest", "sample.json", ...); anything else there
-    (unreadable, not UTF-8, not JSON, not an object) is the user's file and a BadInput naming it."""
-    import json
-    from pathlib import Path
-
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:  # the reason keeps a JSON error's line/column
-        raise BadInput(f"{path}: not a valid {what} ({exc})") from None
-    if not isinstance(data, dict):
-        raise BadInput(f"{path}: not a valid {what} (expected a JSON object, got {type(data).__name__})")
-    return data
-
-
 # errno -> (exit code class, what to say). Permissions and names are the user's to fix (2); space and memory
 # come back when other work finishes or on another node (3).
 _MACHINE_ERRNOS = {

@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from vera.atomic import atomic_write_text
-from vera.errors import BadInput, VeraError, read_json_object
+from vera.errors import BadInput, VeraError
+from vera.jsonio import read_json, read_json_object
 from vera.progress import Progress
 from vera.plates import compact_frames
 from vera.shot import ShotSpec, fitted_overlap, load_valid
@@ -221,10 +222,8 @@ class _InputHashes:
     def __init__(self, path: Path):
         self.path, self.changed = path, False
         try:
-            self.entries = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(self.entries, dict):
-                self.entries = {}
-        except (OSError, ValueError):
+            self.entries = read_json_object(path, "input-hash cache")
+        except BadInput:  # missing or damaged: hash afresh
             self.entries = {}
 
     def size_and_hash(self, file_path: str) -> list:

@@ -17,6 +17,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 
 from vera.errors import BadInput
+from vera.jsonio import parse, read_json
 
 SCHEMA_VERSION = 1
 TASKS = ("object_addition", "background_change")
@@ -138,7 +139,7 @@ class ShotSpec:
     @classmethod
     def load(cls, path: str | Path) -> "ShotSpec":
         path = Path(path)
-        return cls.from_dict(json.loads(path.read_text()), base_dir=str(path.resolve().parent))
+        return cls.from_dict(read_json(path, "shot spec"), base_dir=str(path.resolve().parent))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -299,11 +300,13 @@ def validate(path_or_dict, base_dir: str | Path | None = None) -> list[str]:
         except BadInput as exc:
             return [str(exc)]
         try:
-            data = json.loads(spec_path.read_text(encoding="utf-8"))
+            text = spec_path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             return [f"{label}: not a text file"]
-        except json.JSONDecodeError as exc:
-            return [f"{label}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"]
+        try:
+            data = parse(text, label, "shot spec")
+        except BadInput as exc:
+            return [str(exc)]
         base = Path(base_dir) if base_dir is not None else spec_path.resolve().parent
     if not isinstance(data, dict):
         return [f"{label}: expected a JSON object at the top, got {_type_name(data)}"]

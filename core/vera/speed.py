@@ -108,7 +108,7 @@ def read_calibration(bundle_folder) -> dict | None:
     """speed.json of a bundle folder ({"curve": [[t, log magnitude], ...], ...}), or None when not calibrated."""
     from pathlib import Path
 
-    from vera.errors import read_json_object
+    from vera.jsonio import read_json_object
 
     if bundle_folder is None:
         return None

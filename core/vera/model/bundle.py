@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 
 from vera.atomic import atomic_write_text
-from vera.errors import BadInput, read_json_object
+from vera.errors import BadInput
+from vera.jsonio import read_json_object
 from vera.model.configs import VeraConfig, get_config
 from vera.model.text import TextEncoder, build_tiny_text_encoder
 from vera.model.vae import PatchVAE, VideoVAE, WanVAE, build_vae

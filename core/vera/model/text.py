@@ -30,6 +30,7 @@ import torch
 
 from vera.atomic import atomic_path
 from vera.errors import BadInput
+from vera.jsonio import read_json
 
 SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")  # ids 0, 1, 2: T5's pad / eos / unk convention
 PUNCTUATION = tuple(".,!?;:'\"-()")
@@ -105,9 +106,9 @@ class TextEncoder:
         if not config_path.is_file():
             raise BadInput(f"{self.folder}: not a text encoder folder (no config.json)")
         try:
-            self.config = json.loads(config_path.read_text())
+            self.config = read_json(config_path, "text encoder config")
             self.d_model = int(self.config["d_model"])
-        except (ValueError, KeyError, TypeError) as exc:
+        except (BadInput, ValueError, KeyError, TypeError) as exc:
             raise BadInput(f"{config_path}: not a text encoder config ({type(exc).__name__}: {exc})") from None
         self.tokenizer_folder = _find_tokenizer_folder(self.folder)
         self.device = torch.device(device)

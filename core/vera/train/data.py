@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset as _TorchDataset
 
-from vera.errors import BadInput, read_json_object
+from vera.errors import BadInput
+from vera.jsonio import read_json_object
 from vera.shot import TASKS
 
 EXR_FORMAT = "layered-exr"

@@ -27,6 +27,7 @@ import torch
 
 from vera.atomic import atomic_write_text
 from vera.errors import BadInput
+from vera.jsonio import read_json
 
 SHARDED_MODES = ("fsdp", "hsdp")
 STATE_FILE = "state.json"
@@ -105,8 +106,8 @@ def save(folder: Path, step: int, model, optimizer, ema: dict | None, meta: dict
 def read_state(folder: Path) -> dict:
     path = Path(folder) / STATE_FILE
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        return read_json(path, "sharded checkpoint state")
+    except BadInput as exc:
         raise BadInput(f"{path}: not a readable sharded checkpoint state ({exc})") from None
 
 
