@@ -18,6 +18,7 @@ from pathlib import Path
 
 from vera.errors import BadInput
 from vera.jsonio import parse, read_json
+from vera.limits import instruction_problem
 
 SCHEMA_VERSION = 1
 TASKS = ("object_addition", "background_change")
@@ -328,6 +329,8 @@ def validate(path_or_dict, base_dir: str | Path | None = None) -> list[str]:
         _one_of("task", top["task"], TASKS, problems)
     if "instruction" in top and not top["instruction"].strip():
         problems.append("instruction: empty (describe the edit, e.g. 'add a red kite in the sky')")
+    problems += [p for key in ("instruction", "negative_prompt")
+                 if isinstance(top.get(key), str) and (p := instruction_problem(key, top[key]))]
     if "seed" in top and not 0 <= top["seed"] < 2**63:
         problems.append(f"seed: {top['seed']} is outside 0 .. 2**63-1")
 
