@@ -195,6 +195,30 @@ def load_bundle(name_or_path: str | Path = "demo", device: str | torch.device = 
                   defaults=manifest["defaults"], device=dev, dtype=dtype, memory=strategy.memory)
 
 
+def bundle_files(name_or_path: str | Path) -> tuple[Path, list[tuple[str, Path]]]:
+    """The bundle's folder and every file that makes the model, as (name, path) sorted by name: the files in
+    the folder (hidden ones aside) by relative path, then the files bundle.json names outside the folder
+    (transformer, VAE, text encoder, LoRA), by the name written there. What the bundle identity hashes."""
+    folder = bundle_folder(name_or_path)
+    manifest = read_manifest(folder)
+    vae = manifest["vae"].get("path") if manifest["vae"].get("type") == "wan" else None
+    named = [manifest["transformer"], manifest["text_encoder"], vae, (manifest.get("lora") or {}).get("path")]
+    files = {p.relative_to(folder).as_posix(): p for p in _files_under(folder)}
+    root = folder.resolve()
+    for name in filter(None, named):
+        path = _inside(folder, name)
+        if not path.resolve().is_relative_to(root):
+            files.update({f"{name}/{p.relative_to(path).as_posix()}" if p != path else name: p
+                          for p in _files_under(path)})
+    return folder, sorted(files.items())
+
+
+def _files_under(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    return [p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")]
+
+
 def _inside(folder: Path, relative: str) -> Path:
     path = Path(relative)
     return path if path.is_absolute() else folder / path
