@@ -11,6 +11,7 @@ import difflib
 import json
 import math
 import re
+import tempfile
 import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
@@ -279,6 +280,12 @@ def _check_output_dir(out_dir: Path, problems: list[str]) -> bool:
         return False
     if existing != out_dir and not os.access(existing, os.W_OK | os.X_OK):
         problems.append(f"output.dir: {out_dir} cannot be created: {existing} is not writable")
+        return False
+    try:  # what the filesystem says, not the mode bits: /proc and /sys refuse files whatever the mode
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        problems.append(f"output.dir: {out_dir} cannot be created: {existing} refuses new files ({exc.strerror})")
         return False
     return True
 

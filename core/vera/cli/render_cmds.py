@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from vera.errors import EXIT_BAD_INPUT
+from vera.errors import EXIT_BAD_INPUT, EXIT_QC_FAILED
 from vera.progress import add_progress_argument
 
 
@@ -170,7 +170,8 @@ def _status(args) -> int:
 
     report = status(args.out_dir, verify=args.verify)
     print(json.dumps(report, indent=2) if args.json else format_status(report))
-    return 0
+    # a frame on disk that is not the one rendered (changed or damaged) fails the check: exit 4, as qc
+    return EXIT_QC_FAILED if report["frames"]["checksum_mismatches"] else 0
 
 
 def _submit(args) -> int:

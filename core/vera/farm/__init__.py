@@ -15,7 +15,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from vera.errors import BadInput
+from vera.errors import BadInput, machine_error
 
 BACKENDS = {
     "openjd": "vera.farm.openjd",
@@ -148,7 +148,11 @@ def _writable_folder(jobdir: Path) -> Path:
     """`jobdir`, created if needed and proven writable (an OSError here is the machine's answer, vera.errors)."""
     import tempfile
 
-    jobdir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryFile(dir=jobdir):
-        pass
+    try:
+        jobdir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=jobdir):
+            pass
+    except OSError as exc:
+        refused = machine_error(exc)
+        raise refused or BadInput(f"{jobdir}: cannot create the job folder here ({exc.strerror or exc})") from None
     return jobdir
