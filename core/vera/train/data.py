@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset as _TorchDataset
 
+from vera.atomic import make_public
 from vera.errors import BadInput
 from vera.jsonio import read_json_object
 from vera.shot import TASKS
@@ -152,6 +153,7 @@ def write_exr_sample(folder, plate, element, instruction: str, task: str, fps: f
             "has_mask": mask is not None, "has_composite": composite is not None, **(extra or {})}
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    make_public(tmp)
     try:
         streams = {"plate": plate, "element": element}
         if mask is not None:
