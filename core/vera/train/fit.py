@@ -34,6 +34,7 @@ import torch
 
 from vera.atomic import atomic_path, atomic_write_text
 from vera.errors import BadInput
+from vera.jsonio import read_json_object
 from vera.model.lora import add_lora, lora_settings, save_lora
 from vera.train import sharded as sharded_checkpoints
 from vera.model.configs import STREAMS
@@ -698,7 +699,8 @@ def fit(cfg: FitConfig, data_dir: str | Path, out_dir: str | Path, *, device: st
     del batches  # stops the workers
     _checkpoint(out_dir, step, model, optimizer, ema, cfg, dist)
 
-    summary = {"steps": step, "final_loss": losses[-1] if losses else None,
+    summary = {"steps": step, "trained_steps": step - start_step,
+               "final_loss": losses[-1] if losses else _previous_final_loss(out_dir),
                "wall_s": round(time.monotonic() - started, 1), "stopped_by_clock": stopped_by_clock,
                "bundle": None}
     trained_state = model.state_dict() if ema is None else ema.shadow
@@ -715,6 +717,14 @@ def fit(cfg: FitConfig, data_dir: str | Path, out_dir: str | Path, *, device: st
         tdist.barrier()
         tdist.destroy_process_group()
     return summary
+
+
+def _previous_final_loss(out_dir: Path) -> float | None:
+    """The final loss an earlier run of this folder recorded (a re-run that trained nothing keeps it)."""
+    try:
+        return read_json_object(out_dir / "summary.json", "training summary").get("final_loss")
+    except BadInput:
+        return None
 
 
 LORA_FILE = "lora.safetensors"
