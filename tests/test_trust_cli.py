@@ -89,3 +89,13 @@ def test_submit_to_a_job_folder_that_cannot_be_created_is_bad_input(tmp_path, sh
     err = capsys.readouterr().err
     assert code == 2, err
     assert "internal error" not in err and "/proc/vera_jobs" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_bad_demo_colorspace_leaves_no_folder_and_names_the_option(tmp_path, capsys):
+    out = tmp_path / "vera-demo"
+    code = main(["demo", "--out", str(out), "--colorspace", "ACEScgg", "--progress", "none"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "--colorspace" in err and "ACEScgg" in err and "shot.json" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not out.exists()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vera.colour import resolve_colorspace
 from vera.errors import BadInput
 
 DEFAULT_PROMPT = "add a red ball moving left"
@@ -160,6 +161,11 @@ def run_demo(out: str | Path = "vera-demo", prompt: str = DEFAULT_PROMPT, plate:
         raise BadInput(f"{out}: --out names an existing file; give a folder for the demo")
     if frames is not None and int(frames) < 1:
         raise BadInput(f"--frames must be at least 1, got {frames}")
+    if colorspace is not None:  # checked before the demo folder is made: a refusal leaves nothing behind
+        try:
+            resolve_colorspace(colorspace)
+        except BadInput as exc:
+            raise BadInput(f"--colorspace: {exc}") from None
     parsed = parse_prompt(prompt)
     defaults = read_manifest(bundle)["defaults"]
     window = int(defaults["window"])
