@@ -6,7 +6,8 @@ import json
 import os
 import shutil
 
-import vera.render as render
+from vera.layout import load_shot
+from vera.manifest import bundle_identity, inputs_of
 
 from bundles import base_spec, write_plates, write_spec
 
@@ -26,11 +27,11 @@ def _change_in_place_keeping_mtime(path):
 
 def test_a_plate_changed_in_place_with_its_mtime_set_back_gets_a_new_hash(tmp_path, tiny_bundle):
     write_plates(tmp_path)
-    shot = render.load_shot(write_spec(tmp_path, base_spec(tiny_bundle)))
-    before = render.inputs_of(shot)["plate"]
+    shot = load_shot(write_spec(tmp_path, base_spec(tiny_bundle)))
+    before = inputs_of(shot)["plate"]
     assert (tmp_path / "out" / ".vera" / "input_hashes.json").is_file()  # the cache the second call reads
     _change_in_place_keeping_mtime(tmp_path / "plate.1005.exr")
-    after = render.inputs_of(shot)["plate"]
+    after = inputs_of(shot)["plate"]
     assert after["1005"] != before["1005"]
     assert {k: v for k, v in after.items() if k != "1005"} == {k: v for k, v in before.items() if k != "1005"}
 
@@ -50,9 +51,9 @@ def _bundle_naming_an_outside_file(tiny_bundle, tmp_path):
 def test_the_bundle_identity_covers_files_named_outside_its_folder(tmp_path, tiny_bundle):
     bundle, outside = _bundle_naming_an_outside_file(tiny_bundle, tmp_path)
     write_plates(tmp_path)
-    spec = render.load_shot(write_spec(tmp_path, base_spec(bundle))).spec
-    before = render.bundle_identity(spec)
+    spec = load_shot(write_spec(tmp_path, base_spec(bundle))).spec
+    before = bundle_identity(spec)
     data = bytearray(outside.read_bytes())
     data[len(data) // 2] ^= 0xFF  # retrained in place: the middle changes, the name and size do not
     outside.write_bytes(bytes(data))
-    assert render.bundle_identity(spec) != before
+    assert bundle_identity(spec) != before
