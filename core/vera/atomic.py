@@ -25,7 +25,7 @@ def atomic_path(target: str | Path):
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        make_public(tmp)
         os.replace(tmp, target)
     except BaseException as exc:
         try:
@@ -45,6 +45,12 @@ def atomic_write_bytes(target: str | Path, data: bytes) -> None:
 
 def atomic_write_text(target: str | Path, text: str) -> None:
     atomic_write_bytes(target, text.encode("utf-8"))
+
+
+def make_public(path: str | Path) -> None:
+    """Give a file or folder made by mkstemp / mkdtemp (private 0600 / 0700) the mode an ordinary open() or
+    mkdir() would: 0666 / 0777 less the umask."""
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~_umask())
 
 
 def _umask() -> int:

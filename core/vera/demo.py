@@ -24,7 +24,7 @@ import numpy as np
 import OpenImageIO as oiio
 
 from vera.atomic import atomic_path, atomic_write_text
-from vera.colour import to_model
+from vera.colour import resolve_colorspace, to_model
 from vera.comp import Inputs, comp_sequence, qc_sequence
 from vera.errors import BadInput
 from vera.exr import read_layer
@@ -145,6 +145,11 @@ def run_demo(out: str | Path = "vera-demo", prompt: str = DEFAULT_PROMPT, plate:
         raise BadInput(f"{out}: --out names an existing file; give a folder for the demo")
     if frames is not None and int(frames) < 1:
         raise BadInput(f"--frames must be at least 1, got {frames}")
+    if colorspace is not None:  # checked before the demo folder is made: a refusal leaves nothing behind
+        try:
+            resolve_colorspace(colorspace)
+        except BadInput as exc:
+            raise BadInput(f"--colorspace: {exc}") from None
     parsed = parse_prompt(prompt)
     defaults = read_manifest(bundle)["defaults"]
     window = int(defaults["window"])

@@ -9,10 +9,8 @@ out of memory) to those codes, in this one place.
 """
 
 import errno
-import json
 import os
 import sys
-from pathlib import Path
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -63,18 +61,6 @@ def unreadable_or(path, message: str, frame=None) -> BadInput:
     """The BadInput for a file a library could not read: the system's reason if it has one, else `message`."""
     reason = unreadable_reason(path)
     return frame_error(path, f"cannot open the file: {reason}" if reason else message, frame)
-
-
-def read_json_object(path, what: str) -> dict:
-    """The JSON object in the file `path` (a `what`: "bundle manifest", "sample.json", ...); anything else there
-    (unreadable, not UTF-8, not JSON, not an object) is the user's file and a BadInput naming it."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:  # the reason keeps a JSON error's line/column
-        raise BadInput(f"{path}: not a valid {what} ({exc})") from None
-    if not isinstance(data, dict):
-        raise BadInput(f"{path}: not a valid {what} (expected a JSON object, got {type(data).__name__})")
-    return data
 
 
 # errno -> (exit code class, what to say). Permissions and names are the user's to fix (2); space and memory

@@ -25,6 +25,7 @@ from vera import __version__
 from vera.atomic import atomic_path
 from vera.errors import BadInput, frame_error, unreadable_or
 from vera.files import regular_file
+from vera.limits import check_declared_size
 
 Window = tuple  # (xmin, ymin, xmax, ymax), inclusive
 
@@ -159,6 +160,8 @@ def _open_exr(path, frame, header_only: bool = False):
     """OpenEXR.File, with failures (missing, corrupt, truncated) turned into one-line BadInput."""
     path = str(path)
     regular_file(path, frame)  # a FIFO would block OpenEXR's open forever
+    if not header_only:  # what the headers declare is checked before any pixel buffer is allocated
+        _open_exr(path, frame, header_only=True)
     error = None
     with captured_native_output() as native:
         try:
@@ -172,6 +175,10 @@ def _open_exr(path, frame, header_only: bool = False):
         native_lines = [line for line in (native[0] if native else "").splitlines() if line.strip()]
         detail = _one_line(native_lines[0] if native_lines else error)  # the library's first line says most
         raise unreadable_or(path, f"corrupt or truncated EXR: {detail}", frame)
+    if header_only:
+        for header in (exr.header(i) for i in range(len(exr.parts))):
+            check_declared_size(path, frame, _window_from_header(header["displayWindow"]),
+                                _window_from_header(header["dataWindow"]))
     return exr
 
 

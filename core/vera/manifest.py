@@ -19,8 +19,9 @@ from pathlib import Path
 import vera
 from vera.atomic import atomic_write_text
 from vera.errors import BadInput
+from vera.jsonio import read_json_object
 from vera.layout import Shot, bundle_path
-from vera.model.bundle_manifest import bundle_folder
+from vera.model.bundle_manifest import bundle_files
 from vera.outputs import MANIFEST_NAME, MANIFEST_VERSION, DamagedManifest, final_frames_on_disk, read_manifest, sha256_file
 from vera.frames import compact_frames
 from vera.shot import ShotSpec
@@ -30,17 +31,18 @@ _SMALL_FILE = 4 << 20  # bundle files up to this size are hashed whole
 
 
 def bundle_identity(spec: ShotSpec) -> str:
-    """A stable id of the model bundle's contents, cheap enough to compute in every task.
+    """A stable id of the model bundle's contents (its folder and the files bundle.json names outside it),
+    cheap enough to compute in every task.
 
     Small files (configs, tokenizer) are hashed whole; big weight files by name, size and their first and
     last MiB: weights retrained in place change those bytes, while copies on other machines (other mtimes)
     keep the same id.
     """
-    root = bundle_folder(bundle_path(spec))
+    root, files = bundle_files(bundle_path(spec))
     h = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")):
+    for name, path in files:
         size = path.stat().st_size
-        h.update(f"{path.relative_to(root).as_posix()}\0{size}\0".encode())
+        h.update(f"{name}\0{size}\0".encode())
         with open(path, "rb") as f:
             if size <= _SMALL_FILE:
                 h.update(f.read())
@@ -94,28 +96,28 @@ def inputs_of(shot: Shot) -> dict:
 
 
 class _InputHashes:
-    """A local cache of input files' sha256 keyed by path, size, mtime and inode, so a task re-hashes only
-    files that changed (or that it sees at a new path: a copied folder is hashed once, then resumes).
+    """A local cache of input files' sha256 keyed by path, size, mtime, ctime and inode, so a task re-hashes
+    only files that changed (or that it sees at a new path: a copied folder is hashed once, then resumes).
+    Every write to a file sets its ctime to the clock, and no call sets it back (utime sets mtime, not ctime),
+    so a plate changed in place with its mtime restored is hashed again.
     Only a cache: losing it (or a concurrent task's update) costs a re-hash, never a wrong answer."""
 
     def __init__(self, path: Path):
         self.path, self.changed = path, False
         try:
-            self.entries = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(self.entries, dict):
-                self.entries = {}
-        except (OSError, ValueError):
+            self.entries = read_json_object(path, "input-hash cache")
+        except BadInput:  # missing or damaged: hash afresh
             self.entries = {}
 
     def size_and_hash(self, file_path: str) -> list:
         st = os.stat(file_path)
         key = os.path.realpath(file_path)
-        stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
         entry = self.entries.get(key)
-        if not (isinstance(entry, list) and entry[:3] == stamp and len(entry) == 4):
+        if not (isinstance(entry, list) and entry[:4] == stamp and len(entry) == 5):
             entry = self.entries[key] = stamp + [sha256_file(Path(file_path))]
             self.changed = True
-        return [st.st_size, entry[3]]
+        return [st.st_size, entry[4]]
 
     def save(self) -> None:
         if self.changed:

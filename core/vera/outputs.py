@@ -13,7 +13,8 @@ import os
 import re
 from pathlib import Path
 
-from vera.errors import BadInput, read_json_object
+from vera.errors import BadInput
+from vera.jsonio import read_json_object
 from vera.schemas import RenderManifest, check
 
 MANIFEST_VERSION = 1

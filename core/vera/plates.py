@@ -25,6 +25,7 @@ from vera import exr as exr_io
 from vera.errors import BadInput, frame_error, unreadable_or
 from vera.files import regular_file
 from vera.frames import compact_frames
+from vera.limits import check_declared_size
 
 # More frames than any shot has: a range beyond it is a typo, refused at once instead of scanned file by file.
 MAX_SEQUENCE_FRAMES = 100_000
@@ -135,6 +136,11 @@ def _oiio_open(path, frame):
         inp = oiio.ImageInput.open(path)
     if inp is None:
         raise unreadable_or(path, f"unreadable or corrupt image: {exr_io._one_line(oiio.geterror())}", frame)
+    try:
+        check_declared_size(path, frame, *_oiio_windows(inp.spec()))
+    except BadInput:
+        inp.close()
+        raise
     return inp
 
 

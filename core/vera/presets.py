@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vera.atomic import atomic_write_text
-from vera.errors import BadInput, read_json_object
+from vera.errors import BadInput
+from vera.jsonio import read_json_object
 
 SAMPLERS = ("unipc", "euler")  # vera.sampling
 PRESETS = ("quality", "balanced", "preview")  # the shot spec's default is balanced (vera.shot.ShotSpec.speed)

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import tempfile
 import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
@@ -20,6 +21,8 @@ from pathlib import Path
 from vera.atomic import atomic_write_text
 from vera.colour import resolve_colorspace
 from vera.errors import BadInput
+from vera.jsonio import parse, read_json
+from vera.limits import instruction_problem
 from vera.exr import COMPRESSIONS
 from vera.files import overwrite_problem, regular_file
 from vera.model.bundle_manifest import read_manifest
@@ -142,7 +145,7 @@ class ShotSpec:
     @classmethod
     def load(cls, path: str | Path) -> "ShotSpec":
         path = Path(path)
-        return cls.from_dict(json.loads(path.read_text()), base_dir=str(path.resolve().parent))
+        return cls.from_dict(read_json(path, "shot spec"), base_dir=str(path.resolve().parent))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -278,6 +281,12 @@ def _check_output_dir(out_dir: Path, problems: list[str]) -> bool:
     if existing != out_dir and not os.access(existing, os.W_OK | os.X_OK):
         problems.append(f"output.dir: {out_dir} cannot be created: {existing} is not writable")
         return False
+    try:  # what the filesystem says, not the mode bits: /proc and /sys refuse files whatever the mode
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        problems.append(f"output.dir: {out_dir} cannot be created: {existing} refuses new files ({exc.strerror})")
+        return False
     return True
 
 
@@ -297,11 +306,13 @@ def validate(path_or_dict, base_dir: str | Path | None = None) -> list[str]:
         except BadInput as exc:
             return [str(exc)]
         try:
-            data = json.loads(spec_path.read_text(encoding="utf-8"))
+            text = spec_path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             return [f"{label}: not a text file"]
-        except json.JSONDecodeError as exc:
-            return [f"{label}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"]
+        try:
+            data = parse(text, label, "shot spec")
+        except BadInput as exc:
+            return [str(exc)]
         base = Path(base_dir) if base_dir is not None else spec_path.resolve().parent
     if not isinstance(data, dict):
         return [f"{label}: expected a JSON object at the top, got {_type_name(data)}"]
@@ -323,6 +334,8 @@ def validate(path_or_dict, base_dir: str | Path | None = None) -> list[str]:
         _one_of("task", top["task"], TASKS, problems)
     if "instruction" in top and not top["instruction"].strip():
         problems.append("instruction: empty (describe the edit, e.g. 'add a red kite in the sky')")
+    problems += [p for key in ("instruction", "negative_prompt")
+                 if isinstance(top.get(key), str) and (p := instruction_problem(key, top[key]))]
     if "seed" in top and not 0 <= top["seed"] < 2**63:
         problems.append(f"seed: {top['seed']} is outside 0 .. 2**63-1")
 

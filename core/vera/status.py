@@ -55,7 +55,7 @@ def status(out_dir: str | Path, verify: bool = False) -> dict:
             errors[index] = entry.get("error") or "failed"
             failed_runs.append((entry["first"], entry["last"]))
     stem, pad = manifest["output_name"], manifest["output_padding"]
-    done, frame_errors = [], {}
+    done, frame_errors, mismatches = [], {}, []
     for key, entry in manifest["frames"].items():
         path = out_dir / f"{stem}.{int(key):0{pad}d}.exr"
         if entry.get("status") == "failed":
@@ -65,6 +65,7 @@ def status(out_dir: str | Path, verify: bool = False) -> dict:
             if verify and sha256_file(path) != entry["sha256"]:
                 failed_runs.append((int(key), int(key)))
                 frame_errors[key] = "checksum mismatch (the file changed or is damaged)"
+                mismatches.append(int(key))
             else:
                 done.append(int(key))
     done.sort()
@@ -79,7 +80,8 @@ def status(out_dir: str | Path, verify: bool = False) -> dict:
         "frames": {"total": total, "done": compact_frames(done), "missing": _runs_text(missing),
                    "failed": _runs_text(failed), "done_count": len(done), "missing_count": _runs_count(missing),
                    "failed_count": _runs_count(failed), "errors": frame_errors,
-                   "other_settings": compact_frames(other), "other_settings_count": len(other)},
+                   "other_settings": compact_frames(other), "other_settings_count": len(other),
+                   "checksum_mismatches": compact_frames(sorted(mismatches))},
         "windows": {"total": len(manifest["windows"]), **windows, "errors": {str(k): v for k, v in errors.items()}},
         "layer_evaluations": evaluations,
         "settings_fingerprint": manifest["settings_fingerprint"], "updated": manifest.get("updated"),

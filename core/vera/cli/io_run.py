@@ -48,12 +48,14 @@ def run_qc(args) -> int:
         for f in report["frames"]:
             negative = f"  negative alpha in {f['negative_alpha']} pixels" if f["negative_alpha"] else ""
             print(f"frame {f['frame']}: touched {100 * f['touched']:.2f}%  max untouched diff "
-                  f"{f['max_untouched_diff']:g}{negative}  {'ok' if f['passed'] else 'FAILED'}", file=human)
+                  f"{f['max_untouched_diff']:g}{negative}{_comp_text(f)}  {'ok' if f['passed'] else 'FAILED'}",
+                  file=human)
     verdict = "passed" if s["passed"] else f"FAILED on frames {s['failed_frames']}" if s["failed_frames"] else \
         "FAILED: edit frames made with different settings: " + \
         ", ".join(f"{frames} ({key})" for key, frames in s["settings"].items())
     print(f"qc: {s['frames']} frames ({s['frame_range']}), touched mean {100 * s['touched_mean']:.2f}% "
-          f"max {100 * s['touched_max']:.2f}%, max untouched diff {s['max_untouched_diff']:g}: {verdict}",
+          f"max {100 * s['touched_max']:.2f}%, max untouched diff {s['max_untouched_diff']:g}{_comp_text(s)}: "
+          f"{verdict}",
           file=human)
     text = json.dumps(report, indent=2) + "\n"
     if to_stdout:
@@ -61,3 +63,12 @@ def run_qc(args) -> int:
     elif args.json:
         atomic_write_text(args.json, text)
     return 0 if s["passed"] else EXIT_QC_FAILED
+
+
+def _comp_text(result: dict) -> str:
+    """The --comp check in words (frame or summary): how far the composite strays from the plate where the
+    edit is untouched, and in how many pixels."""
+    if result.get("comp_max_untouched_diff") is None:
+        return ""
+    return (f"  comp: max untouched diff {result['comp_max_untouched_diff']:g}, "
+            f"{result['comp_changed_untouched']} untouched pixels differ from the plate")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 from vera.calibrate import calibrate
+from vera.calibration_target import calibration_folder
 from vera.launch import is_worker, launch_workers, run_shot
 from vera.layout import load_shot
 from vera.presets import CALIBRATION_FILE, write_calibration
@@ -43,8 +44,9 @@ def run(args) -> int:
 
 
 def calibrate_bundle(args) -> int:
+    folder = calibration_folder(args.specs, args.out)  # never a shipped or read-only bundle
     with Progress(len(args.specs), "calibrate", args.progress) as bar:
-        folder, data = calibrate(args.specs, steps=args.steps, seed=args.seed, progress=bar)
+        _, data = calibrate(args.specs, steps=args.steps, seed=args.seed, progress=bar)
     write_calibration(folder, data)
     print(f"{folder}/{CALIBRATION_FILE}: step-cache curve from {len(args.specs)} shot(s) at "
           f"{data['calibrated']['steps']} steps", file=sys.stderr)

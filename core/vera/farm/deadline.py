@@ -56,8 +56,23 @@ def read_info(path: str | Path) -> dict:
 
 
 def _arguments(args: list[str]) -> str:
-    """Deadline's Arguments string: paths in double quotes (they may hold spaces), tokens bare."""
-    return " ".join(f'"{a}"' if ("/" in a or " " in a or "\\" in a) else a for a in args)
+    """Deadline's Arguments string: paths in double quotes (they may hold spaces), tokens bare.
+
+    The CommandLine plugin's task splits it by Windows' CommandLineToArgvW rules, where '"' ends a quoted
+    argument and backslashes before a '"' escape it: a path holding '"' is refused (no path needs one), and
+    one ending in '\\' would escape its closing quote, so those backslashes are doubled.
+    """
+    for arg in args:
+        if '"' in arg:
+            raise BadInput(f"{arg}: holds a double quote (\"), which Deadline's CommandLine plugin would split "
+                           "the task's arguments at; rename the file or folder without it")
+    return " ".join(f'"{_closing_backslashes(a)}"' if ("/" in a or " " in a or "\\" in a) else a for a in args)
+
+
+def _closing_backslashes(arg: str) -> str:
+    """`arg` with its trailing backslashes doubled, so that the closing quote stays a quote."""
+    bare = arg.rstrip("\\")
+    return bare + "\\" * 2 * (len(arg) - len(bare))
 
 
 def gpu_entries(gpus: int | None, gpu_memory_gib: float | None) -> tuple[dict, dict]:

@@ -8,7 +8,7 @@ import importlib
 import tempfile
 from pathlib import Path
 
-from vera.errors import BadInput
+from vera.errors import BadInput, machine_error
 from vera.farm import BACKENDS, JobInfo
 from vera.layout import load_shot
 from vera.manifest import prepare_manifest
@@ -65,7 +65,11 @@ def submit(spec_path: str | Path, backend: str, jobdir: str | Path, launch: bool
 
 def _writable_folder(jobdir: Path) -> Path:
     """`jobdir`, created if needed and proven writable (an OSError here is the machine's answer, vera.errors)."""
-    jobdir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryFile(dir=jobdir):
-        pass
+    try:
+        jobdir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=jobdir):
+            pass
+    except OSError as exc:
+        refused = machine_error(exc)
+        raise refused or BadInput(f"{jobdir}: cannot create the job folder here ({exc.strerror or exc})") from None
     return jobdir

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vera.errors import BadInput, read_json_object
+from vera.errors import BadInput
+from vera.jsonio import read_json_object
 from vera.model.configs import VeraConfig
 from vera.schemas import BundleDefaults, BundleManifest, check
 
@@ -56,3 +57,27 @@ def read_manifest(name_or_path: str | Path) -> dict:
         raise BadInput(f"{path}: {exc}" if not str(exc).startswith(str(path)) else str(exc)) from None
     manifest["vae"] = checked.vae.model_dump()
     return manifest
+
+
+def bundle_files(name_or_path: str | Path) -> tuple[Path, list[tuple[str, Path]]]:
+    """The bundle's folder and every file that makes the model, as (name, path) sorted by name: the files in
+    the folder (hidden ones aside) by relative path, then the files bundle.json names outside the folder
+    (transformer, VAE, text encoder, LoRA), by the name written there. What the bundle identity hashes."""
+    folder = bundle_folder(name_or_path)
+    manifest = read_manifest(folder)
+    vae = manifest["vae"].get("path") if manifest["vae"].get("type") == "wan" else None
+    named = [manifest["transformer"], manifest["text_encoder"], vae, (manifest.get("lora") or {}).get("path")]
+    files = {p.relative_to(folder).as_posix(): p for p in _files_under(folder)}
+    root = folder.resolve()
+    for name in filter(None, named):
+        path = folder / name  # an absolute name stays absolute
+        if not path.resolve().is_relative_to(root):
+            files.update({f"{name}/{p.relative_to(path).as_posix()}" if p != path else name: p
+                          for p in _files_under(path)})
+    return folder, sorted(files.items())
+
+
+def _files_under(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    return [p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")]

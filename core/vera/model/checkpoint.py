@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 
 from vera.atomic import atomic_path, atomic_write_text
 from vera.errors import BadInput
+from vera.jsonio import parse, read_json
 from vera.model.configs import CONFIGS, STREAMS, VeraConfig
 from vera.model.dit import VeraMoT, build_on_meta, file_state_dict
 
@@ -95,9 +96,9 @@ def _config_from_metadata(path: Path, metadata: dict | None) -> VeraConfig:
     if not metadata or "vera_config" not in metadata:
         raise BadInput(f"{path}: not a Vera checkpoint (no vera_config in the safetensors metadata)")
     try:
-        data = json.loads(metadata["vera_config"])
-    except json.JSONDecodeError as exc:
-        raise BadInput(f"{path}: vera_config metadata is not JSON ({exc})") from None
+        data = parse(metadata["vera_config"], path, "vera_config metadata")
+    except BadInput as exc:
+        raise BadInput(str(exc)) from None
     try:
         return VeraConfig.from_dict(data)
     except BadInput as exc:
@@ -211,8 +212,8 @@ def _wan_files(source: Path) -> list[Path]:
 
 def _shards_from_index(index: Path) -> list[Path]:
     try:
-        weight_map = json.loads(index.read_text())["weight_map"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        weight_map = read_json(index, "checkpoint index")["weight_map"]
+    except (BadInput, KeyError, TypeError) as exc:
         raise BadInput(f"{index}: not a checkpoint index (needs a weight_map): {exc}") from None
     shards = [index.parent / name for name in dict.fromkeys(weight_map.values())]
     absent = [str(p) for p in shards if not p.is_file()]
@@ -278,9 +279,9 @@ def _source_config_json(source: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise BadInput(f"{path}: unreadable config ({exc})") from None
+        data = read_json(path, "checkpoint config")
+    except BadInput as exc:
+        raise BadInput(f"unreadable config: {exc}") from None
     return data if isinstance(data, dict) else {}
 
 

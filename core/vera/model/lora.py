@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 
 from vera.atomic import atomic_path
 from vera.errors import BadInput
+from vera.jsonio import parse
 from vera.model.configs import STREAMS
 from vera.model.dit import block_first_key, stream_first_key
 
@@ -79,9 +80,9 @@ def apply_lora(model: torch.nn.Module, path: str | Path, scale: float = 1.0) -> 
     path = Path(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
-            settings = json.loads((f.metadata() or {})[METADATA_KEY])
+            settings = parse((f.metadata() or {})[METADATA_KEY], path, "LoRA settings metadata")
             tensors = {block_first_key(k): f.get_tensor(k) for k in f.keys()}
-    except (OSError, SafetensorError, KeyError, ValueError) as exc:
+    except (OSError, SafetensorError, KeyError, ValueError, BadInput) as exc:
         raise BadInput(f"{path}: not a Vera LoRA file ({exc})") from None
     dtype = next(model.parameters()).dtype
     add_lora(model, settings["rank"], settings["alpha"] * float(scale), settings["targets"])

@@ -8,8 +8,12 @@ before they are encoded or looked up.
 
 The real encoder is large (about 11 GB in bf16), and every farm task of a shot asks for the same prompts, so
 embeddings are cached on disk keyed by (cache version, encoder fingerprint, cleaned prompt): the first task
-encodes, the rest read a small safetensors file and never load the encoder. Cache files are written atomically, so concurrent tasks are
-safe. The cache lives in `$VERA_CACHE/prompts` (default `~/.cache/vera/prompts`).
+encodes, the rest read a small safetensors file and never load the encoder. Cache files are written atomically,
+so concurrent tasks are safe. The cache lives in `$VERA_CACHE/prompts` (default `~/.cache/vera/prompts`).
+Each entry records what it was made from (cleaned prompt, encoder fingerprint, dtype, cache version) and is
+checked on read, with the embeddings' shape; one that does not match is re-encoded with a warning. The check
+catches stale and foreign entries, not a forger: whoever can write the folder can write a matching record, so
+only the accounts that render a show may write its cache (docs/security.md).
 
 `build_tiny_text_encoder` writes a small random UMT5 and a word-level tokenizer: tests use it, and so does the
 embedded demo model, whose instruction words must each be one distinct token.
@@ -37,14 +41,16 @@ from transformers.utils import logging as hf_logging
 
 from vera.atomic import atomic_path
 from vera.errors import BadInput
+from vera.jsonio import read_json
 
 SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")  # ids 0, 1, 2: T5's pad / eos / unk convention
 PUNCTUATION = tuple(".,!?;:'\"-()")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "spiece.model")
 _FINGERPRINT_SAMPLE = 1 << 20  # bytes read from each end of each weight file
-# Bumped whenever what an entry holds for a prompt changes (2: prompts cleaned with ftfy + HTML unescaping);
+# Bumped whenever what an entry holds for a prompt changes (2: prompts cleaned with ftfy + HTML unescaping;
+# 3: the entry records its dtype and is checked on read);
 # entries of another version live under other keys and are never read.
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 
 def default_cache_dir() -> Path:
@@ -109,9 +115,9 @@ class TextEncoder:
         if not config_path.is_file():
             raise BadInput(f"{self.folder}: not a text encoder folder (no config.json)")
         try:
-            self.config = json.loads(config_path.read_text())
+            self.config = read_json(config_path, "text encoder config")
             self.d_model = int(self.config["d_model"])
-        except (ValueError, KeyError, TypeError) as exc:
+        except (BadInput, ValueError, KeyError, TypeError) as exc:
             raise BadInput(f"{config_path}: not a text encoder config ({type(exc).__name__}: {exc})") from None
         self.tokenizer_folder = _find_tokenizer_folder(self.folder)
         self.device = torch.device(device)
@@ -160,18 +166,30 @@ class TextEncoder:
             return None
         try:
             with safe_open(str(path), framework="pt") as f:
-                if (f.metadata() or {}).get("prompt") != prompt:
-                    return None
-                return f.get_tensor("embeddings")
+                record = f.metadata() or {}
+                embeddings = f.get_tensor("embeddings")
         except (SafetensorError, OSError, KeyError):
             return None  # a damaged entry is re-encoded and rewritten
+        expected = self._cache_record(prompt)
+        wrong = [key for key, value in expected.items() if record.get(key) != value]
+        if embeddings.dtype != torch.float32 or embeddings.ndim != 2 or embeddings.shape[1] != self.d_model \
+                or embeddings.shape[0] > self.max_length:
+            wrong.append(f"embeddings {embeddings.dtype} {tuple(embeddings.shape)}")
+        if wrong:  # made from something else (or by someone else): never trusted, recomputed
+            print(f"vera: warning: prompt cache entry {path} does not match this prompt and encoder "
+                  f"({', '.join(wrong)}); re-encoding it", file=sys.stderr)
+            return None
+        return embeddings
+
+    def _cache_record(self, prompt: str) -> dict:
+        """What a cache entry was made from, stored in it and checked on read."""
+        return {"prompt": prompt, "encoder": self.fingerprint, "dtype": str(self.dtype),
+                "cache_version": str(CACHE_VERSION)}
 
     def _write_cache(self, prompt: str, embeddings: torch.Tensor) -> None:
         try:
             with atomic_path(self.cache_path(prompt)) as tmp:
-                save_file({"embeddings": embeddings.contiguous()}, tmp,
-                          metadata={"prompt": prompt, "encoder": self.fingerprint,
-                                    "cache_version": str(CACHE_VERSION)})
+                save_file({"embeddings": embeddings.contiguous()}, tmp, metadata=self._cache_record(prompt))
         except OSError as exc:  # a read-only or full cache costs time, not the render
             print(f"vera: warning: prompt cache {self.cache_dir} not written ({exc})", file=sys.stderr)
 

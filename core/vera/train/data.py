@@ -25,12 +25,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset as _TorchDataset
 
-from vera.atomic import atomic_path
+from vera.atomic import atomic_path, make_public
 from vera.colour import model_range, resolve_colorspace, to_model
 from vera.comp import over as comp_over
-from vera.errors import BadInput, read_json_object
+from vera.errors import BadInput
 from vera.exr import write_exr
 from vera.frames import compact_frames
+from vera.jsonio import read_json_object
 from vera.plates import open_sequence
 from vera.rebuild import Fit
 from vera.shot import TASKS
@@ -150,6 +151,7 @@ def write_exr_sample(folder, plate, element, instruction: str, task: str, fps: f
             "has_mask": mask is not None, "has_composite": composite is not None, **(extra or {})}
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    make_public(tmp)
     try:
         streams = {"plate": plate, "element": element}
         if mask is not None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from vera.errors import BadInput
+from vera.jsonio import read_json_object
 from vera.model.lora import add_lora, lora_settings, save_lora
 from vera.train import sharded as sharded_checkpoints
 from vera.train.checkpoints import block_first
@@ -65,3 +66,12 @@ def export(checkpoint: str | Path, out: str | Path, *, use_ema: bool = True, dty
         tensors = {block_first(k): v for k, v in load_file(str(checkpoint)).items()}
     state = {k[len(group) + 1:]: v for k, v in tensors.items() if k.startswith(f"{group}.")}
     return write_bundle(cfg, base, state, out, dtype)
+
+
+def previous_final_loss(out_dir: Path) -> float | None:
+    """The final loss an earlier run of this folder recorded in summary.json (a re-run that trained nothing
+    keeps it)."""
+    try:
+        return read_json_object(Path(out_dir) / "summary.json", "training summary").get("final_loss")
+    except BadInput:
+        return None

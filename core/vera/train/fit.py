@@ -47,7 +47,7 @@ from vera.train.loader import BatchPlan, cache_prompts, dataset_prompts, plan_bu
 from vera.train.checkpoints import list_checkpoints, load_checkpoint, save_run_checkpoint
 from vera.train.config import FitConfig
 from vera.train.distributed import barrier, clock_says_stop, init_distributed, mean_across, pick_device
-from vera.train.export import base_bundle_folder, write_bundle
+from vera.train.export import base_bundle_folder, previous_final_loss, write_bundle
 from vera.train.masks import conditioning_mask, element_weight_map
 from vera.train.streams import batch_noise, rank_positions
 from vera.train.synth import vocabulary as synth_vocabulary
@@ -331,7 +331,8 @@ def fit(cfg: FitConfig, data_dir: str | Path, out_dir: str | Path, *, device: st
     del batches  # stops the workers
     save_run_checkpoint(out_dir, step, model, optimizer, ema, cfg, dist)
 
-    summary = {"steps": step, "final_loss": losses[-1] if losses else None,
+    summary = {"steps": step, "trained_steps": step - start_step,
+               "final_loss": losses[-1] if losses else previous_final_loss(out_dir),
                "wall_s": round(time.monotonic() - started, 1), "stopped_by_clock": stopped_by_clock,
                "bundle": None}
     trained_state = model.state_dict() if ema is None else ema.shadow

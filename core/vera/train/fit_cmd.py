@@ -84,8 +84,12 @@ def run_fit(args) -> int:
     summary = fit(cfg, args.data, args.out, device=args.device, max_minutes=args.max_minutes,
                   max_steps=args.max_steps, resume=not args.no_resume, bundle_out=args.bundle_out,
                   progress=args.progress)
-    if summary.get("bundle"):
-        print(f"trained {summary['steps']} steps in {summary['wall_s']} s, final loss {summary['final_loss']:.4f}; "
+    loss = "n/a" if summary["final_loss"] is None else f"{summary['final_loss']:.4f}"
+    if summary.get("bundle") and summary["trained_steps"] == 0:
+        print(f"already finished at step {summary['steps']}: nothing trained (raise `steps` to train on), final "
+              f"loss {loss}; bundle: {summary['bundle']}", file=sys.stderr)
+    elif summary.get("bundle"):
+        print(f"trained {summary['steps']} steps in {summary['wall_s']} s, final loss {loss}; "
               f"bundle: {summary['bundle']}", file=sys.stderr)
     return 0
 

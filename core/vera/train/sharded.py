@@ -32,6 +32,7 @@ from torch.distributed.device_mesh import init_device_mesh
 
 from vera.atomic import atomic_write_text
 from vera.errors import BadInput
+from vera.jsonio import read_json
 from vera.model.dit import build_on_meta
 from vera.parallel import apply_fsdp, build_mesh, parallelize
 from vera.plan import Strategy
@@ -101,8 +102,8 @@ def save(folder: Path, step: int, model, optimizer, ema: dict | None, meta: dict
 def read_state(folder: Path) -> dict:
     path = Path(folder) / STATE_FILE
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        return read_json(path, "sharded checkpoint state")
+    except BadInput as exc:
         raise BadInput(f"{path}: not a readable sharded checkpoint state ({exc})") from None
 
 
