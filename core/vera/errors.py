@@ -94,8 +94,9 @@ _MACHINE_ERRNOS = {
     errno.ENOMEM: ("transient", "out of memory (retry on a node with more memory, or render a smaller window)"),
 }
 # Allocators that say so only in words: torch's CPU allocator ("DefaultCPUAllocator: can't allocate memory"),
-# torch's CUDA allocator ("CUDA out of memory").
-_OUT_OF_MEMORY_WORDS = ("can't allocate memory", "out of memory")
+# torch's CUDA allocator ("CUDA out of memory"), and the dynamic loader, whose mmap of a library was refused
+# ("failed to map segment from shared object", in an ImportError, or in diffusers' wrapper of one).
+_OUT_OF_MEMORY_WORDS = ("can't allocate memory", "out of memory", "failed to map segment")
 
 
 def machine_error(exc: BaseException) -> VeraError | None:

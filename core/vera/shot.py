@@ -17,6 +17,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 
 from vera.errors import BadInput
+from vera.model.bundle_check import bundle_problems
 
 SCHEMA_VERSION = 1
 TASKS = ("object_addition", "background_change")
@@ -387,12 +388,14 @@ def validate(path_or_dict, base_dir: str | Path | None = None) -> list[str]:
             except BadInput as exc:
                 problems.append(f"model.bundle: {exc}")
     elif model.get("bundle", "demo") == "demo":
-        from vera.model.bundle import read_manifest
+        from vera.model.bundle import DEMO_PATH as bundle, read_manifest
 
         try:
             bundle_manifest = read_manifest("demo")
         except BadInput as exc:  # an install without the demo model
             problems.append(f"model.bundle: {exc}")
+    if bundle_manifest is not None:  # every file it names, as load_bundle will read them (headers only)
+        problems += [f"model.bundle: {problem}" for problem in bundle_problems(bundle, bundle_manifest)]
     if "device" in model and not _DEVICE.match(model["device"]):
         problems.append(f"model.device: '{model['device']}' is not one of auto, cpu, cuda, cuda:N, mps")
     elif model.get("device", "auto") not in ("auto", "cpu"):  # a GPU the spec names must be on this machine

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from vera.errors import BadInput
+from vera.model.bundle_check import read_speed_file
 
 PRESETS = ("quality", "balanced", "preview")  # the shot spec's default is balanced (vera.shot.ShotSpec.speed)
 CALIBRATION_FILE = "speed.json"
@@ -108,19 +109,10 @@ def read_calibration(bundle_folder) -> dict | None:
     """speed.json of a bundle folder ({"curve": [[t, log magnitude], ...], ...}), or None when not calibrated."""
     from pathlib import Path
 
-    from vera.errors import read_json_object
-
     if bundle_folder is None:
         return None
     path = Path(bundle_folder) / CALIBRATION_FILE
-    if not path.is_file():
-        return None
-    data = read_json_object(path, "speed calibration")
-    curve = data.get("curve")
-    if not (isinstance(curve, list) and len(curve) >= 2
-            and all(isinstance(p, list) and len(p) == 2 for p in curve)):
-        raise BadInput(f"{path}: 'curve' must be a list of at least two [timestep, log magnitude] pairs")
-    return data
+    return read_speed_file(path) if path.exists() else None  # a FIFO exists, and is refused unopened
 
 
 def write_calibration(bundle_folder, data: dict) -> None:

@@ -28,6 +28,7 @@ import torch
 
 from vera.atomic import atomic_write_text
 from vera.errors import BadInput, read_json_object
+from vera.model.bundle_check import check_bundle
 from vera.model.configs import VeraConfig, get_config
 from vera.model.text import TextEncoder, build_tiny_text_encoder
 from vera.model.vae import PatchVAE, VideoVAE, WanVAE, build_vae
@@ -160,6 +161,7 @@ def load_bundle(name_or_path: str | Path = "demo", device: str | torch.device = 
     strategy = strategy or Strategy()
     folder = bundle_folder(name_or_path)
     manifest = read_manifest(folder)
+    check_bundle(folder, manifest)  # every file it names, by header: BadInput before anything loads
     dev, dtype = resolve_device(device)
     cfg = VeraConfig.from_dict(manifest["config"])
     # float32 on every device, as Wan; on the CPU between uses unless everything stays resident

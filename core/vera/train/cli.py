@@ -129,9 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vera.cli import run_command, working_directory_gone
+    from vera.cli import guarded, run_command, working_directory_gone
 
-    return working_directory_gone("vera-train") or run_command(build_parser(), argv)
+    return working_directory_gone("vera-train") or guarded("vera-train", lambda: run_command(build_parser(), argv))
 
 
 if __name__ == "__main__":  # pragma: no cover
