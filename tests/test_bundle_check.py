@@ -28,6 +28,7 @@ from vera.model.bundle import load_bundle
 from vera.model.bundle_check import read_header, transformer_shapes, umt5_encoder_shapes
 from vera.model.configs import CONFIGS, VeraConfig
 from vera.model.dit import build_on_meta, file_state_dict
+from vera.model.text import TextEncoder
 from vera.model.vae import WanVAE
 
 # diffusers' AutoencoderKLWan at its smallest that still has Wan's 4x8x8 strides (as tests/test_vae.py)
@@ -233,6 +234,8 @@ def test_text_encoder_weights_of_4_bytes_are_bad_input_at_load(shot):
     (bundle / "text_encoder" / "model.safetensors").write_bytes(b"\x10\x00\x00\x00")
     with pytest.raises(BadInput, match="model.safetensors: not a safetensors file"):
         load_bundle(bundle, device="cpu")
+    with pytest.raises(BadInput, match="model.safetensors: not a safetensors file"):  # what else reads them
+        TextEncoder(bundle / "text_encoder").fingerprint
 
 
 # -------------------------------------------------------------------------------- FIFOs (issue 18)

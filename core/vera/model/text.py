@@ -30,7 +30,7 @@ import torch
 
 from vera.atomic import atomic_path
 from vera.errors import BadInput
-from vera.model.bundle_check import TOKENIZER_FILES, find_tokenizer_folder
+from vera.model.bundle_check import TOKENIZER_FILES, find_tokenizer_folder, read_header
 
 SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")  # ids 0, 1, 2: T5's pad / eos / unk convention
 PUNCTUATION = tuple(".,!?;:'\"-()")
@@ -67,6 +67,7 @@ def encoder_fingerprint(folder: str | Path, tokenizer_folder: str | Path, dtype:
     if not weights:
         raise BadInput(f"{folder}: no .safetensors weights for the text encoder")
     for path in weights:
+        read_header(path)  # a damaged file is BadInput naming it (not struct.error from a short read below)
         size = path.stat().st_size
         with open(path, "rb") as f:
             header_len = struct.unpack("<Q", f.read(8))[0]
