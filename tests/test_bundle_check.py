@@ -215,6 +215,7 @@ TEXT_DAMAGE = {
     "weights 4 bytes": ("model.safetensors", lambda p: p.write_bytes(b"\x10\x00\x00\x00")),
     "config garbage": ("config.json", lambda p: p.write_text("{\"d_model\": ")),
     "config without d_model": ("config.json", lambda p: _drop_d_model(p.parent)),
+    "tokenizer.json truncated": ("tokenizer.json", lambda p: p.write_text('{"model": "' + "x" * (2 << 20) + '"')),
     "tokenizer missing": ("", lambda p: [(p / n).unlink() for n in ("tokenizer.json", "tokenizer_config.json")]),
 }
 

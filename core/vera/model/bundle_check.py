@@ -46,6 +46,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 TEXT_ENCODER_INDEX = "model.safetensors.index.json"          # transformers' name for sharded weights
 VAE_WEIGHTS, VAE_INDEX = "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json"
 SPEED_FILE = "speed.json"                                     # vera.speed.CALIBRATION_FILE
+PARSED_JSON_BYTES = 1 << 20  # tokenizer JSON files up to this size are parsed whole
 
 
 @dataclass(frozen=True)
@@ -384,9 +385,25 @@ def _text_encoder_problems(folder: Path, manifest: dict, cfg: VeraConfig) -> lis
             if regular_file(path).st_size == 0:
                 problems.append(f"{path}: empty tokenizer file")
             elif path.suffix == ".json":
-                read_json_object(path, "tokenizer file")
+                problems += _json_problems(path, "tokenizer file")
     headers = _weight_headers(encoder, TEXT_ENCODER_INDEX, "model.safetensors")
     return problems + compare_tensors(_merged(headers, encoder), umt5_encoder_shapes(config), optional=None)
+
+
+def _json_problems(path: Path, what: str) -> list[str]:
+    """A small JSON file is parsed; a large one (umT5's tokenizer.json: 16 MB, seconds to parse in Python) must
+    start with "{" and end with "}", which a truncated one does not; its tokenizer parses it at load."""
+    size = path.stat().st_size
+    if size <= PARSED_JSON_BYTES:
+        read_json_object(path, what)
+        return []
+    with open(path, "rb") as f:
+        head = f.read(64).lstrip()
+        f.seek(size - 64)
+        tail = f.read().rstrip()
+    if not (head.startswith(b"{") and tail.endswith(b"}")):
+        return [f"{path}: not a valid {what} (a JSON object starts with {{ and ends with }}: truncated?)"]
+    return []
 
 
 def _speed_problems(folder: Path, manifest: dict, cfg: VeraConfig) -> list[str]:
