@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
 
 import torch  # noqa: E402
 
-from vera.model.bundle import DEFAULTS, DEMO_PATH, read_manifest  # noqa: E402
+from vera.model.bundle_manifest import DEFAULTS, DEMO_PATH, read_manifest  # noqa: E402
 from vera.model.bundle_check import bundle_problems  # noqa: E402
 from vera.model.configs import get_config  # noqa: E402
 from vera.model.dit import build_on_meta, file_state_dict  # noqa: E402

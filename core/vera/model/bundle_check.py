@@ -45,7 +45,7 @@ MAX_HEADER_BYTES = 100_000_000  # safetensors refuses a larger header (MAX_HEADE
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "spiece.model")
 TEXT_ENCODER_INDEX = "model.safetensors.index.json"          # transformers' name for sharded weights
 VAE_WEIGHTS, VAE_INDEX = "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json"
-SPEED_FILE = "speed.json"                                     # vera.speed.CALIBRATION_FILE
+SPEED_FILE = "speed.json"                                     # vera.presets.CALIBRATION_FILE
 PARSED_JSON_BYTES = 1 << 20  # tokenizer JSON files up to this size are parsed whole
 
 
@@ -414,7 +414,7 @@ def _speed_problems(folder: Path, manifest: dict, cfg: VeraConfig) -> list[str]:
 
 
 def read_speed_file(path) -> dict:
-    """A bundle's speed.json (vera.speed's calibration: {"curve": [[timestep, log magnitude], ...], ...})."""
+    """A bundle's speed.json (vera.presets' calibration: {"curve": [[timestep, log magnitude], ...], ...})."""
     regular_file(path)
     data = read_json_object(path, "speed calibration")
     curve = data.get("curve")
