@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from bundles import base_spec, random_bundle, write_plates, write_spec
 from vera.cli import main
-from vera.errors import BadInput
+from vera.errors import BadInput, TransientError, machine_error
 from vera.model.bundle import load_bundle
 from vera.model.bundle_check import read_header, transformer_shapes, umt5_encoder_shapes
 from vera.model.configs import CONFIGS, VeraConfig
@@ -317,3 +317,16 @@ def test_out_of_memory_at_start_up_is_transient(tmp_path, megabytes):
     lines = done.stderr.strip().splitlines()
     assert "Traceback" not in done.stderr and len(lines) == 1, done.stderr[-2000:]
     assert lines[0].startswith("vera-render: error: out of memory")
+
+
+@pytest.mark.parametrize("exc", [
+    MemoryError(),
+    ImportError("libzstd-40ad5e7e.so.1.5.7: failed to map segment from shared object"),
+    RuntimeError("Failed to import diffusers.schedulers.scheduling_flow_match_euler_discrete because of the "
+                 "following error (look up to see its traceback):\nx.so: failed to map segment from shared object"),
+    SystemError("<function _find_and_load at 0x7f1a26c8fce0> returned NULL without setting an exception"),
+], ids=["MemoryError", "ImportError", "diffusers", "SystemError"])
+def test_what_running_out_of_memory_in_imports_raises_is_transient(exc):
+    """The messages seen under `ulimit -v` 600-1000 MB (the subprocess test above meets whichever comes first)."""
+    assert isinstance(machine_error(exc), TransientError)
+    assert machine_error(SystemError("some other C function returned NULL without setting an exception")) is None

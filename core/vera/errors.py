@@ -107,7 +107,7 @@ def machine_error(exc: BaseException) -> VeraError | None:
     """
     code = exc.errno if isinstance(exc, OSError) else None
     text = str(exc)
-    if isinstance(exc, MemoryError) or _is_torch_out_of_memory(exc) or \
+    if isinstance(exc, MemoryError) or _is_torch_out_of_memory(exc) or _import_out_of_memory(exc) or \
             any(words in text.lower() for words in _OUT_OF_MEMORY_WORDS):
         code = errno.ENOMEM
     if code is None:
@@ -121,6 +121,14 @@ def machine_error(exc: BaseException) -> VeraError | None:
     else:  # the library's own line names the file
         message = f"{meaning}: {(text.splitlines() or [type(exc).__name__])[0][:300]}"
     return (BadInput if kind == "bad" else TransientError)(message)
+
+
+def _import_out_of_memory(exc: BaseException) -> bool:
+    """CPython's import machinery failing with no exception set ("<function _find_and_load ...> returned NULL
+    without setting an exception"): what an import does when an allocation fails part way (seen under
+    `ulimit -v`, while the MemoryError itself could not be made)."""
+    text = str(exc)
+    return isinstance(exc, SystemError) and "_find_and_load" in text and "without setting an exception" in text
 
 
 def _is_torch_out_of_memory(exc: BaseException) -> bool:
