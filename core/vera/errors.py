@@ -124,11 +124,12 @@ def machine_error(exc: BaseException) -> VeraError | None:
 
 
 def _import_out_of_memory(exc: BaseException) -> bool:
-    """CPython's import machinery failing with no exception set ("<function _find_and_load ...> returned NULL
-    without setting an exception"): what an import does when an allocation fails part way (seen under
-    `ulimit -v`, while the MemoryError itself could not be made)."""
+    """CPython failing with no exception set ("<function _find_and_load ...> returned NULL without setting an
+    exception", "error return without exception set"): what the interpreter raises, in imports, when an
+    allocation fails where not even the MemoryError could be made (seen under `ulimit -v` 600 MB)."""
     text = str(exc)
-    return isinstance(exc, SystemError) and "_find_and_load" in text and "without setting an exception" in text
+    return isinstance(exc, SystemError) and ("without setting an exception" in text or
+                                             "without exception set" in text)
 
 
 def _is_torch_out_of_memory(exc: BaseException) -> bool:
