@@ -305,6 +305,7 @@ def test_header_reader_refuses_what_safetensors_refuses(pristine, tmp_path):
 
 # ------------------------------------------------------------------------------------------ exit codes
 
+@pytest.mark.slow  # three start-ups of the whole demo's imports
 @pytest.mark.parametrize("megabytes", [600, 800, 1000])
 def test_out_of_memory_at_start_up_is_transient(tmp_path, megabytes):
     """Under `ulimit -v`, `demo` died in imports: a traceback (MemoryError), "ImportError: ... failed to map
