@@ -306,7 +306,8 @@ def test_header_reader_refuses_what_safetensors_refuses(pristine, tmp_path):
 # ------------------------------------------------------------------------------------------ exit codes
 
 @pytest.mark.slow  # three start-ups of the whole demo's imports
-@pytest.mark.parametrize("megabytes", [600, 800, 1000])
+# (1000 MB: since the light CLI, the demo gets past start-up there and renders)
+@pytest.mark.parametrize("megabytes", [600, 800])
 def test_out_of_memory_at_start_up_is_transient(tmp_path, megabytes):
     """Under `ulimit -v`, `demo` died in imports: a traceback (MemoryError), "ImportError: ... failed to map
     segment" or diffusers' wrapped import error, all exit 1. The farm must see 3 (retry on a bigger node)."""
