@@ -79,8 +79,9 @@ _MACHINE_ERRNOS = {
     errno.ENOMEM: ("transient", "out of memory (retry on a node with more memory, or render a smaller window)"),
 }
 # Allocators that say so only in words: torch's CPU allocator ("DefaultCPUAllocator: can't allocate memory"),
-# torch's CUDA allocator ("CUDA out of memory").
-_OUT_OF_MEMORY_WORDS = ("can't allocate memory", "out of memory")
+# torch's CUDA allocator ("CUDA out of memory"), and the dynamic loader, whose mmap of a library was refused
+# ("failed to map segment from shared object", in an ImportError, or in diffusers' wrapper of one).
+_OUT_OF_MEMORY_WORDS = ("can't allocate memory", "out of memory", "failed to map segment")
 
 
 def machine_error(exc: BaseException) -> VeraError | None:
@@ -91,7 +92,7 @@ def machine_error(exc: BaseException) -> VeraError | None:
     """
     code = exc.errno if isinstance(exc, OSError) else None
     text = str(exc)
-    if isinstance(exc, MemoryError) or _is_torch_out_of_memory(exc) or \
+    if isinstance(exc, MemoryError) or _is_torch_out_of_memory(exc) or _import_out_of_memory(exc) or \
             any(words in text.lower() for words in _OUT_OF_MEMORY_WORDS):
         code = errno.ENOMEM
     if code is None:
@@ -105,6 +106,15 @@ def machine_error(exc: BaseException) -> VeraError | None:
     else:  # the library's own line names the file
         message = f"{meaning}: {(text.splitlines() or [type(exc).__name__])[0][:300]}"
     return (BadInput if kind == "bad" else TransientError)(message)
+
+
+def _import_out_of_memory(exc: BaseException) -> bool:
+    """CPython failing with no exception set ("<function _find_and_load ...> returned NULL without setting an
+    exception", "error return without exception set"): what the interpreter raises, in imports, when an
+    allocation fails where not even the MemoryError could be made (seen under `ulimit -v` 600 MB)."""
+    text = str(exc)
+    return isinstance(exc, SystemError) and ("without setting an exception" in text or
+                                             "without exception set" in text)
 
 
 def _is_torch_out_of_memory(exc: BaseException) -> bool:

@@ -31,11 +31,11 @@ from pathlib import Path
 
 from vera.atomic import atomic_write_text
 from vera.errors import BadInput
-from vera.jsonio import read_json_object
+from vera.model.bundle_check import SPEED_FILE, read_speed_file
 
 SAMPLERS = ("unipc", "euler")  # vera.sampling
 PRESETS = ("quality", "balanced", "preview")  # the shot spec's default is balanced (vera.shot.ShotSpec.speed)
-CALIBRATION_FILE = "speed.json"
+CALIBRATION_FILE = SPEED_FILE  # a bundle's step-cache calibration, checked with the bundle
 
 
 @dataclass(frozen=True)
@@ -105,14 +105,7 @@ def read_calibration(bundle_folder) -> dict | None:
     if bundle_folder is None:
         return None
     path = Path(bundle_folder) / CALIBRATION_FILE
-    if not path.is_file():
-        return None
-    data = read_json_object(path, "speed calibration")
-    curve = data.get("curve")
-    if not (isinstance(curve, list) and len(curve) >= 2
-            and all(isinstance(p, list) and len(p) == 2 for p in curve)):
-        raise BadInput(f"{path}: 'curve' must be a list of at least two [timestep, log magnitude] pairs")
-    return data
+    return read_speed_file(path) if path.exists() else None  # a FIFO exists, and is refused unopened
 
 
 def write_calibration(bundle_folder, data: dict) -> None:

@@ -159,3 +159,4 @@ class BundleManifest(BaseModel):
     text_encoder: Annotated[str, StringConstraints(min_length=1)]
     defaults: dict | None = None
     lora: LoraEntry | None = None
+    fp8_storage: bool = False  # the transformer's weights may be float8 (F8_E4M3 / F8_E5M2): vera.model.bundle_check

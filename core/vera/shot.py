@@ -25,7 +25,8 @@ from vera.jsonio import parse, read_json
 from vera.limits import instruction_problem
 from vera.exr import COMPRESSIONS
 from vera.files import overwrite_problem, regular_file
-from vera.model.bundle_manifest import read_manifest
+from vera.model.bundle_check import bundle_problems
+from vera.model.bundle_manifest import DEMO_PATH, read_manifest
 from vera.outputs import output_files
 from vera.plates import MAX_SEQUENCE_FRAMES, open_sequence
 from vera.presets import PRESETS, SAMPLERS
@@ -393,10 +394,13 @@ def validate(path_or_dict, base_dir: str | Path | None = None) -> list[str]:
             except BadInput as exc:
                 problems.append(f"model.bundle: {exc}")
     elif model.get("bundle", "demo") == "demo":
+        bundle = DEMO_PATH
         try:
             bundle_manifest = read_manifest("demo")
         except BadInput as exc:  # an install without the demo model
             problems.append(f"model.bundle: {exc}")
+    if bundle_manifest is not None:  # every file it names, as load_bundle will read them (headers only)
+        problems += [f"model.bundle: {problem}" for problem in bundle_problems(bundle, bundle_manifest)]
     if "device" in model and not _DEVICE.match(model["device"]):
         problems.append(f"model.device: '{model['device']}' is not one of auto, cpu, cuda, cuda:N, mps")
     elif model.get("device", "auto") not in ("auto", "cpu"):  # a GPU the spec names must be on this machine

@@ -177,7 +177,7 @@ DAMAGED_BUNDLES = [
     ("unreadable VAE config", lambda b: b.__setitem__("vae", {"type": "wan", "path": "vae"}),
      _garbage_vae_config, ["vae", "config.json"]),
     ("text encoder missing", None, _remove("text_encoder"), ["text_encoder"]),
-    ("text encoder truncated", None, _truncate("text_encoder"), ["text_encoder", "deserializing header"]),
+    ("text encoder truncated", None, _truncate("text_encoder"), ["text_encoder/model.safetensors", "truncated"]),
     ("transformer truncated", None, _truncate("transformer.safetensors"), ["transformer.safetensors"]),
 ]
 

@@ -63,7 +63,7 @@ def frame_size(text: str) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return working_directory_gone("vera-render") or run_command(build_parser(), argv)
+    return working_directory_gone("vera-render") or guarded("vera-render", lambda: run_command(build_parser(), argv))
 
 
 def working_directory_gone(prog: str) -> int:
@@ -84,10 +84,15 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str] | None = None) 
 
     Shared by every Vera console script (`vera-render`, `vera-train`) so they fail the same way.
     """
-    prog = parser.prog
     args = parser.parse_args(argv)
+    return guarded(parser.prog, lambda: args.func(args))
+
+
+def guarded(prog: str, call) -> int:
+    """call()'s exit code, every failure turned into one line on stderr and an exit code. Building the parser
+    runs under it too: it imports torch and diffusers, the first thing to fail under a memory limit (exit 3)."""
     try:
-        return int(args.func(args) or 0)
+        return int(call() or 0)
     except VeraError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -114,4 +119,4 @@ def _internal(prog: str, exc: BaseException) -> int:
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
 
-__all__ = ["main", "build_parser", "run_command", "EXIT_BAD_INPUT"]
+__all__ = ["main", "build_parser", "run_command", "guarded", "EXIT_BAD_INPUT"]

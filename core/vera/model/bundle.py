@@ -28,6 +28,7 @@ import torch
 
 from vera.atomic import atomic_write_text
 from vera.errors import BadInput
+from vera.model.bundle_check import check_bundle, inside
 from vera.model.bundle_manifest import BUNDLE_FILE, DEFAULTS, TRANSFORMER_FILE, bundle_folder, read_manifest
 from vera.model.checkpoint import load_vera, save_vera
 from vera.model.configs import VeraConfig, get_config
@@ -112,19 +113,20 @@ def load_parts(name_or_path: str | Path = "demo", device: str | torch.device = "
     is the caller's (vera.loading)."""
     folder = bundle_folder(name_or_path)
     manifest = read_manifest(folder)
+    check_bundle(folder, manifest)  # every file it names, by header: BadInput before anything loads
     dev, dtype = resolve_device(device)
     cfg = VeraConfig.from_dict(manifest["config"])
     # float32 on every device, as Wan; on the CPU between uses unless everything stays resident
     vae = build_vae(manifest["vae"], folder, device=CPU if memory != "resident" else dev)
     _check_compatible(folder / BUNDLE_FILE, cfg, vae, manifest["defaults"])
-    text = TextEncoder(_inside(folder, manifest["text_encoder"]), device=dev, dtype=dtype, cache_dir=cache_dir,
+    text = TextEncoder(inside(folder, manifest["text_encoder"]), device=dev, dtype=dtype, cache_dir=cache_dir,
                        max_length=cfg.text_len)
     if text.d_model != cfg.text_dim:
         raise BadInput(f"{folder}: text encoder width {text.d_model} != config text_dim {cfg.text_dim}")
     name = "demo" if str(name_or_path) == "demo" else manifest.get("name", folder.name)
     bundle = Bundle(name=name, path=folder, config=cfg, transformer=None, vae=vae, text=text,
                     defaults=manifest["defaults"], device=dev, dtype=dtype, memory=memory)
-    return bundle, _inside(folder, manifest["transformer"]), manifest.get("lora")
+    return bundle, inside(folder, manifest["transformer"]), manifest.get("lora")
 
 
 def load_weights(bundle: Bundle, path: Path, lora: dict | None, device: torch.device) -> torch.nn.Module:
@@ -132,7 +134,7 @@ def load_weights(bundle: Bundle, path: Path, lora: dict | None, device: torch.de
     the weights before any offload hook or parallel wrapper sees them."""
     transformer = _load_transformer(path, bundle.config, device, bundle.dtype)
     if lora:
-        apply_lora(transformer, _inside(bundle.path, lora["path"]), lora.get("scale", 1.0))
+        apply_lora(transformer, inside(bundle.path, lora["path"]), lora.get("scale", 1.0))
     return transformer
 
 
@@ -143,11 +145,6 @@ def load_bundle(name_or_path: str | Path = "demo", device: str | torch.device = 
     bundle, path, lora = load_parts(name_or_path, device, cache_dir)
     bundle.transformer = load_weights(bundle, path, lora, bundle.device)
     return bundle
-
-
-def _inside(folder: Path, relative: str) -> Path:
-    path = Path(relative)
-    return path if path.is_absolute() else folder / path
 
 
 def save_bundle(bundle: Bundle, folder: str | Path, defaults: dict | None = None, name: str | None = None,

@@ -42,10 +42,10 @@ from transformers.utils import logging as hf_logging
 from vera.atomic import atomic_path
 from vera.errors import BadInput
 from vera.jsonio import read_json
+from vera.model.bundle_check import TOKENIZER_FILES, find_tokenizer_folder, read_header
 
 SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")  # ids 0, 1, 2: T5's pad / eos / unk convention
 PUNCTUATION = tuple(".,!?;:'\"-()")
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "spiece.model")
 _FINGERPRINT_SAMPLE = 1 << 20  # bytes read from each end of each weight file
 # Bumped whenever what an entry holds for a prompt changes (2: prompts cleaned with ftfy + HTML unescaping;
 # 3: the entry records its dtype and is checked on read);
@@ -65,27 +65,20 @@ def clean_prompt(prompt: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def _find_tokenizer_folder(folder: Path) -> Path:
-    # A diffusers Wan checkout keeps the tokenizer beside the encoder (text_encoder/ + tokenizer/).
-    for candidate in (folder, folder / "tokenizer", folder.parent / "tokenizer"):
-        if any((candidate / name).is_file() for name in _TOKENIZER_FILES):
-            return candidate
-    raise BadInput(f"{folder}: no tokenizer files (tokenizer.json or spiece.model) here or in a tokenizer/ folder")
-
-
 def encoder_fingerprint(folder: str | Path, tokenizer_folder: str | Path, dtype: torch.dtype) -> str:
     """A content hash of the encoder: config, tokenizer files, each weight file's safetensors header, size and
     first/last megabyte, and the compute dtype. Content-based (not mtimes), so every farm node computes the same
     key for the same weights, and cheap even for an 11 GB encoder."""
     folder, tokenizer_folder = Path(folder), Path(tokenizer_folder)
     h = hashlib.sha256(str(dtype).encode())
-    for path in [folder / "config.json"] + [tokenizer_folder / n for n in _TOKENIZER_FILES]:
+    for path in [folder / "config.json"] + [tokenizer_folder / n for n in TOKENIZER_FILES]:
         if path.is_file():
             h.update(path.name.encode() + b"\0" + path.read_bytes())
     weights = sorted(folder.glob("*.safetensors"))
     if not weights:
         raise BadInput(f"{folder}: no .safetensors weights for the text encoder")
     for path in weights:
+        read_header(path)  # a damaged file is BadInput naming it (not struct.error from a short read below)
         size = path.stat().st_size
         with open(path, "rb") as f:
             header_len = struct.unpack("<Q", f.read(8))[0]
@@ -119,7 +112,7 @@ class TextEncoder:
             self.d_model = int(self.config["d_model"])
         except (BadInput, ValueError, KeyError, TypeError) as exc:
             raise BadInput(f"{config_path}: not a text encoder config ({type(exc).__name__}: {exc})") from None
-        self.tokenizer_folder = _find_tokenizer_folder(self.folder)
+        self.tokenizer_folder = find_tokenizer_folder(self.folder)
         self.device = torch.device(device)
         self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()

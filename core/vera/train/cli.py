@@ -10,7 +10,7 @@ import json
 import sys
 
 from vera import __version__
-from vera.cli import frame_size, run_command, working_directory_gone
+from vera.cli import frame_size, guarded, run_command, working_directory_gone
 from vera.errors import EXIT_BAD_INPUT, EXIT_OK, BadInput
 from vera.progress import Progress, add_progress_argument
 from vera.shot import TASKS
@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return working_directory_gone("vera-train") or run_command(build_parser(), argv)
+    return working_directory_gone("vera-train") or guarded("vera-train", lambda: run_command(build_parser(), argv))
 
 
 if __name__ == "__main__":  # pragma: no cover
