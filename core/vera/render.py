@@ -112,7 +112,8 @@ def _bundle_path(spec: ShotSpec) -> str:
 def _load_bundle(spec: ShotSpec, strategy=None, mesh=None, compile: bool = False):
     from vera.model.bundle import load_bundle
 
-    bundle = load_bundle(_bundle_path(spec), device=spec.model.device, strategy=strategy, mesh=mesh)
+    bundle = load_bundle(_bundle_path(spec), device=spec.model.device, strategy=strategy, mesh=mesh,
+                         attention=spec.model.attention)
     if compile:
         from vera.speed import compile_blocks
 
@@ -181,7 +182,7 @@ def settings_of(shot: Shot) -> dict:
     spec = shot.spec.to_dict()
     for key in ("output", "name"):
         spec.pop(key)
-    for key in ("device", "bundle"):
+    for key in ("device", "bundle", "attention"):  # the kernel, like the device, is how, not what
         spec["model"].pop(key)
     spec["window"]["frames"] = shot.window_frames
     return {"spec": spec, "bundle": bundle_identity(shot.spec), "vera": vera.__version__}

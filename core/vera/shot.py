@@ -46,6 +46,7 @@ class MaskSpec:
 class ModelSpec:
     bundle: str = "demo"           # "demo" (embedded) or a model bundle folder (docs/model.md)
     device: str = "auto"           # auto | cpu | cuda | cuda:N
+    attention: str = "auto"        # the joint attention's kernel: auto | native | flash | ... (vera.model.attention)
 
 
 @dataclass
@@ -402,6 +403,11 @@ def validate(path_or_dict, base_dir: str | Path | None = None) -> list[str]:
             resolve_device(model["device"])
         except BadInput as exc:
             problems.append(f"model.device: {exc}")
+
+    if "attention" in model:
+        from vera.model.attention import CHOICES
+
+        _one_of("model.attention", model["attention"], CHOICES, problems)
 
     sampler = sections.get("sampler", {})
     if sampler.get("name") is not None:

@@ -20,9 +20,10 @@ def register(subparsers) -> None:
     demo.add_argument("--frames", type=int, help="number of frames (default: the model's window)")
     demo.add_argument("--seed", type=int, default=0, help="plate and sampling seed (default 0)")
     demo.add_argument("--bundle", default="demo", help=argparse_suppress())
-    from vera.cli.render_cmds import add_speed_arguments
+    from vera.cli.render_cmds import add_attention_argument, add_speed_arguments
 
     add_speed_arguments(demo, "balanced")
+    add_attention_argument(demo, "auto")
     add_progress_argument(demo)
     demo.set_defaults(func=run)
 
@@ -38,7 +39,8 @@ def run(args) -> int:
 
     result = run_demo(out=args.out, prompt=args.prompt or DEFAULT_PROMPT, plate=args.plate,
                       colorspace=args.colorspace, seed=args.seed, frames=args.frames, bundle=args.bundle,
-                      progress=args.progress, speed=args.speed, compile=args.compile)
+                      progress=args.progress, speed=args.speed, compile=args.compile,
+                      attention=args.attention or "auto")
     print(f"{result['task']}: {result['prompt']!r}, {result['frames']} frames in {result['seconds']} s; "
           f"QC {'passed' if result['qc_passed'] else 'FAILED'}; contact sheet: {result['out']}/contact_sheet.png",
           file=sys.stderr)

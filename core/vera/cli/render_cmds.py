@@ -19,6 +19,7 @@ def register(subparsers) -> None:
     p.add_argument("spec", metavar="SHOT.json")
     p.add_argument("--window", type=int, metavar="N", help="render only window N (what one farm task does)")
     add_speed_arguments(p, "the spec's speed")
+    add_attention_argument(p, "the spec's model.attention")
     _add_force(p)
     add_progress_argument(p)
     _add_device_options(p)
@@ -80,6 +81,15 @@ def add_speed_arguments(p, default: str) -> None:
                         "forward's time, compile included, is printed")
 
 
+def add_attention_argument(p, default: str) -> None:
+    from vera.model.attention import CHOICES
+
+    p.add_argument("--attention", choices=CHOICES, metavar="KERNEL",
+                   help=f"the joint attention's kernel, through diffusers' dispatcher: auto (the fastest exact one "
+                        f"this device runs; native on a CPU), native, _native_cudnn, _native_flash, flash, sage, "
+                        f"... (one of: {', '.join(CHOICES)}; default: {default})")
+
+
 def _add_force(p) -> None:
     p.add_argument("--force", "--overwrite", dest="force", action="store_true",
                    help="discard outputs rendered with other settings or inputs, and re-render")
@@ -103,6 +113,7 @@ def _worker_argv(args) -> list[str]:
     if args.window is not None:
         argv += ["--window", str(args.window)]
     argv += ["--speed", args.speed] if args.speed else []
+    argv += ["--attention", args.attention] if args.attention else []
     return argv + ["--force"] * args.force + ["--fp8"] * args.fp8
 
 
@@ -127,6 +138,8 @@ def _run(args) -> int:
     shot = load_shot(args.spec)
     if args.speed:
         shot.spec.speed = args.speed
+    if args.attention:
+        shot.spec.model.attention = args.attention
     if args.devices > 1 and not is_worker():
         return launch_workers(args.devices, _worker_argv(args))
     result = run_shot(shot, window=args.window, force=args.force, progress=args.progress, memory=args.memory,

@@ -28,6 +28,7 @@ import torch
 
 from vera.atomic import atomic_write_text
 from vera.errors import BadInput, read_json_object
+from vera.model.attention import resolve_kernel, use_kernel
 from vera.model.configs import VeraConfig, get_config
 from vera.model.text import TextEncoder, build_tiny_text_encoder
 from vera.model.vae import PatchVAE, VideoVAE, WanVAE, build_vae
@@ -64,6 +65,7 @@ class Bundle:
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32
     memory: str = "resident"  # vera.plan.MEMORY_MODES: where the parts live between uses (vera.offload)
+    attention: str = "native"  # the joint attention's kernel (vera.model.attention)
 
     @property
     def resolution(self) -> tuple[int, int]:
@@ -148,12 +150,13 @@ def _load_transformer(path: Path, cfg: VeraConfig, device: torch.device, dtype: 
 
 
 def load_bundle(name_or_path: str | Path = "demo", device: str | torch.device = "auto",
-                cache_dir: str | Path | None = None, strategy=None, mesh=None) -> Bundle:
+                cache_dir: str | Path | None = None, strategy=None, mesh=None, attention: str = "auto") -> Bundle:
     """Load a bundle ("demo" or a folder) onto `device`; the text encoder loads lazily, on a prompt-cache miss.
 
     `strategy` (a vera.plan.Strategy) sets the memory tier and fp8 storage (vera.offload); default resident.
     With a `mesh` (vera.parallel.build_mesh; one process of several) the transformer gets the strategy's
-    parallelism, and with sharded weights each process reads only its share of the file."""
+    parallelism, and with sharded weights each process reads only its share of the file. `attention` names the
+    joint attention's kernel (vera.model.attention: auto, native, flash, ...); BadInput if it cannot run here."""
     from vera.offload import CPU, apply_memory
     from vera.plan import Strategy
 
@@ -162,6 +165,7 @@ def load_bundle(name_or_path: str | Path = "demo", device: str | torch.device = 
     manifest = read_manifest(folder)
     dev, dtype = resolve_device(device)
     cfg = VeraConfig.from_dict(manifest["config"])
+    kernel = resolve_kernel(attention, dev, dtype, cfg.num_heads, cfg.head_dim)  # refused before any weight loads
     # float32 on every device, as Wan; on the CPU between uses unless everything stays resident
     vae = build_vae(manifest["vae"], folder, device=CPU if strategy.memory != "resident" else dev)
     _check_compatible(folder / BUNDLE_FILE, cfg, vae, manifest["defaults"])
@@ -189,9 +193,10 @@ def load_bundle(name_or_path: str | Path = "demo", device: str | torch.device = 
             from vera.parallel import parallelize
 
             parallelize(transformer, mesh, strategy)
+    use_kernel(transformer, kernel, dev, dtype)
     name = "demo" if str(name_or_path) == "demo" else manifest.get("name", folder.name)
     return Bundle(name=name, path=folder, config=cfg, transformer=transformer, vae=vae, text=text,
-                  defaults=manifest["defaults"], device=dev, dtype=dtype, memory=strategy.memory)
+                  defaults=manifest["defaults"], device=dev, dtype=dtype, memory=strategy.memory, attention=kernel)
 
 
 def _inside(folder: Path, relative: str) -> Path:
