@@ -346,12 +346,13 @@ def calibrate(spec_paths, steps: int | None = None, seed: int = 0, progress=None
 
 # ------------------------------------------------------------------------------------------------ compile
 
-def compile_blocks(model, report=print) -> None:
+def compile_blocks(model, report=print, backend: str = "inductor") -> None:
     """Regional compilation: `torch.compile` each JointBlock's forward. The blocks share one class and one code
     object, so dynamo compiles the layer once and reuses the graph at every depth (the weights are graph
-    inputs). The compile happens in the first forward; its time (compile included) is reported once."""
+    inputs). The compile happens in the first forward; its time (compile included) is reported once.
+    (`backend="eager"` only traces: benchmarks/gpu_proof.py --smoke checks the layer traces as one graph.)"""
     for block in model.blocks:
-        block.forward = torch.compile(block.forward, fullgraph=True, dynamic=False)
+        block.forward = torch.compile(block.forward, fullgraph=True, dynamic=False, backend=backend)
     started = {}
 
     def start(module, args):
