@@ -44,7 +44,6 @@ an unknown GPU) and, as a peer measured in the same run, over the 8192^3 bf16 ma
 from __future__ import annotations
 
 import argparse
-import copy
 import gc
 import json
 import os

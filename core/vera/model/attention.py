@@ -38,7 +38,9 @@ BACKENDS = {} if AttentionBackendName is None else {
 KERNELS = tuple(BACKENDS) or ("native",)
 CHOICES = (AUTO, *KERNELS)
 # Exact kernels, fastest first on recent NVIDIA GPUs: FlashAttention-3 (Hopper), cuDNN's fused attention,
-# FlashAttention-2, PyTorch's own flash kernel, then SDPA's own choice. benchmarks/gpu_proof.py times them all.
+# FlashAttention-2, PyTorch's own flash kernel, then SDPA's own choice. benchmarks/gpu_proof.py times them all
+# (an H200, torch 2.11: cuDNN 557 TFLOP/s on the 81-frame joint attention, PyTorch's flash kernel 354;
+# flash-attn 2/3 were not installed there: docs/performance.md, "GPU proof").
 AUTO_ORDER = ("_flash_3", "_native_cudnn", "flash", "_native_flash", "native")
 CPU_DEFAULT = "native"
 
@@ -65,8 +67,9 @@ def why_unusable(kernel: str, device: torch.device, dtype: torch.dtype, heads: i
     try:
         out = dispatch_attention_fn(probe, probe, probe, backend=backend)
     except Exception as exc:  # noqa: BLE001 - any failure of the probe means the kernel is not usable here
-        return f"it does not run on {torch.device(device).type} with {str(dtype).replace('torch.', '')} " \
-               f"at head dim {head_dim}: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        return (f"it does not run on {torch.device(device).type} with {str(dtype).replace('torch.', '')} at head "
+                f"dim {head_dim}: {type(exc).__name__}: {first_line}")
     if out.shape != probe.shape:
         return f"it returned shape {tuple(out.shape)} for {tuple(probe.shape)}"
     return None
