@@ -33,9 +33,9 @@ Items (random weights; vera-1.3b is the full three-stream model, 3 x 1.42B param
                memory and seconds, beside vera.plan's VAE estimate [diffusers];
   presets      wall time of the sampling loop (vera.sampling.sample) under quality / balanced / turbo at reduced
                steps, balanced with the demo bundle's calibrated step-cache curve; turbo "not available" where
-               this build has no such preset [diffusers];
+               this build has no such preset (vera.presets) [diffusers];
   fp8          weight memory and step time with fp8 weight storage (vera.offload) against bf16 [diffusers];
-  compile      seconds per step eager vs torch.compile'd joint layer (vera.speed.compile_blocks), compile time.
+  compile      seconds per step eager vs torch.compile'd joint layer (vera.stepcache.compile_blocks), compile time.
 
 MFU is model FLOPs per second over the GPU's datasheet dense bf16 peak (PEAK_BF16_TFLOPS, by device name; None for
 an unknown GPU) and, as a peer measured in the same run, over the 8192^3 bf16 matmul's rate.
@@ -70,7 +70,8 @@ from vera.offload import apply_fp8_storage, apply_layer_offload  # noqa: E402
 from vera.plan import (GIB, VAE_BYTES_PER_PARAM, WAN_VAE_PARAMS, Strategy, estimate, forward_flops,  # noqa: E402
                        latent_grid, plan, tokens_per_stream)
 from vera.sampling import sample  # noqa: E402
-from vera.speed import PRESETS, compile_blocks, layer_count, plan_steps, read_calibration  # noqa: E402
+from vera.presets import PRESETS, plan_steps, read_calibration  # noqa: E402
+from vera.stepcache import compile_blocks, layer_count  # noqa: E402
 
 try:
     import diffusers
@@ -501,7 +502,7 @@ def item_presets(proof: Proof) -> dict:
     rows = {}
     for name in ("quality", "balanced", "turbo"):
         if name not in PRESETS:
-            rows[name] = {"status": "not available", "reason": f"no {name!r} preset in this build (vera.speed)"}
+            rows[name] = {"status": "not available", "reason": f"no {name!r} preset in this build (vera.presets)"}
             continue
         try:
             step_plan = plan_steps(name, steps, curve=curve)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from vera.cli import main
 from vera.errors import BadInput
 from vera.exr import read_layer
-from vera.model.attention import CHOICES, kernel_of, resolve_kernel, usable_kernels, use_kernel, why_unusable
+from vera.model.attention import CHOICES, KERNELS, kernel_of, resolve_kernel, usable_kernels, use_kernel, why_unusable
 from vera.model.configs import STREAMS, VeraConfig
 from vera.model.dit import VeraMoT
 from vera.shot import validate
@@ -138,9 +138,13 @@ def test_the_kernel_does_not_invalidate_finished_renders(tmp_path, tiny_bundle):
     assert "attention" not in manifest["settings"]["spec"]["model"]
 
 
-def test_choices_leave_out_kernels_downloaded_from_the_hub():
-    assert "native" in CHOICES and "auto" in CHOICES and "sage" in CHOICES
-    assert not [c for c in CHOICES if c.endswith("_hub")]
+def test_the_kernel_names_are_diffusers_backends_but_those_downloaded_from_the_hub():
+    """vera.model.attention_names keeps the names without torch (for the spec and the CLI); they must be exactly
+    what the installed diffusers dispatches, less the `*_hub` kernels (which download code at run time)."""
+    from diffusers.models.attention_dispatch import AttentionBackendName
+
+    assert set(KERNELS) == {b.value for b in AttentionBackendName if not b.value.endswith("_hub")}
+    assert CHOICES == ("auto", *KERNELS)
 
 
 def test_without_diffusers_the_network_runs_sdpa_bit_identical_to_the_native_kernel(monkeypatch):

@@ -60,7 +60,7 @@ def placement_for(slots: dict, size: tuple[int, int], frames: int, seed: int, mo
     """(F,H,W) placement mask for an object addition: the box a synthetic object of these slots would occupy
     (vera.train.synth draws the path), grown by the training margin, as a user would draw "put it here"."""
     from vera.train.evaluate import PLACEMENT_MARGIN_MODEL_PX
-    from vera.train.fit import placement_mask
+    from vera.train.masks import placement_mask
     from vera.train.synth import make_sample
 
     sample = make_sample(0, seed, size, frames, task="object_addition", colour=slots["colour"],
@@ -150,8 +150,9 @@ def run_demo(out: str | Path = "vera-demo", prompt: str = DEFAULT_PROMPT, plate:
 
     from vera.atomic import atomic_write_text
     from vera.comp import Inputs, comp_sequence, qc_sequence
-    from vera.model.bundle import read_manifest
-    from vera.render import load_shot, run
+    from vera.model.bundle_manifest import read_manifest
+    from vera.layout import load_shot
+    from vera.render import run
     from vera.train.data import write_exr_frame
     from vera.train.synth import SYNTH_COLORSPACE, make_demo_plate
 

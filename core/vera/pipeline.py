@@ -22,6 +22,7 @@ from vera.model.dit import pack_mask
 from vera.model.vae import decode_matte
 from vera.offload import on_device
 from vera.sampling import sample
+from vera.presets import plan_steps, read_calibration
 from vera.shot import MASK_CHANNELS, ShotSpec
 
 
@@ -52,13 +53,11 @@ class SamplerSettings:
     shift: float
     negative_prompt: str
     speed: str = "quality"
-    plan: object = None            # vera.speed.StepPlan: guidance schedule and step caching
+    plan: object = None            # vera.presets.StepPlan: guidance schedule and step caching
 
 
 def sampler_settings(bundle, spec: ShotSpec) -> SamplerSettings:
     """The spec's sampler choices, falling back to the bundle's defaults, with the speed preset applied."""
-    from vera.speed import plan_steps, read_calibration
-
     d = bundle.defaults
     pick = lambda value, key: d[key] if value is None else value  # noqa: E731
     calibration = read_calibration(getattr(bundle, "path", None)) or {}

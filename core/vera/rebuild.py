@@ -362,3 +362,22 @@ def rebuild_layer(edit_rgb_model: np.ndarray, alpha_model: np.ndarray, plate_rgb
                                             roi)
             _premultiply_into(planes[:, y0:y1, x0:x1], rgb, q)  # q is alpha (finished in place); rgb is finite
     return planes.numpy().transpose(1, 2, 0)
+
+
+def cross_fade(terms, threshold: float) -> np.ndarray:
+    """One frame's premultiplied RGBA (H, W, 4) float32 from its windows' layers, `terms` = [(weight, rgba)].
+
+    The weighted sum fades one window's alpha towards the other's, so a pixel one window drew faintly can end
+    below the threshold: the threshold (vera.rebuild.finish_matte) is applied again, and colour is cleared
+    wherever alpha is now 0. The garbage matte needs no second pass: each window's alpha is already at most
+    the garbage matte, and so is their weighted mean (weights are >= 0 and sum to 1).
+    """
+    blended = None
+    for weight, rgba in terms:
+        term = np.float32(weight) * np.asarray(rgba, dtype=np.float32)
+        blended = term if blended is None else blended + term
+    alpha = np.ascontiguousarray(blended[..., 3])
+    finish_matte(alpha, threshold)
+    blended[..., 3] = alpha
+    blended[alpha == 0] = 0.0
+    return blended

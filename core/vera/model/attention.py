@@ -25,31 +25,18 @@ import torch
 import torch.nn.functional as F
 
 from vera.errors import BadInput
+from vera.model.attention_names import AUTO, AUTO_ORDER, CHOICES, CPU_DEFAULT, KERNELS, check_kernel_name
 
 try:
     from diffusers.models.attention_dispatch import AttentionBackendName, attention_backend, dispatch_attention_fn
 except ImportError:  # torch alone (see the module docstring)
     AttentionBackendName = None
 
-AUTO = "auto"
 # name -> diffusers' enum member, looked up by name (no Enum call inside a compiled graph)
 BACKENDS = {} if AttentionBackendName is None else {
-    b.value: b for b in AttentionBackendName if not b.value.endswith("_hub")}
-KERNELS = tuple(BACKENDS) or ("native",)
-CHOICES = (AUTO, *KERNELS)
-# Exact kernels, fastest first on recent NVIDIA GPUs: FlashAttention-3 (Hopper), cuDNN's fused attention,
-# FlashAttention-2, PyTorch's own flash kernel, then SDPA's own choice. benchmarks/gpu_proof.py times them all
-# (an H200, torch 2.11: cuDNN 557 TFLOP/s on the 81-frame joint attention, PyTorch's flash kernel 354;
-# flash-attn 2/3 were not installed there: docs/performance.md, "GPU proof").
-AUTO_ORDER = ("_flash_3", "_native_cudnn", "flash", "_native_flash", "native")
-CPU_DEFAULT = "native"
-
-
-def check_kernel_name(name: str) -> str:
-    """`name` if it is a kernel Vera knows (or auto); BadInput listing the valid ones otherwise."""
-    if name not in CHOICES:
-        raise BadInput(f"unknown attention kernel {name!r}; choose one of: {', '.join(CHOICES)}")
-    return name
+    b.value: b for b in AttentionBackendName if b.value in KERNELS}
+__all__ = ["AUTO", "AUTO_ORDER", "CHOICES", "CPU_DEFAULT", "KERNELS", "attend", "check_kernel_name", "kernel_of",
+           "resolve_kernel", "usable_kernels", "use_kernel", "why_unusable"]
 
 
 def why_unusable(kernel: str, device: torch.device, dtype: torch.dtype, heads: int, head_dim: int) -> str | None:
@@ -57,6 +44,8 @@ def why_unusable(kernel: str, device: torch.device, dtype: torch.dtype, heads: i
     check_kernel_name(kernel)
     if not BACKENDS:  # only `native` exists without diffusers, and SDPA runs everywhere
         return None if kernel == "native" else "diffusers is not installed (without it only native runs)"
+    if kernel not in BACKENDS:
+        return f"the installed diffusers has no attention backend {kernel!r}"
     backend = BACKENDS[kernel]
     try:
         with attention_backend(backend):  # diffusers' check that the kernel's package is installed

@@ -82,7 +82,7 @@ def write_placement_masks(folder: Path, frames: list[int], alpha: np.ndarray, bu
     alpha (F,H,W), the training margin scaled from model to plate pixels) as `folder/mask.####.exr`, the shot's
     mask; returns that pattern."""
     from vera.train.data import write_exr_frame
-    from vera.train.fit import placement_mask
+    from vera.train.masks import placement_mask
 
     scale = alpha.shape[1] / bundle.resolution[1]
     boxes = placement_mask(alpha, int(round(PLACEMENT_MARGIN_MODEL_PX * scale)))
@@ -94,7 +94,7 @@ def write_placement_masks(folder: Path, frames: list[int], alpha: np.ndarray, bu
 def evaluate_shot(bundle, folder: Path, seed: int = 0, steps: int | None = None, placement: bool = True,
                   speed: str = "quality", guidance: float | None = None, keep_layers: bool = False) -> dict:
     """Render one held-out sample folder through the pipeline and measure it (see the module docstring).
-    `speed`: the vera.speed preset (default quality: the model's full recipe); `keep_layers` adds the rendered
+    `speed`: the vera.presets preset (default quality: the model's full recipe); `keep_layers` adds the rendered
     {frame: (rgba, matte)} as result["layers"] (not JSON: for benchmarks comparing presets)."""
     from vera.pipeline import render_frames
     from vera.plates import open_sequence

@@ -49,7 +49,7 @@ def register(subparsers) -> None:
     ev.add_argument("--seed", type=int, default=0, help="sampling seed")
     ev.add_argument("--steps", type=int, help="sampling steps (default: the bundle's)")
     ev.add_argument("--speed", choices=("quality", "balanced", "preview"), default="quality",
-                    help="vera.speed preset to render with (default quality: the full recipe)")
+                    help="vera.presets preset to render with (default quality: the full recipe)")
     ev.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     ev.add_argument("--out", help="also write the report (JSON) here")
     ev.add_argument("--metrics", choices=("demo", "paper"), default="demo",
@@ -63,7 +63,8 @@ def register(subparsers) -> None:
 
 
 def run_fit(args) -> int:
-    from vera.train.fit import fit, load_config
+    from vera.train.config import load_config
+    from vera.train.fit import fit
 
     cfg = load_config(args.config)
     summary = fit(cfg, args.data, args.out, device=args.device, max_minutes=args.max_minutes,
@@ -79,7 +80,8 @@ def run_export(args) -> int:
     from pathlib import Path
 
     from vera.errors import BadInput
-    from vera.train.fit import export, list_checkpoints
+    from vera.train.checkpoints import list_checkpoints
+    from vera.train.export import export
 
     checkpoint = Path(args.checkpoint)
     if (checkpoint / "config.json").is_file():  # a run folder: its newest checkpoint

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from vera.errors import BadInput
-from vera.train.fit import dataset_index, rank_positions, sample_seed
+from vera.train.streams import dataset_index, rank_positions, sample_seed
 
 BUCKET_SCHEDULE = 8  # purpose ids of sample_seed (fit.py uses 1, 2, 3 and 7)
 FETCH_SEED = 3
@@ -228,7 +228,8 @@ def open_text_encoder(bundle, device: str = "auto", cache_dir=None):
     device type as training)."""
     from pathlib import Path
 
-    from vera.model.bundle import bundle_folder, read_manifest, resolve_device
+    from vera.model.bundle import resolve_device
+    from vera.model.bundle_manifest import bundle_folder, read_manifest
     from vera.model.configs import VeraConfig
     from vera.model.text import TextEncoder
 
