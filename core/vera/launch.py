@@ -28,9 +28,19 @@ from dataclasses import replace
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+import vera.plan
+from vera import render
 from vera.errors import EXIT_INTERNAL, EXIT_TRANSIENT, BadInput, VeraError
+from vera.layout import bundle_path
+from vera.model.bundle import resolve_device
+from vera.model.bundle_manifest import read_manifest
+from vera.model.configs import VeraConfig
+from vera.parallel import build_mesh
 from vera.plan import MEMORY_CHOICES, Strategy
+from vera.stepcache import step_cache
 
 GIB = 2**30
 PEER_LOST = ("Connection closed by peer", "Connection reset by peer")  # gloo, when another worker's process ends
@@ -66,10 +76,6 @@ def default_strategy(num_heads: int, devices: int, guidance: bool, memory: str =
 
 def choose_strategy(shot, devices: int, memory: str = "auto", fp8: bool = False) -> Strategy:
     """The Strategy for rendering `shot` (a vera.render.Shot) on `devices` devices of this machine's kind."""
-    from vera.model.bundle_manifest import read_manifest
-    from vera.model.configs import VeraConfig
-    from vera.layout import bundle_path
-
     if memory not in MEMORY_CHOICES:
         raise BadInput(f"memory must be one of {', '.join(MEMORY_CHOICES)}, got {memory!r}")
     manifest = read_manifest(bundle_path(shot.spec))
@@ -86,8 +92,6 @@ def choose_strategy(shot, devices: int, memory: str = "auto", fp8: bool = False)
 
 def _planned(cfg, frames: int, resolution, devices: int, guidance: bool) -> Strategy | None:
     """The planner's choice for this GPU's memory, or None (no planner in this build, or no GPU to ask)."""
-    import vera.plan
-
     planner = getattr(vera.plan, "plan", None)
     if planner is None or not torch.cuda.is_available():
         return None
@@ -105,9 +109,6 @@ def _planned(cfg, frames: int, resolution, devices: int, guidance: bool) -> Stra
 def launch_workers(devices: int, argv: list[str]) -> int:
     """Run `vera-render <argv>` on `devices` local worker processes; 0, or WorkerFailed with the failed
     worker's exit code."""
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
     if devices < 1:
         raise BadInput(f"--devices must be at least 1, got {devices}")
     if torch.cuda.is_available() and torch.cuda.device_count() < devices:
@@ -179,8 +180,6 @@ class _Leader(nn.Module):
 
 def _follow(load, control, device) -> None:
     """Ranks > 0: load the model at the first call, run every call the leader sends, until it says stop."""
-    from vera.stepcache import step_cache
-
     model = cache = None
     while True:
         box = [None]
@@ -207,9 +206,6 @@ def run_shot(shot, window=None, force: bool = False, progress: str = "auto", mem
     """`vera-render run` in this process: alone, or as one worker of a --devices run. Returns vera.render.run's
     result (None on the ranks that only serve the leader). `compile` (torch.compile of the joint layer) applies
     to a single process only."""
-    from vera import render
-    from vera.model.bundle import resolve_device
-
     if not is_worker():
         strategy = choose_strategy(shot, 1, memory, fp8)
         return render.run(shot, window, force, progress,
@@ -255,6 +251,4 @@ def run_shot(shot, window=None, force: bool = False, progress: str = "auto", mem
 
 
 def _mesh(strategy: Strategy, device: torch.device):
-    from vera.parallel import build_mesh
-
     return build_mesh(strategy, device.type)

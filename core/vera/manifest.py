@@ -22,7 +22,7 @@ from vera.errors import BadInput
 from vera.layout import Shot, bundle_path
 from vera.model.bundle_manifest import bundle_folder
 from vera.outputs import MANIFEST_NAME, MANIFEST_VERSION, DamagedManifest, final_frames_on_disk, read_manifest, sha256_file
-from vera.plates import compact_frames
+from vera.frames import compact_frames
 from vera.shot import ShotSpec
 
 _PARTIAL_HEAD_TAIL = 1 << 20  # bytes of a big weight file that go into the bundle identity (head and tail)

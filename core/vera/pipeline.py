@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from vera import colour
 from vera.errors import BadInput
 from vera.model.dit import pack_mask
 from vera.model.vae import decode_matte
 from vera.offload import on_device
 from vera.sampling import sample
 from vera.presets import plan_steps, read_calibration
+from vera.rebuild import Fit, rebuild_layer
 from vera.shot import MASK_CHANNELS, ShotSpec
 
 
@@ -127,9 +129,6 @@ def _frames_out(video: torch.Tensor, count: int) -> list[np.ndarray]:
 def render_window(bundle, spec: ShotSpec, frames: list[int], seed: int, progress=None,
                   decode_composite: bool = False) -> RenderResult:
     """Render `frames` (one window) of `spec`; see the module docstring. Layers at plate resolution."""
-    from vera import colour
-    from vera.rebuild import Fit, rebuild_layer
-
     if not frames:
         raise BadInput(f"{spec.name}: no frames to render")
     frames = [int(f) for f in frames]

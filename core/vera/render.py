@@ -23,7 +23,7 @@ from vera.manifest import (file_lock, fingerprint_of, manifest_transaction, prep
 from vera.loading import load_placed_bundle
 from vera.outputs import MANIFEST_NAME, sha256_file
 from vera.pipeline import NonFiniteOutput, layer_attributes, render_frames
-from vera.plates import compact_frames
+from vera.frames import compact_frames
 from vera.progress import Progress
 from vera.rebuild import cross_fade
 from vera.shot import ShotSpec

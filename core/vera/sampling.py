@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 
 from vera.errors import BadInput
 from vera.presets import SAMPLERS
@@ -50,8 +51,6 @@ def make_scheduler(sampler: str, shift: float, steps: int, device=None):
     Each scheduler gets the unshifted grid and applies the shift itself, once. UniPC's timesteps are then
     integers (1000 sigma, truncated, as in Wan); Euler's are 1000 sigma.
     """
-    from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
-
     _check_sampler(sampler)
     if sampler == "unipc":
         scheduler = UniPCMultistepScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from vera.errors import BadInput
 from vera.outputs import MANIFEST_NAME, final_frames_on_disk, read_manifest, sha256_file
-from vera.plates import compact_frames
+from vera.frames import compact_frames
 
 
 def _pid_alive(pid) -> bool:

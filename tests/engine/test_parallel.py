@@ -25,6 +25,7 @@ def torchrun(nproc: int, tmp_path) -> dict:
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("nproc", [2, 4])
 def test_sharded_sequence_and_cfg_parallel_equal_one_process(nproc, tmp_path):
     results = torchrun(nproc, tmp_path)
