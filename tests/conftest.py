@@ -16,6 +16,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 import pytest
+import torch
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +37,13 @@ def engine_on_path(monkeypatch):
     scripts = os.path.dirname(sys.executable)
     monkeypatch.setenv("PATH", scripts + os.pathsep + os.environ.get("PATH", ""))
     return scripts
+
+
+def pytest_collection_modifyitems(config, items):
+    """`cuda` tests need a CUDA GPU: skipped on machines without one (benchmarks/gpu_proof.py runs them)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)

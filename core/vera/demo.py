@@ -137,7 +137,8 @@ def contact_sheet(out: Path, spec, frames: list[int], rows: int = SHEET_ROWS) ->
 
 def run_demo(out: str | Path = "vera-demo", prompt: str = DEFAULT_PROMPT, plate: str | None = None,
              colorspace: str | None = None, seed: int = 0, frames: int | None = None, bundle: str = "demo",
-             progress: str = "auto", speed: str | None = None, compile: bool = False) -> dict:
+             progress: str = "auto", speed: str | None = None, compile: bool = False,
+             attention: str = "auto") -> dict:
     """Make (or take) a plate, render the demo shot through vera.render, comp, QC and draw the contact sheet."""
     started = time.monotonic()
     out = Path(out).resolve()
@@ -183,6 +184,7 @@ def run_demo(out: str | Path = "vera-demo", prompt: str = DEFAULT_PROMPT, plate:
 
     spec = build_shot(out, prompt, plate_pattern, first, last, colorspace, seed, mask_pattern, window)
     spec.model.bundle = bundle
+    spec.model.attention = attention
     # the spec's sampler name would override the bundle's own choice (SamplerSpec defaults to unipc)
     spec.sampler.name = str(defaults["sampler"])
     if speed:

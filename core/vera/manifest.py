@@ -63,7 +63,7 @@ def settings_of(shot: Shot) -> dict:
     spec = shot.spec.to_dict()
     for key in ("output", "name"):
         spec.pop(key)
-    for key in ("device", "bundle"):
+    for key in ("device", "bundle", "attention"):  # the kernel, like the device, is how, not what
         spec["model"].pop(key)
     spec["window"]["frames"] = shot.window_frames
     return {"spec": spec, "bundle": bundle_identity(shot.spec), "vera": vera.__version__}

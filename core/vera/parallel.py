@@ -89,18 +89,19 @@ class UlyssesAttention(nn.Module):
         self.degree = dist.get_world_size(group)
 
     def forward(self, q: list, k: list, v: list, isolate: bool = False) -> list:
+        """q, k, v: per stream (B, L/P, heads, hd), the attention kernels' layout (vera.model.attention)."""
         streams, degree = len(q), self.degree
-        # (3 * streams, B, heads, L/P, hd) -> rank p gets head group p: (P, 3S, B, heads/P, L/P, hd)
-        x = torch.stack([*q, *k, *v]).unflatten(2, (degree, -1)).movedim(2, 0)
+        # (3 * streams, B, L/P, heads, hd) -> rank p gets head group p: (P, 3S, B, L/P, heads/P, hd)
+        x = torch.stack([*q, *k, *v]).unflatten(3, (degree, -1)).movedim(3, 0)
         x = _all_to_all(x, self.group)
-        # received chunk p holds token block p: put the blocks in order -> (3S, B, heads/P, L, hd)
-        x = x.permute(1, 2, 3, 0, 4, 5).flatten(3, 4)
+        # received chunk p holds token block p: put the blocks in order -> (3S, B, L, heads/P, hd)
+        x = x.permute(1, 2, 0, 3, 4, 5).flatten(2, 3)
         q, k, v = (list(part.unbind(0)) for part in x.split(streams))
-        out = torch.stack(self.attention(q, k, v, isolate))  # (S, B, heads/P, L, hd)
-        # token block p back to rank p: (P, S, B, heads/P, L/P, hd)
-        out = _all_to_all(out.unflatten(3, (degree, -1)).permute(3, 0, 1, 2, 4, 5), self.group)
-        # received chunk p holds head group p -> (S, B, heads, L/P, hd)
-        return list(out.permute(1, 2, 0, 3, 4, 5).flatten(2, 3).unbind(0))
+        out = torch.stack(self.attention(q, k, v, isolate))  # (S, B, L, heads/P, hd)
+        # token block p back to rank p: (P, S, B, L/P, heads/P, hd)
+        out = _all_to_all(out.unflatten(2, (degree, -1)).movedim(2, 0), self.group)
+        # received chunk p holds head group p -> (S, B, L/P, heads, hd)
+        return list(out.permute(1, 2, 3, 0, 4, 5).flatten(3, 4).unbind(0))
 
 
 def _rank_tokens(tensor: torch.Tensor, dim: int, degree: int, rank: int) -> torch.Tensor:

@@ -80,7 +80,7 @@ def layer_attributes(bundle, spec: ShotSpec, seed: int) -> dict:
             "sampler": settings.sampler, "steps": settings.steps, "guidance": settings.guidance,
             "shift": settings.shift, "model_resolution": "x".join(map(str, bundle.resolution)),
             "speed": settings.speed, "guidance_until": settings.plan.guidance_until,
-            "step_cache": "magcache" if settings.plan.caching else "off"}
+            "step_cache": "magcache" if settings.plan.caching else "off", "attention": bundle.attention}
 
 
 def padded_length(frames: int, temporal_stride: int = 4) -> int:

@@ -344,6 +344,18 @@ def plan(cfg: VeraConfig, frames: int, width: int, height: int, gpus: int, gpu_m
     return result
 
 
+def estimate(cfg: VeraConfig, strategy: Strategy, frames: int, width: int, height: int, *, guidance: bool = True,
+             components: Components | None = None) -> dict:
+    """GiB per GPU by component (and "peak", and "host" for CPU memory) of a render laid out as `strategy`: what
+    `plan` weighs for each candidate, for any one of them (benchmarks/gpu_proof.py sets it beside the measured
+    peak of each memory tier)."""
+    components = components or Components()
+    tokens = tokens_per_stream(cfg, frames, width, height, components.vae_stride)
+    work = _Workload(cfg, tokens, width, height, "inference", guidance, DEFAULT_LORA_RANK, components)
+    memory, host = _evaluate(strategy, work)
+    return {**{k: round(v / GIB, 3) for k, v in memory.items()}, "host": round(host / GIB, 3)}
+
+
 def require_fit(result: Plan) -> Plan:
     """The plan, or BadInput (exit 2) with its reason."""
     if not result.fits:

@@ -35,7 +35,8 @@ from vera.windows import Window, blend_weights, window_seed
 # The model: loaded once per task, and the seam tests replace with a cheap renderer.
 
 def _load_bundle(spec: ShotSpec, strategy=None, mesh=None, compile: bool = False):
-    bundle = load_placed_bundle(bundle_path(spec), device=spec.model.device, strategy=strategy, mesh=mesh)
+    bundle = load_placed_bundle(bundle_path(spec), device=spec.model.device, strategy=strategy, mesh=mesh,
+                                attention=spec.model.attention)
     if compile:
         compile_blocks(bundle.transformer)
     return bundle

@@ -25,6 +25,7 @@ from vera.jsonio import parse, read_json
 from vera.limits import instruction_problem
 from vera.exr import COMPRESSIONS
 from vera.files import overwrite_problem, regular_file
+from vera.model.attention_names import CHOICES as ATTENTION_CHOICES
 from vera.model.bundle_check import bundle_problems
 from vera.model.bundle_manifest import DEMO_PATH, read_manifest
 from vera.outputs import output_files
@@ -60,6 +61,7 @@ class MaskSpec:
 class ModelSpec:
     bundle: str = "demo"           # "demo" (embedded) or a model bundle folder (docs/model.md)
     device: str = "auto"           # auto | cpu | cuda | cuda:N
+    attention: str = "auto"        # the joint attention's kernel: auto | native | flash | ... (vera.model.attention_names)
 
 
 @dataclass
@@ -410,6 +412,9 @@ def validate(path_or_dict, base_dir: str | Path | None = None) -> list[str]:
             resolve_device(model["device"])
         except BadInput as exc:
             problems.append(f"model.device: {exc}")
+
+    if "attention" in model:
+        _one_of("model.attention", model["attention"], ATTENTION_CHOICES, problems)
 
     sampler = sections.get("sampler", {})
     if sampler.get("name") is not None:

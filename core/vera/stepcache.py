@@ -127,12 +127,12 @@ def step_cache(model, plan: StepPlan | None, timesteps) -> StepCache:
     return StepCache(model, plan or StepPlan(steps=len(timesteps)), timesteps)
 
 
-def compile_blocks(model, report=print) -> None:
+def compile_blocks(model, report=print, backend: str = "inductor") -> None:
     """Regional compilation: `torch.compile` each JointBlock's forward. The blocks share one class and one code
     object, so dynamo compiles the layer once and reuses the graph at every depth (the weights are graph
     inputs). The compile happens in the first forward; its time (compile included) is reported once."""
     for block in model.blocks:
-        block.forward = torch.compile(block.forward, fullgraph=True, dynamic=False)
+        block.forward = torch.compile(block.forward, fullgraph=True, dynamic=False, backend=backend)
     started = {}
 
     def start(module, args):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from vera.cli import later
-from vera.cli.render_cmds import add_speed_arguments
+from vera.cli.render_cmds import add_attention_argument, add_speed_arguments
 from vera.progress import add_progress_argument
 
 
@@ -23,5 +23,6 @@ def register(subparsers) -> None:
     demo.add_argument("--seed", type=int, default=0, help="plate and sampling seed (default 0)")
     demo.add_argument("--bundle", default="demo", help=argparse.SUPPRESS)
     add_speed_arguments(demo, "balanced")
+    add_attention_argument(demo, "auto")
     add_progress_argument(demo)
     demo.set_defaults(func=later("vera.cli.demo_run:run"))

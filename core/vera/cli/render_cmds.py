@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from vera.cli import later
 from vera.farm import BACKENDS
+from vera.model.attention_names import CHOICES as ATTENTION_CHOICES
 from vera.plan import MEMORY_CHOICES
 from vera.presets import PRESETS
 from vera.progress import add_progress_argument
@@ -22,6 +23,7 @@ def register(subparsers) -> None:
     p.add_argument("spec", metavar="SHOT.json")
     p.add_argument("--window", type=int, metavar="N", help="render only window N (what one farm task does)")
     add_speed_arguments(p, "the spec's speed")
+    add_attention_argument(p, "the spec's model.attention")
     _add_force(p)
     add_progress_argument(p)
     _add_device_options(p)
@@ -80,6 +82,13 @@ def add_speed_arguments(p, default: str) -> None:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the joint layer once (regional) and reuse it at every depth; the first "
                         "forward's time, compile included, is printed")
+
+
+def add_attention_argument(p, default: str) -> None:
+    p.add_argument("--attention", choices=ATTENTION_CHOICES, metavar="KERNEL",
+                   help=f"the joint attention's kernel, through diffusers' dispatcher: auto (the fastest exact one "
+                        f"this device runs; native on a CPU), native, _native_cudnn, _native_flash, flash, sage, "
+                        f"... (one of: {', '.join(ATTENTION_CHOICES)}; default: {default})")
 
 
 def _add_force(p) -> None:

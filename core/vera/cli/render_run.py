@@ -20,6 +20,7 @@ def worker_argv(args) -> list[str]:
     if args.window is not None:
         argv += ["--window", str(args.window)]
     argv += ["--speed", args.speed] if args.speed else []
+    argv += ["--attention", args.attention] if args.attention else []
     return argv + ["--force"] * args.force + ["--fp8"] * args.fp8
 
 
@@ -27,6 +28,8 @@ def run(args) -> int:
     shot = load_shot(args.spec)
     if args.speed:
         shot.spec.speed = args.speed
+    if args.attention:
+        shot.spec.model.attention = args.attention
     if args.devices > 1 and not is_worker():
         return launch_workers(args.devices, worker_argv(args))
     result = run_shot(shot, window=args.window, force=args.force, progress=args.progress, memory=args.memory,

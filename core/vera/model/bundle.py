@@ -56,6 +56,7 @@ class Bundle:
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32
     memory: str = "resident"  # vera.plan.MEMORY_MODES: where the parts live between uses (vera.offload)
+    attention: str = "native"  # the joint attention's kernel (vera.model.attention)
 
     @property
     def resolution(self) -> tuple[int, int]:

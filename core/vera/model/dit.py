@@ -3,8 +3,9 @@
 Read top to bottom:
   * helpers: the sinusoidal time embedding, 3D RoPE, float32 "islands" for norms and modulation;
   * `WanBlock`: one stream's parameters for one layer, split at the self-attention so the MoT can attend jointly;
-  * `JointAttention`: softmax attention over the tokens of all streams at once (no parameters; sequence
-    parallelism swaps it for an all-to-all version from outside, see vera.parallel);
+  * `JointAttention`: softmax attention over the tokens of all streams at once, by the kernel vera.model.attention
+    chose (no parameters; sequence parallelism swaps it for an all-to-all version from outside, see
+    vera.parallel);
   * `JointBlock`: layer i of all three streams as ONE module: every stream makes its q/k/v, the three token sets
     are attended once, and every stream finishes the layer with its own output projection, cross-attention, FFN;
   * `WanStream`: the rest of one Wan2.1 T2V parameter set (patch embedding, time/text embedders, head);
@@ -33,6 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from vera.model.attention import CPU_DEFAULT, attend
 from vera.model.configs import STREAMS, VeraConfig
 
 # ----------------------------------------------------------------------------------------------------- helpers
@@ -122,13 +124,13 @@ class SelfAttention(nn.Module):
         self.norm_k = nn.RMSNorm(cfg.dim, eps=cfg.eps) if cfg.qk_norm else nn.Identity()
 
     def qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-        """(B, L, dim) -> q, k, v each (B, heads, L, head_dim), RoPE applied to q and k."""
+        """(B, L, dim) -> q, k, v each (B, L, heads, head_dim) (the attention dispatcher's layout), RoPE applied
+        to q and k."""
         x = x.to(compute_dtype(self.q))
         q = rms_norm_fp32(self.q(x), self.norm_q).unflatten(2, (self.num_heads, -1))
         k = rms_norm_fp32(self.k(x), self.norm_k).unflatten(2, (self.num_heads, -1))
         v = self.v(x).unflatten(2, (self.num_heads, -1))
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
 
 class CrossAttention(SelfAttention):
@@ -177,10 +179,10 @@ class WanBlock(nn.Module):
         return self.self_attn.qkv(layer_norm_fp32(x, None, self.eps) * (1 + scale) + shift, cos, sin)
 
     def finish(self, x, attn_out, mod, context):
-        """attn_out: this stream's share of the joint attention, (B, heads, L, head_dim). Returns float32."""
+        """attn_out: this stream's share of the joint attention, (B, L, heads, head_dim). Returns float32."""
         gate, c_shift, c_scale, c_gate = mod[2], mod[3], mod[4], mod[5]
         o = self.self_attn.o
-        x = x + o(attn_out.transpose(1, 2).flatten(2).to(compute_dtype(o))).float() * gate
+        x = x + o(attn_out.flatten(2).to(compute_dtype(o))).float() * gate
         normed = x if self.norm3 is None else layer_norm_fp32(x, self.norm3, self.eps)
         x = x + self.cross_attn(normed, context).float()
         normed = layer_norm_fp32(x, None, self.eps) * (1 + c_scale) + c_shift
@@ -188,18 +190,24 @@ class WanBlock(nn.Module):
 
 
 class JointAttention(nn.Module):
-    """Softmax attention over the tokens of all streams at once (SDPA, no mask, so its fast kernels apply).
+    """Softmax attention over the tokens of all streams at once (no mask, so the fast kernels apply), through
+    diffusers' attention dispatcher with the kernel `kernel` (vera.model.attention.use_kernel sets it; `native`,
+    PyTorch's SDPA, until then).
 
     No parameters: vera.parallel swaps it for a sequence-parallel (all-to-all) version from outside the network.
     `isolate=True` attends each stream to its own tokens only (each stream is then exactly a Wan2.1 DiT).
     """
 
+    def __init__(self):
+        super().__init__()
+        self.kernel = CPU_DEFAULT
+
     def forward(self, q: list, k: list, v: list, isolate: bool = False) -> list:
-        """q, k, v: one (B, heads, L_stream, head_dim) tensor per stream -> one output of that shape per stream."""
+        """q, k, v: one (B, L_stream, heads, head_dim) tensor per stream -> one output of that shape per stream."""
         if isolate:
-            return [F.scaled_dot_product_attention(*qkv) for qkv in zip(q, k, v)]
-        joint = F.scaled_dot_product_attention(torch.cat(q, dim=2), torch.cat(k, dim=2), torch.cat(v, dim=2))
-        return list(joint.split([part.shape[2] for part in q], dim=2))
+            return [attend(*qkv, self.kernel) for qkv in zip(q, k, v)]
+        joint = attend(torch.cat(q, dim=1), torch.cat(k, dim=1), torch.cat(v, dim=1), self.kernel)
+        return list(joint.split([part.shape[1] for part in q], dim=1))
 
 
 class JointBlock(nn.Module):
