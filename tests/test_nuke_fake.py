@@ -4,6 +4,7 @@ Each test pins one documented behaviour of real Nuke (the source is named in tes
 """
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -91,8 +92,10 @@ def test_execute_in_main_thread_is_queued(nuke):
     answer = []
     worker = threading.Thread(target=lambda: answer.append(nuke.executeInMainThreadWithResult(lambda a: a + 1, 2)))
     worker.start()
+    deadline = time.monotonic() + 60
     while not nuke._main_queue:
-        pass
+        assert time.monotonic() < deadline, "the worker never queued its call"
+        time.sleep(0.001)
     nuke.pump_main_thread()
     worker.join()
     assert answer == [3]

@@ -1208,7 +1208,7 @@ def _data_window(node, frame):
     if node.Class() == "Read":
         import OpenEXR
 
-        header = OpenEXR.File(node["file"].evaluate(frame), header_only=True).header()
+        header = OpenEXR.File(node["file"].evaluate(_file_frame(node, frame)), header_only=True).header()
         (x0, y0), (x1, y1) = header["dataWindow"]
         (a0, b0), (a1, b1) = header["displayWindow"]
         if (x0, y0, x1, y1) == (a0, b0, a1, b1):
@@ -1273,11 +1273,23 @@ def _convert(pixels, src, dst):
     return np.concatenate([rgb, pixels[..., 3:4]], axis=-1)
 
 
+def _file_frame(read, frame):
+    """The file frame a Read shows at comp frame `frame` (Foundry Read node, frame_mode: "start at" N puts the
+    Read's first frame at N; "offset" N shifts every frame by N; an expression is not interpreted here)."""
+    text = str(read["frame"].value()).strip()
+    if not text:
+        return frame
+    mode = str(read["frame_mode"].value())
+    if not re.fullmatch(r"-?\d+", text) or mode not in ("start at", "offset"):
+        raise NotImplementedError(f"the fake nuke does not evaluate frame {text!r} ({read.fullName()})")
+    return frame - int(text) + (int(read["first"].value()) if mode == "start at" else 0)
+
+
 def _pixels(node, frame, window):
     """A node's pixels over `window`, in the working space. Only what the Vera stack needs; anything else
     fails loudly."""
     if node.Class() == "Read":
-        pixels = read_exr_as_nuke(node["file"].evaluate(frame), window)
+        pixels = read_exr_as_nuke(node["file"].evaluate(_file_frame(node, frame)), window)
         return _convert(pixels, _file_colorspace(node), _working_space())
     if node["disable"].value() or node.Class() in ("Dot", "NoOp", "Output"):
         return _pixels(node.input(0), frame, window)
