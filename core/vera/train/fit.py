@@ -774,7 +774,7 @@ def export(checkpoint: str | Path, out: str | Path, *, use_ema: bool = True, dty
 
 def _clock_says_stop(started: float, max_minutes: float, dist: Dist) -> bool:
     """All ranks stop at the same step: rank 0's clock decides."""
-    stop = torch.tensor([float(time.monotonic() - started > 60.0 * max_minutes)])
+    stop = torch.tensor([float(time.monotonic() - started >= 60.0 * max_minutes)])  # the budget is spent
     if dist.world > 1:
         import torch.distributed as tdist
 
