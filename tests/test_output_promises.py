@@ -14,6 +14,7 @@ import pytest
 import vera.render as render
 from vera import plates
 from vera.cli import main
+from vera.errors import BadInput
 from vera.exr import read_layer
 from vera.windows import window_seed
 
@@ -232,14 +233,14 @@ def test_stereo_plate_reads_the_default_view_or_the_named_one(tmp_path, layout):
     assert np.array_equal(seq.read(1).pixels, half(left))  # the file's default view
     seq = plates.open_sequence(str(path), view="right")
     assert np.array_equal(seq.read(1).pixels, half(right))
-    with pytest.raises(Exception) as info:
+    with pytest.raises(BadInput) as info:
         plates.open_sequence(str(path), view="centre")
     assert "no view 'centre'" in str(info.value) and "left, right" in str(info.value)
 
 
 def test_a_view_on_a_plate_without_views_is_refused(tmp_path):
     write_exr(tmp_path / "plate.0001.exr", rgba_channels(pattern_image(8, 8)), (0, 0, 7, 7))
-    with pytest.raises(Exception) as info:
+    with pytest.raises(BadInput) as info:
         plates.open_sequence(str(tmp_path / "plate.0001.exr"), view="left")
     assert "not a multi-view EXR" in str(info.value)
 
