@@ -61,7 +61,7 @@ def _frame_of_kind(path, kind):
     return None
 
 
-@pytest.mark.parametrize("kind, words", [("folder", "folder"), ("socket", "socket"), ("device", "device")])
+@pytest.mark.parametrize("kind, words", [("folder", "is a folder"), ("socket", "is a socket"), ("device", "is a character device")])
 def test_sockets_devices_and_folders_named_like_frames_are_refused(tmp_path, tiny_bundle, capsys, kind, words):
     """"a FIFO, socket, device or folder named like a frame is refused by its stat (exit 2, naming file and
     frame)"."""
