@@ -13,9 +13,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import vera.train.distributed as distributed_module
 import vera.train.fit as fit_module
 from vera.errors import BadInput
-from vera.train.fit import FitConfig, fit, list_checkpoints, load_config, placement_mask
+from vera.train.checkpoints import list_checkpoints
+from vera.train.config import FitConfig, load_config
+from vera.train.fit import fit
+from vera.train.masks import placement_mask
 
 TINY = {"bundle": {"from": "random", "model": {"base": "vera-tiny"}, "patch": 8}, "export_dtype": "float16",
         "width": 32, "height": 32, "frames": 5, "batch": 2, "lr": 2e-3, "warmup": 2, "log_every": 2,
@@ -105,7 +109,9 @@ def test_wall_clock_budget_stops_and_exports(dataset, tmp_path, monkeypatch):
         clock[0] += 30.0
         return real_loss(*args, **kwargs)
 
-    monkeypatch.setattr(fit_module, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    patched_time = SimpleNamespace(monotonic=lambda: clock[0])
+    monkeypatch.setattr(fit_module, "time", patched_time)
+    monkeypatch.setattr(distributed_module, "time", patched_time)
     monkeypatch.setattr(fit_module, "flow_matching_loss", step_taking_30_s)
     summary = fit(tiny(steps=10_000), dataset, tmp_path / "run", max_minutes=1.5, progress="none")
     assert summary["stopped_by_clock"] and summary["steps"] == 3

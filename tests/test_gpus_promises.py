@@ -23,6 +23,7 @@ from vera.model.configs import CONFIGS
 from vera.model.dit import build_on_meta
 from vera.parallel import apply_sequence_parallel, parallelize
 from vera.plan import Strategy
+from vera.status import status
 
 
 def one_rank_mesh(size):
@@ -77,7 +78,7 @@ def test_torchrun_runs_vera_cli_run(tmp_path, tiny_bundle):
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     assert "vera-render: 2 workers on cpu" in done.stderr
-    assert render.status(tmp_path / "out", verify=True)["complete"]
+    assert status(tmp_path / "out", verify=True)["complete"]
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert {w["status"] for w in manifest["windows"].values()} == {"done"}
 

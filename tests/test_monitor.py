@@ -13,6 +13,7 @@ import vera.render as render
 from bundles import FIRST, LAST, base_spec, write_plates, write_spec
 from test_render import FakeRenderer
 from vera.cli import main as render_main
+from vera.status import status
 from vera_nuke import engine, jobs, monitor
 from vera_nuke.monitor import MonitorPanel
 from vera_nuke.qt import QtCore, QtGui

@@ -11,9 +11,8 @@ import pytest
 
 from skimage.metrics import structural_similarity
 
-from vera import pipeline
 from vera.errors import BadInput
-from vera.train import data as train_data
+from vera.train import paper_metrics
 from vera.train.cli import main as vera_train
 from vera.train.paper_metrics import keep_region, psnr, ssim
 
@@ -71,15 +70,16 @@ def test_eval_paper_metrics_on_a_synthetic_public_test_split(tmp_path, capsys, m
     capsys.readouterr()
     seen = []
     clips = []
-    real_sample, real_render = train_data.read_jsonl_sample, pipeline.render_frames
-    monkeypatch.setattr(train_data, "read_jsonl_sample", lambda *a, **k: clips.append(real_sample(*a, **k)) or clips[-1])
+    real_sample, real_render = paper_metrics.read_jsonl_sample, paper_metrics.render_frames
+    monkeypatch.setattr(paper_metrics, "read_jsonl_sample",
+                        lambda *a, **k: clips.append(real_sample(*a, **k)) or clips[-1])
 
     def spy_render(*args, **kwargs):
         layers = real_render(*args, **kwargs)
         seen.append((clips[-1], layers))
         return layers
 
-    monkeypatch.setattr(pipeline, "render_frames", spy_render)
+    monkeypatch.setattr(paper_metrics, "render_frames", spy_render)
     table = tmp_path / "table.md"
     assert vera_train(["eval", "--metrics", "paper", "--data", str(data), "--json", "--markdown", str(table),
                        "--progress", "none"]) == 0

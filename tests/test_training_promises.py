@@ -12,7 +12,9 @@ from safetensors.torch import load_file
 import vera.model.dit as dit
 from test_fit import TINY, read_log
 from vera.train.cli import main as vera_train
-from vera.train.fit import FitConfig, fit, list_checkpoints
+from vera.train.checkpoints import list_checkpoints
+from vera.train.config import FitConfig
+from vera.train.fit import fit
 
 
 @pytest.fixture(scope="module")
