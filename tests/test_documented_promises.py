@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -15,6 +16,9 @@ import pytest
 
 from bundles import FIRST, LAST, SMALL_HEIGHT, SMALL_WIDTH, base_spec, write_plate, write_plates, write_spec
 from images import pattern_image, rgba_channels, write_exr
+import vera.manifest as manifest
+import vera.render as render
+from test_render import FakeRenderer
 from vera import exr, plates
 from vera.cli import main
 from vera.errors import BadInput
@@ -173,3 +177,59 @@ def test_vera_debug_turns_an_internal_error_into_exit_1_with_a_traceback(tmp_pat
                           text=True, env=env, timeout=300)
     assert done.returncode == 1, done.stderr
     assert "Traceback" in done.stderr and "internal boom" in done.stderr
+
+
+# ---------------------------------------------------------------------------------------- shot-spec.md: sameness
+
+
+@pytest.fixture
+def fake_render(monkeypatch):
+    renderer = FakeRenderer()
+    monkeypatch.setattr(render, "_render_frames", renderer)
+    return renderer
+
+
+def test_a_moved_bundle_is_the_same_model_and_one_changed_in_place_is_refused(tmp_path, tiny_bundle, fake_render,
+                                                                               capsys):
+    """"the model bundle's content identity in place of its path (a moved bundle is the same model ...)"; a
+    re-run whose fingerprint differs is refused (exit 2) unless --force."""
+    write_plates(tmp_path)
+    shutil.copytree(tiny_bundle, tmp_path / "old_models" / "tiny")
+    spec = write_spec(tmp_path, base_spec("old_models/tiny"))
+    assert main(["run", str(spec), "--progress", "none"]) == 0
+    rendered = len(fake_render.calls)
+    (tmp_path / "old_models").rename(tmp_path / "new_models")  # the bundle moved (its folder keeps its name,
+    write_spec(tmp_path, base_spec("new_models/tiny"))          # which the identity shows as a label)
+    assert main(["run", str(spec), "--progress", "none"]) == 0
+    assert len(fake_render.calls) == rendered  # the same model: nothing rendered again
+
+    weights = next((tmp_path / "new_models" / "tiny").glob("transformer*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01  # one bit of the last weight, in place
+    weights.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["run", str(spec), "--progress", "none"]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert len(fake_render.calls) == rendered
+
+
+def test_input_hashes_are_cached_by_path_size_mtime_and_inode(tmp_path, tiny_bundle, fake_render, monkeypatch):
+    """"A local cache (OUT/.vera/input_hashes.json ...) means a task hashes only inputs it has not seen
+    unchanged"."""
+    write_plates(tmp_path)
+    spec = write_spec(tmp_path, base_spec(tiny_bundle))
+    hashed = []
+    real = manifest.sha256_file
+    monkeypatch.setattr(manifest, "sha256_file", lambda path: hashed.append(path.name) or real(path))
+    assert main(["run", str(spec), "--window", "0", "--progress", "none"]) == 0
+    frames = LAST - FIRST + 1
+    assert sorted(hashed) == sorted(f"plate.{f}.exr" for f in range(FIRST, LAST + 1))
+    cache = json.loads((tmp_path / "out" / ".vera" / "input_hashes.json").read_text())
+    assert len(cache) == frames
+    hashed.clear()
+    assert main(["run", str(spec), "--window", "1", "--progress", "none"]) == 0
+    assert hashed == []  # every plate seen unchanged: none hashed again
+    touched = tmp_path / f"plate.{FIRST + 2}.exr"
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
+    assert main(["run", str(spec), "--window", "1", "--progress", "none"]) == 0
+    assert hashed == [touched.name]  # only the file whose mtime moved

@@ -80,6 +80,18 @@ def test_header_attribute_types_as_documented(windowed_render):
         assert attrs["vera/prompt"] == ("string", "add a red ball")
 
 
+def test_run_and_assemble_attribute_types(windowed_render):
+    """output-format.md: run/assemble also write vera/negative_prompt, task, sampler, model_resolution, shot,
+    settings (strings), vera/steps (int), vera/guidance, vera/shift (float)."""
+    for frame in (FIRST, 1007, LAST):
+        attrs = _oiio_attributes(windowed_render / "out" / f"edit.{frame}.exr")
+        for key in ("negative_prompt", "task", "sampler", "model_resolution", "shot", "settings"):
+            assert attrs[f"vera/{key}"][0] == "string", (key, attrs[f"vera/{key}"])
+        assert attrs["vera/steps"][0] == "int"
+        assert attrs["vera/guidance"][0] == "float" and attrs["vera/shift"][0] == "float"
+        assert attrs["vera/task"][1] == "object_addition" and attrs["vera/steps"][1] == 2
+
+
 def test_window_seeds_fit_an_exr_int():
     assert all(0 <= window_seed(2**63 - 1, i) < 2**31 for i in range(4))
     assert window_seed(7, 1) == 7 * 1_000_003 + 7919  # small seeds keep the seeds they always had
