@@ -116,6 +116,23 @@ def test_comp_rewrites_a_tiled_plate_as_scanline(tmp_path):
     assert out.channels()["G"].pixels.tobytes() == plate[..., 1].astype(np.float16).tobytes()  # empty edit
 
 
+def test_comp_refuses_a_plate_with_subsampled_channels(tmp_path, capsys):
+    """comp: "Channels stored subsampled (luminance/chroma files) cannot be copied and are refused (exit 2)"."""
+    full = {c: OpenEXR.Channel(np.full((8, 8), 0.5, np.float16)) for c in "RGBA"}
+    chroma = OpenEXR.Channel(2, 2)
+    chroma.pixels = np.full((8, 8), 0.25, np.float16)  # written every 2nd pixel each way
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    OpenEXR.File(header, {**full, "extra.BY": chroma}).write(str(tmp_path / "plate.0001.exr"))
+    assert OpenEXR.File(str(tmp_path / "plate.0001.exr")).channels()["extra.BY"].xSampling == 2
+    exr.write_layers(tmp_path / "edit.0001.exr", np.zeros((8, 8, 4), np.float32), (0, 0, 7, 7))
+    capsys.readouterr()
+    assert main(["comp", "--plate", str(tmp_path / "plate.####.exr"), "--edit", str(tmp_path / "edit.####.exr"),
+                 "--out", str(tmp_path / "comp.####.exr")]) == 2
+    err = capsys.readouterr().err
+    assert "plate.0001.exr" in err and "subsampled" in err
+    assert not (tmp_path / "comp.0001.exr").exists()
+
+
 # ---------------------------------------------------------------------------------------- shot-spec.md
 
 
