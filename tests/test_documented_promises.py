@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 
+import av
 import numpy as np
 import OpenEXR
 import pytest
@@ -131,6 +132,32 @@ def test_comp_refuses_a_plate_with_subsampled_channels(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "plate.0001.exr" in err and "subsampled" in err
     assert not (tmp_path / "comp.0001.exr").exists()
+
+
+def test_a_16_bit_movie_keeps_its_precision_and_comps_to_float(tmp_path):
+    """"MOV/MP4 through PyAV (8-bit as rgb24, deeper as rgb48)"; comp's channels are "float for ... 8/10/16-bit
+    files and movies, whose values half cannot hold exactly"."""
+    ramp = np.linspace(0, 65535, 64 * 16).reshape(16, 64).astype(np.uint16)  # 1024 levels: more than 8 bits hold
+    movie = tmp_path / "clip.mov"
+    with av.open(str(movie), "w") as container:
+        stream = container.add_stream("png", rate=24)  # PNG in MOV: lossless 16-bit RGB
+        stream.width, stream.height, stream.pix_fmt = 64, 16, "rgb48be"
+        for _ in range(2):
+            frame = av.VideoFrame.from_ndarray(np.stack([ramp] * 3, -1), format="rgb48le").reformat(format="rgb48be")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    pixels = plates.open_sequence(str(movie)).read(1).pixels
+    np.testing.assert_allclose(pixels[..., 0], ramp / 65535.0, atol=1e-6)
+    assert len(np.unique(pixels[..., 0])) == 1024
+    for f in (1, 2):
+        exr.write_layers(tmp_path / f"edit.{f:04d}.exr", np.zeros((16, 64, 4), np.float32), (0, 0, 63, 15))
+    assert main(["comp", "--plate", str(movie), "--edit", str(tmp_path / "edit.####.exr"),
+                 "--out", str(tmp_path / "comp.####.exr")]) == 0
+    comp = OpenEXR.File(str(tmp_path / "comp.0001.exr"), separate_channels=True).channels()
+    assert comp["R"].pixels.dtype == np.float32
+    np.testing.assert_allclose(comp["R"].pixels, ramp / 65535.0, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------- shot-spec.md
