@@ -22,7 +22,6 @@ import vera.render as render
 from test_render import FakeRenderer
 from vera import exr, plates
 from vera.cli import main
-from vera.errors import BadInput
 from vera.shot import validate
 
 # ---------------------------------------------------------------------------------------- output-format.md
@@ -66,7 +65,8 @@ def _frame_of_kind(path, kind):
     return None
 
 
-@pytest.mark.parametrize("kind, words", [("folder", "is a folder"), ("socket", "is a socket"), ("device", "is a character device")])
+@pytest.mark.parametrize("kind, words", [("folder", "is a folder"), ("socket", "is a socket"),
+                                         ("device", "is a character device")])
 def test_sockets_devices_and_folders_named_like_frames_are_refused(tmp_path, tiny_bundle, capsys, kind, words):
     """"a FIFO, socket, device or folder named like a frame is refused by its stat (exit 2, naming file and
     frame)"."""
@@ -87,8 +87,8 @@ def test_sockets_devices_and_folders_named_like_frames_are_refused(tmp_path, tin
 def test_a_stereo_view_without_alpha_gains_right_A(tmp_path):
     """comp: "A plate layer without alpha gains one (A, or right.A beside right.R)"."""
     left, right = pattern_image(8, 10, seed=1, channels=3), pattern_image(8, 10, seed=2, channels=3)
-    write_exr(tmp_path / "plate.0001.exr", {**rgba_channels(left, names="RGB"), **rgba_channels(right, "right.", "RGB")},
-              (0, 0, 9, 7), header_extra={"multiView": ["left", "right"]})
+    channels = {**rgba_channels(left, names="RGB"), **rgba_channels(right, "right.", "RGB")}
+    write_exr(tmp_path / "plate.0001.exr", channels, (0, 0, 9, 7), header_extra={"multiView": ["left", "right"]})
     edit = np.zeros((8, 10, 4), np.float32)
     edit[2:5, 3:7] = (0.2, 0.1, 0.1, 0.5)
     exr.write_layers(tmp_path / "edit.0001.exr", edit, (0, 0, 9, 7))
