@@ -140,7 +140,7 @@ def test_a_fifo_named_like_a_frame_is_refused_without_opening_it(tmp_path, tiny_
                 "--out", str(tmp_path / "comp.####.exr")]
     else:
         argv = [command, str(spec)]
-    code, err, seconds = _timed(tmp_path, *argv)
+    code, err, seconds = _timed(tmp_path, *argv, timeout=300)  # generous: the machine may be busy; a hang is forever
     assert code == 2, err
     assert "plate.1006.exr (frame 1006)" in err and "FIFO" in err
     assert (tmp_path / "plate.1006.exr").is_fifo()
