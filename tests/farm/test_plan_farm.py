@@ -9,7 +9,7 @@ import yaml
 
 from vera.cli import main
 from vera.errors import BadInput
-from vera.farm import submit
+from vera.farm.submission import submit
 from vera.farm.deadline import read_info
 from vera.farm.openjd import check_template
 
