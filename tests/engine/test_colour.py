@@ -71,7 +71,15 @@ def test_ocio_environment_variable_is_honoured(monkeypatch):
     assert colour.config_source() == other
     assert colour.config().getColorSpace("ARRI LogC3 (EI800)") is not None  # only the studio config has cameras
     img = np.full((1, 1, 3), 0.18, np.float32)
-    assert colour.to_model(img, "ARRI LogC3 (EI800)").shape == (1, 1, 3)
+    # ARRI's published LogC3 (EI 800) curve ("ALEXA Log C Curve - Usage in VFX"): t = c log10(a x + b) + d above
+    # the cut. A neutral stays neutral through the gamut matrices, so grey checks the curve alone.
+    a, b, c, d = 5.555556, 0.052272, 0.247190, 0.385537
+    scene_grey = (10 ** ((0.18 - d) / c) - b) / a  # the code value 0.18 decoded: linear 0.0171
+    srgb = 1.055 * scene_grey ** (1 / 2.4) - 0.055  # the model space: the sRGB curve on linear Rec.709
+    np.testing.assert_allclose(colour.to_model(img, "ARRI LogC3 (EI800)"), np.full((1, 1, 3), srgb), atol=2e-3)
+    encoded = c * np.log10(a * 0.18 + b) + d  # linear 18 % grey -> code value 0.391
+    np.testing.assert_allclose(colour.convert(img, "ACEScg", "ARRI LogC3 (EI800)"), np.full((1, 1, 3), encoded),
+                               atol=1e-3)
     monkeypatch.setenv("OCIO", "/nonexistent/config.ocio")
     with pytest.raises(BadInput, match="/nonexistent/config.ocio"):
         colour.to_model(img, "ACEScg")

@@ -60,12 +60,35 @@ def test_lossy_or_unknown_compression_is_bad_input(tmp_path):
     assert not (tmp_path / "e.exr").exists()
 
 
-def test_write_is_atomic_old_file_survives_a_failed_write(tmp_path):
+def test_write_is_atomic_old_file_survives_a_failed_write(tmp_path, monkeypatch):
+    """The disk fills halfway through the EXR write itself: the old frame's bytes stay, no temporary is left."""
     path = tmp_path / "edit.0001.exr"
     good = _premultiplied(4, 5)
     exr.write_layers(path, good, (0, 0, 4, 3), {})
-    with pytest.raises(ValueError):
-        exr.write_layers(path, np.zeros((3, 3, 4), np.float32), (0, 0, 4, 3), {})  # wrong size
+    old_bytes = path.read_bytes()
+    real_file = OpenEXR.File
+    written_to = []
+
+    class HalfWritten:
+        """OpenEXR.File whose write() puts half the file on disk, then fails as a full disk does."""
+
+        def __init__(self, *args, **kwargs):
+            self._file = real_file(*args, **kwargs)
+
+        def write(self, target):
+            self._file.write(target)
+            size = os.path.getsize(target)
+            with open(target, "r+b") as f:
+                f.truncate(size // 2)
+            written_to.append(target)
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(exr.OpenEXR, "File", HalfWritten)
+    with pytest.raises(OSError, match="No space left"):
+        exr.write_layers(path, _premultiplied(4, 5, seed=1), (0, 0, 4, 3), {})
+    monkeypatch.undo()
+    assert written_to and os.path.basename(written_to[0]) != path.name  # the write went to a temporary
+    assert path.read_bytes() == old_bytes
     np.testing.assert_array_equal(exr.read_layer(path).pixels, good.astype(np.float16).astype(np.float32))
     assert os.listdir(tmp_path) == ["edit.0001.exr"]  # no temporary left behind
 

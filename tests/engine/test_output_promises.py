@@ -15,6 +15,7 @@ import vera.render as render
 from vera.layout import load_shot
 from vera import plates
 from vera.cli import main
+from vera.errors import BadInput
 from vera.exr import read_layer
 from vera.windows import window_seed
 
@@ -77,6 +78,20 @@ def test_header_attribute_types_as_documented(windowed_render):
             assert attrs["vera/window"] == ("vector2i", (0, 1))
         assert attrs["vera/source"] == ("string", str(windowed_render / f"plate.{frame:04d}.exr"))
         assert attrs["vera/prompt"] == ("string", "add a red ball")
+
+
+def test_run_and_assemble_attribute_types(windowed_render):
+    """output-format.md: run/assemble also write vera/negative_prompt, task, sampler, model_resolution, shot,
+    settings (strings), vera/steps (int), vera/guidance, vera/shift (float)."""
+    for frame in (FIRST, 1007, LAST):
+        attrs = _oiio_attributes(windowed_render / "out" / f"edit.{frame}.exr")
+        for key in ("task", "sampler", "model_resolution", "shot", "settings"):
+            assert attrs[f"vera/{key}"][0] == "string", (key, attrs[f"vera/{key}"])
+        # vera/negative_prompt only when there is one (this shot and the tiny bundle have none)
+        assert attrs.get("vera/negative_prompt", ("string",))[0] == "string"
+        assert attrs["vera/steps"][0] == "int"
+        assert attrs["vera/guidance"][0] == "float" and attrs["vera/shift"][0] == "float"
+        assert attrs["vera/task"][1] == "object_addition" and attrs["vera/steps"][1] == 2
 
 
 def test_window_seeds_fit_an_exr_int():
@@ -233,14 +248,14 @@ def test_stereo_plate_reads_the_default_view_or_the_named_one(tmp_path, layout):
     assert np.array_equal(seq.read(1).pixels, half(left))  # the file's default view
     seq = plates.open_sequence(str(path), view="right")
     assert np.array_equal(seq.read(1).pixels, half(right))
-    with pytest.raises(Exception) as info:
+    with pytest.raises(BadInput) as info:
         plates.open_sequence(str(path), view="centre")
     assert "no view 'centre'" in str(info.value) and "left, right" in str(info.value)
 
 
 def test_a_view_on_a_plate_without_views_is_refused(tmp_path):
     write_exr(tmp_path / "plate.0001.exr", rgba_channels(pattern_image(8, 8)), (0, 0, 7, 7))
-    with pytest.raises(Exception) as info:
+    with pytest.raises(BadInput) as info:
         plates.open_sequence(str(tmp_path / "plate.0001.exr"), view="left")
     assert "not a multi-view EXR" in str(info.value)
 

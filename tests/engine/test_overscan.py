@@ -71,8 +71,11 @@ def test_layers_cover_the_plates_overscan_with_zeros(rendered):
         assert not layer.pixels[outside_display(layer.data_window)].any()  # nothing outside the display window
 
 
+@pytest.mark.fake_only
 def test_nuke_merge_over_keeps_the_overscan(rendered):
-    """The Nuke composite: both files read as Nuke's EXR reader reads them, then Merge over (A + B(1-a))."""
+    """The Nuke composite: both files read as the fake's model of Nuke's EXR reader (its edge rule), then
+    Merge over (A + B(1-a), the engine's own formula). Fake-only: test_oiiotool_over_keeps_the_overscan
+    below is the independent check (OpenImageIO's compositor)."""
     nuke = fake_nuke.install()
     window = window_union(OVERSCAN, DISPLAY)
     outside = outside_display(window)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from vera.cli import main as render_main
+from vera.errors import BadInput
 from vera.model.configs import CONFIGS, VeraConfig
 from vera.model.dit import build_on_meta, count_parameters
 from vera.plan import (TEXT_ENCODER_CONFIG, TEXT_ENCODER_PARAMS, WAN_VAE_PARAMS, Strategy, bundle_components,
@@ -50,7 +51,7 @@ def test_tokens_and_flops():
     assert flops["total"] == sum(v for k, v in flops.items() if k != "total")
     # Joint attention: every query sees 3x the keys, so the score term is 3x three separate Wan DiTs'.
     assert flops["self_attn_scores"] == 3 * forward_flops(cfg, 20_280, joint=False)["self_attn_scores"]
-    with pytest.raises(Exception, match="4k\\+1"):
+    with pytest.raises(BadInput, match="4k\\+1"):
         tokens_per_stream(cfg, 50, 832, 480)
 
 
@@ -114,8 +115,8 @@ def test_activation_estimate_against_measured_cpu_peak(mode):
     ratio = result["estimate"] / result["measured"]
     print(f"{mode}: estimate {result['estimate']:,} B, measured peak {result['measured']:,} B, ratio {ratio:.2f}")
     # Measured when written: 1.03 (inference) and 1.02 (training). The model follows the code tensor by tensor,
-    # so within 1.5x either way; a large drift means the network's memory changed and the planner must follow.
-    assert 1 / 1.5 < ratio < 1.5, result
+    # so within 15 % either way; a larger drift means the network's memory changed and the planner must follow.
+    assert 0.85 < ratio < 1.15, result
 
 
 def test_14b_on_eight_80gb_gpus_fits_under_40gib(capsys):

@@ -250,13 +250,39 @@ HARNESS = textwrap.dedent('''
 
     render._render_frames = FakeRenderer()
     mode = os.environ.get("HARNESS_MODE", "")
-    if mode == "slow-manifest":
-        # Hold the read-modify-write of the manifest open for a while: without the lock, updates get lost.
-        write = manifest._write_manifest
-        def slow_write(out_dir, manifest):
-            time.sleep(0.4)
-            write(out_dir, manifest)
-        manifest._write_manifest = slow_write
+    if mode == "handshake":
+        # Files in HARNESS_DIR tell the test where this task is: NAME.waiting.LOCK before taking a lock,
+        # NAME.holding.LOCK once held, NAME.paused when it stops (in its first manifest write, or first render
+        # with HARNESS_PAUSE=render) until the test creates `release`; NAME.rendered when it renders.
+        folder, name = os.environ["HARNESS_DIR"], os.environ["HARNESS_NAME"]
+        touch = lambda what: open(os.path.join(folder, name + "." + what), "w").close()
+        def pause():
+            touch("paused")
+            deadline = time.monotonic() + 120
+            while not os.path.exists(os.path.join(folder, "release")):
+                if time.monotonic() > deadline:
+                    sys.exit(5)
+                time.sleep(0.01)
+        flock = manifest.file_lock
+        import contextlib
+        @contextlib.contextmanager
+        def watched_flock(path, shared=False):
+            touch("waiting." + os.path.basename(str(path)))
+            with flock(path, shared):
+                touch("holding." + os.path.basename(str(path)))
+                yield
+        manifest.file_lock = render.file_lock = watched_flock  # render imported the name
+        write, renderer = manifest._write_manifest, render._render_frames
+        def paused_write(out_dir, data):
+            if os.environ.get("HARNESS_PAUSE", "write") == "write":
+                pause()
+            write(out_dir, data)
+        def paused_render(*args, **kwargs):
+            touch("rendered")
+            if os.environ.get("HARNESS_PAUSE") == "render":
+                pause()
+            return renderer(*args, **kwargs)
+        manifest._write_manifest, render._render_frames = paused_write, paused_render
     if mode == "hang-mid-write":
         # Stop for good between writing a frame's temp file and renaming it: the test kills us there.
         replace = os.replace
@@ -284,11 +310,44 @@ def _task(harness, *args, mode="", **env):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def wait_for(path, tasks, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        for task in tasks:
+            assert task.poll() is None, task.communicate()
+        assert time.monotonic() < deadline, f"{path.name} never appeared"
+        time.sleep(0.01)
+
+
+def stays_absent(path, seconds=1.0):
+    """True if `path` does not appear within `seconds` (a task blocked on a lock cannot make it)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if path.exists():
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def handshake_task(harness, shot, signals, name, window, pause="write"):
+    return _task(harness, "run", str(shot), "--window", str(window), "--progress", "log", mode="handshake",
+                 HARNESS_DIR=str(signals), HARNESS_NAME=name, HARNESS_PAUSE=pause)
+
+
 @pytest.mark.slow
 def test_two_concurrent_window_tasks_both_land(tmp_path, shot, harness):
-    tasks = [_task(harness, "run", str(shot), "--window", str(i), "--progress", "log", mode="slow-manifest")
-             for i in (0, 1)]
-    for task in tasks:
+    """Task a stops inside a manifest write (holding the manifest lock); task b, on the other window, reaches
+    the lock and must wait there until a is released. Then both windows are in the manifest."""
+    signals = tmp_path / "signals"
+    signals.mkdir()
+    a = handshake_task(harness, shot, signals, "a", 0)
+    wait_for(signals / "a.paused", [a])
+    assert (signals / "a.holding.manifest.lock").exists()
+    b = handshake_task(harness, shot, signals, "b", 1)
+    wait_for(signals / "b.waiting.manifest.lock", [a, b])
+    assert stays_absent(signals / "b.holding.manifest.lock"), "b took the manifest lock a holds"
+    (signals / "release").touch()
+    for task in (a, b):
         out, err = task.communicate(timeout=120)
         assert task.returncode == 0, err
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
@@ -296,6 +355,25 @@ def test_two_concurrent_window_tasks_both_land(tmp_path, shot, harness):
     assert len(manifest["windows"]["0"]["frames"]) == 9 and len(manifest["windows"]["1"]["frames"]) == 9
     assert main(["assemble", str(shot), "--progress", "none"]) == 0
     assert status(tmp_path / "out", verify=True)["complete"]
+
+
+def test_two_tasks_on_the_same_window_render_it_once(tmp_path, shot, harness):
+    """docs/farm.md: a second attempt at the same window waits for the first, then finds it done."""
+    signals = tmp_path / "signals"
+    signals.mkdir()
+    a = handshake_task(harness, shot, signals, "a", 0, pause="render")
+    wait_for(signals / "a.paused", [a])
+    b = handshake_task(harness, shot, signals, "b", 0, pause="render")
+    wait_for(signals / "b.waiting.w000.lock", [a, b])
+    assert stays_absent(signals / "b.holding.w000.lock"), "b entered the window a is rendering"
+    (signals / "release").touch()
+    for task in (a, b):
+        out, err = task.communicate(timeout=120)
+        assert task.returncode == 0, err
+    assert (signals / "b.holding.w000.lock").exists()  # b did get the window, after a
+    assert not (signals / "b.rendered").exists()  # and found it done
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["windows"]["0"]["status"] == "done" and manifest["windows"]["0"]["attempts"] == 1
 
 
 @pytest.mark.slow

@@ -119,13 +119,18 @@ TIMED = textwrap.dedent('''
 def _timed(tmp_path, *argv, timeout=60):
     script = tmp_path / "timed.py"
     script.write_text(TIMED)
-    done = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True, timeout=timeout)
+    try:
+        done = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"vera {argv[0]} still running after {timeout} s (a FIFO opened for reading blocks forever)")
     seconds = float(done.stderr.rsplit("seconds ", 1)[1])
     return done.returncode, done.stderr, seconds
 
 
 @pytest.mark.parametrize("command", ["validate", "run", "comp"])
-def test_a_fifo_named_like_a_frame_is_refused_within_a_second(tmp_path, tiny_bundle, command):
+def test_a_fifo_named_like_a_frame_is_refused_without_opening_it(tmp_path, tiny_bundle, command):
+    """Opening a FIFO with no writer blocks forever: a command that returns at all never opened it."""
     write_plates(tmp_path)
     (tmp_path / "plate.1006.exr").unlink()
     os.mkfifo(tmp_path / "plate.1006.exr")
@@ -135,10 +140,10 @@ def test_a_fifo_named_like_a_frame_is_refused_within_a_second(tmp_path, tiny_bun
                 "--out", str(tmp_path / "comp.####.exr")]
     else:
         argv = [command, str(spec)]
-    code, err, seconds = _timed(tmp_path, *argv)
+    code, err, seconds = _timed(tmp_path, *argv, timeout=300)  # generous: the machine may be busy; a hang is forever
     assert code == 2, err
     assert "plate.1006.exr (frame 1006)" in err and "FIFO" in err
-    assert seconds < 1.0, seconds
+    assert (tmp_path / "plate.1006.exr").is_fifo()
 
 
 # ----------------------------------------------------------------------------------------------- long ranges
@@ -150,7 +155,7 @@ def test_a_ten_million_frame_range_is_answered_in_seconds(tmp_path, tiny_bundle)
     path = write_spec(tmp_path, spec)
     code, err, seconds = _timed(tmp_path, "validate", str(path), timeout=120)
     assert code == 2 and "plate.first/last" in err and "10000001 frames" in err, err
-    assert seconds < 5.0, seconds
+    assert seconds < 30.0, seconds  # generous: stat-ing 10^7 frames would take minutes
 
 
 def test_comp_with_a_typo_range_is_answered_in_seconds(tmp_path):
@@ -159,7 +164,7 @@ def test_comp_with_a_typo_range_is_answered_in_seconds(tmp_path):
                                 str(tmp_path / "plate.####.exr"), "--first", "1001", "--last", "10001001",
                                 "--out", str(tmp_path / "c.####.exr"), timeout=120)
     assert code == 2 and "10000001 frames" in err, err
-    assert seconds < 5.0, seconds
+    assert seconds < 30.0, seconds  # generous: stat-ing 10^7 frames would take minutes
 
 
 # ----------------------------------------------------------------------------------------------- '#' and '%' folders

@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import pytest
 
 from vera.errors import BadInput
@@ -36,4 +40,10 @@ def test_bad_overlap_is_bad_input(window, overlap):
 def test_window_seeds_are_distinct_and_stable():
     seeds = [window_seed(42, i) for i in range(10)]
     assert len(set(seeds)) == 10
-    assert window_seed(42, 3) == window_seed(42, 3)
+    # stable across processes and machines: a fresh interpreter with another hash seed derives the same seeds,
+    # which are the ones written into renders made before (shot seed 42: 42 * 1000003 + 7919 i, below 2^31)
+    code = "from vera.windows import window_seed; print([window_seed(42, i) for i in range(10)])"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env=dict(os.environ, PYTHONHASHSEED="12345")).stdout
+    assert other.strip() == str(seeds)
+    assert seeds[:3] == [42000126, 42008045, 42015964]

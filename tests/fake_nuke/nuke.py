@@ -1581,7 +1581,7 @@ def _data_window(node, frame):
     if node.Class() == "Read":
         import OpenEXR
 
-        header = OpenEXR.File(node["file"].evaluate(frame), header_only=True).header()
+        header = OpenEXR.File(node["file"].evaluate(_file_frame(node, frame)), header_only=True).header()
         (x0, y0), (x1, y1) = header["dataWindow"]
         (a0, b0), (a1, b1) = header["displayWindow"]
         if (x0, y0, x1, y1) == (a0, b0, a1, b1):
@@ -1596,10 +1596,74 @@ def _data_window(node, frame):
     return _data_window(node.input(0), frame)
 
 
+# Colour (Foundry "Color Management" guide, Read/Write nodes): a Read without Raw Data converts its file from its
+# `colorspace` into the project's working space (Root workingSpaceLUT); a Write without Raw Data converts from the
+# working space into its `colorspace`. "default" means the project's default for the file type (Project
+# Settings > Color > float files: Root floatLut; Nuke's own colour management ships it as "linear"). The fake
+# converts with OpenColorIO ($OCIO, else the ACES cg-config Nuke 15 ships), reading Nuke's built-in LUT names
+# as their OCIO colour spaces. When the working space is not the float default (e.g. ACEScg), any Read or Write
+# that relies on "default" instead of Raw Data changes the pixels, as in Nuke.
+FLOAT_FILES_DEFAULT = "linear"  # Nuke colour management's default for float files (Root floatLut)
+NUKE_LUT_NAMES = {"linear": "Linear Rec.709 (sRGB)", "sRGB": "sRGB - Texture", "rec709": "Gamma 2.4 Rec.709 - Texture"}
+OCIO_CONFIG = "ocio://cg-config-v2.1.0_aces-v1.3_ocio-v2.3"
+
+
+def _file_colorspace(node):
+    """The colour space a Read's file / a Write's output is in; None with Raw Data (no conversion)."""
+    if node["raw"].value():
+        return None
+    value = str(node["colorspace"].value()).strip()
+    m = re.match(r"^default\s*\((.*)\)$", value)
+    if m:
+        return m.group(1)
+    if value in ("", "default"):
+        knob = root().knob("floatLut")
+        return knob.value() if knob is not None and knob.value() else FLOAT_FILES_DEFAULT
+    return value
+
+
+def _working_space():
+    knob = root().knob("workingSpaceLUT")
+    return knob.value() if knob is not None and knob.value() else FLOAT_FILES_DEFAULT
+
+
+def _convert(pixels, src, dst):
+    """RGB of (H, W, 4) pixels from colour space `src` to `dst` (OCIO); alpha untouched."""
+    import numpy as np
+    import PyOpenColorIO as ocio
+
+    if src is None or dst is None:
+        return pixels
+    config = ocio.Config.CreateFromFile(os.environ.get("OCIO") or OCIO_CONFIG)
+    names = [config.getCanonicalName(NUKE_LUT_NAMES.get(n, n)) for n in (src, dst)]
+    for given, name in zip((src, dst), names):
+        if not name:
+            raise ValueError(f"colour space {given!r} is not in the OCIO config")  # Nuke: "unknown colorspace"
+    if names[0] == names[1]:
+        return pixels
+    rgb = np.ascontiguousarray(pixels[..., :3], np.float32)
+    config.getProcessor(names[0], names[1]).getDefaultCPUProcessor().applyRGB(rgb)
+    return np.concatenate([rgb, pixels[..., 3:4]], axis=-1)
+
+
+def _file_frame(read, frame):
+    """The file frame a Read shows at comp frame `frame` (Foundry Read node, frame_mode: "start at" N puts the
+    Read's first frame at N; "offset" N shifts every frame by N; an expression is not interpreted here)."""
+    text = str(read["frame"].value()).strip()
+    if not text:
+        return frame
+    mode = str(read["frame_mode"].value())
+    if not re.fullmatch(r"-?\d+", text) or mode not in ("start at", "offset"):
+        raise NotImplementedError(f"the fake nuke does not evaluate frame {text!r} ({read.fullName()})")
+    return frame - int(text) + (int(read["first"].value()) if mode == "start at" else 0)
+
+
 def _pixels(node, frame, window):
-    """A node's pixels over `window`. Only what the Vera stack needs; anything else fails loudly."""
+    """A node's pixels over `window`, in the working space. Only what the Vera stack needs; anything else
+    fails loudly."""
     if node.Class() == "Read":
-        return read_exr_as_nuke(node["file"].evaluate(frame), window)
+        pixels = read_exr_as_nuke(node["file"].evaluate(_file_frame(node, frame)), window)
+        return _convert(pixels, _file_colorspace(node), _working_space())
     if (node.knob("disable") is not None and node["disable"].value()) or node.Class() in ("Dot", "NoOp", "Output"):
         return _pixels(node.input(0), frame, window)
     if node.Class() == "Grade" and all(node[k].value() == node_default for k, node_default in
@@ -1614,9 +1678,11 @@ def _pixels(node, frame, window):
 
 
 def execute(nameOrNode, start=None, end=None, incr=1, views=None, continueOnError=False):
-    """Render a Write (Foundry nuke.execute). Recorded in `executed`; the frames are written as EXR (R,G,B,A,
-    float, data window = the tree's bounding box) when the tree is one this fake can compute, else only
-    recorded."""
+    """Render a Write (Foundry nuke.execute). Recorded in `executed`; the frames are written as EXR when the
+    tree is one this fake can compute, else only recorded. The file holds what the Write's knobs say (Foundry
+    Write node reference): only the `channels` it names (rgba -> R,G,B,A; rgb -> R,G,B; alpha -> A), as
+    `datatype` (16 bit half, the default, or 32 bit float), converted from the working space into its
+    `colorspace` unless `raw` is on; data window = the tree's bounding box."""
     node = toNode(nameOrNode) if isinstance(nameOrNode, str) else nameOrNode
     if node is None or node.Class() != "Write":
         raise ValueError(f"{nameOrNode}: not an executable node")
@@ -1630,13 +1696,22 @@ def execute(nameOrNode, start=None, end=None, incr=1, views=None, continueOnErro
         pass  # a tree the fake cannot compute: recorded only
 
 
+# A Write's `channels` -> the EXR channels Nuke writes for the rgba layer (Foundry "Reading EXR channels").
+WRITE_CHANNELS = {"rgba": "RGBA", "rgb": "RGB", "alpha": "A", "all": "RGBA"}
+
+
 def _render_write(node, upstream, start, end):
     import OpenEXR
     import numpy as np
 
+    channels = str(node["channels"].value())
+    if channels not in WRITE_CHANNELS:
+        raise NotImplementedError(f"the fake nuke does not write channels {channels!r}")
+    datatype = node["datatype"].value() if node.knob("datatype") is not None else "16 bit half"
+    dtype = np.float16 if datatype == "16 bit half" else np.float32
     for frame in range(start, end + 1):
         box = _data_window(upstream, frame) or _display_box(upstream)
-        pixels = _pixels(upstream, frame, box)
+        pixels = _convert(_pixels(upstream, frame, box), _working_space(), _file_colorspace(node))
         path = node["file"].evaluate(frame)
         if node["create_directories"].value():
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -1644,8 +1719,9 @@ def _render_write(node, upstream, start, end):
         header = {"dataWindow": ((box[0], box[1]), (box[2], box[3])),
                   "displayWindow": ((display[0], display[1]), (display[2], display[3])),
                   "compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
-        channels = {c: np.ascontiguousarray(pixels[..., i]) for i, c in enumerate("RGBA")}
-        OpenEXR.File(header, channels).write(path)
+        planes = {c: np.ascontiguousarray(pixels[..., "RGBA".index(c)].astype(dtype))
+                  for c in WRITE_CHANNELS[channels]}
+        OpenEXR.File(header, planes).write(path)
 
 
 def _display_box(node):

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from vera.cli import main
+from vera.errors import BadInput
 from vera.farm.submission import submit
 from vera.farm.deadline import read_info
 from vera.farm.openjd import check_template
@@ -49,7 +50,7 @@ def test_openjd_a_bad_gpu_amount_is_refused_by_the_parser(tmp_path, shot):
                               (tmp_path / "job" / "template.yaml").read_text())
     check_template(template)
     template["steps"][0]["hostRequirements"]["amounts"][0]["name"] = "amount.worker.gpus"  # not a standard name
-    with pytest.raises(Exception, match="not valid"):
+    with pytest.raises(BadInput, match="not valid"):
         check_template(template)
 
 

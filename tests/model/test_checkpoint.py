@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from vera.cli import main
 from vera.errors import BadInput
 from vera.model.checkpoint import (convert_wan, diffusers_key_to_wan, load_vera, read_config, save_vera,
                                    wan_key_to_diffusers)
@@ -168,3 +169,27 @@ def test_load_casts_to_the_requested_dtype(tmp_path):
     model = load_vera(path, dtype=torch.bfloat16)
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     assert not model.training
+
+
+class _CreatesAFile:
+    """Unpickling this calls open(path, "w"): what a hostile .pth could do (any callable, any arguments)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_convert_refuses_a_pth_whose_pickle_would_run_code(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "wan.pth"
+    torch.save({"blocks.0.self_attn.q.weight": torch.zeros(2, 2), "payload": _CreatesAFile(marker)}, evil)
+    assert not marker.exists()
+    with pytest.raises(BadInput, match="wan.pth"):
+        convert_wan(evil)
+    assert main(["convert", "--from-wan", str(evil), "--out", str(tmp_path / "vera.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "wan.pth" in err and "Traceback" not in err
+    assert not marker.exists()  # the pickle's call never ran
+    assert not (tmp_path / "vera.safetensors").exists()

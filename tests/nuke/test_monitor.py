@@ -10,6 +10,11 @@ from pathlib import Path
 import pytest
 
 import monitor_demo
+import vera.render as render
+from bundles import FIRST, LAST, base_spec, write_plates, write_spec
+from test_render import FakeRenderer
+from vera.cli import main as render_main
+from vera.status import status
 from vera_nuke import engine, jobs, monitor
 from vera_nuke.monitor import MonitorPanel
 from vera_nuke.qt import QtCore, QtGui
@@ -163,6 +168,40 @@ def test_vera_monitor_screenshot_cli(tmp_path, demo):
     assert proc.returncode == 0, proc.stderr
     image = QtGui.QImage(str(png))
     assert image.width() >= 600 and image.height() >= 200
+    # not blank: the table's text, bars and thumbnails make many distinct colours, some of them saturated
+    step = 4
+    colours = {image.pixel(x, y) for x in range(0, image.width(), step) for y in range(0, image.height(), step)}
+    assert len(colours) > 50, len(colours)
+    assert max(QtGui.QColor(c).saturation() for c in colours) > 100  # a thumbnail's red ball or a coloured bar
+
+
+def test_rows_from_a_manifest_written_by_vera_render_run(qtbot, tmp_path, monkeypatch, engine_on_path,
+                                                        tiny_bundle):
+    """The monitor reads what `vera-render run` really writes (not a hand-made manifest): window 0 of 2 done,
+    then the rest and assemble."""
+    monkeypatch.setenv("VERA_PREFS", str(tmp_path / "prefs.json"))
+    monkeypatch.setenv("VERA_JOBS", str(tmp_path / "jobs.json"))
+    monkeypatch.setattr(render, "_render_frames", FakeRenderer())
+    write_plates(tmp_path)
+    spec = write_spec(tmp_path, base_spec(tiny_bundle))
+    assert render_main(["run", str(spec), "--window", "0", "--progress", "none"]) == 0
+    out = tmp_path / "out"
+    jobs.add(jobs.new_job(kind="farm", farm="openjd", node="VeraEdit1", node_id="r1", spec=str(spec),
+                          out_dir=str(out), state="submitted", frames=[FIRST, LAST], name="sh010",
+                          script="/shows/x/comp.nk", instruction="add a red ball"))
+    widget = MonitorPanel(script="/shows/x/comp.nk", status_fn=engine.status, background=False,
+                          auto_refresh=False)
+    qtbot.addWidget(widget)
+    assert widget.table.rowCount() == 1
+    total = LAST - FIRST + 1
+    # window 0's frames sit in its cache until assemble: no final frame yet, one window of two done
+    assert cell(widget, 0, "Frames") == f"0/{total}" and cell(widget, 0, "State") == "submitted"
+    assert cell(widget, 0, "Note") == "windows 1/2 done"
+
+    assert render_main(["run", str(spec), "--progress", "none"]) == 0
+    widget.refresh()
+    assert cell(widget, 0, "Frames") == f"{total}/{total}" and cell(widget, 0, "State") == "done"
+    assert widget.table.cellWidget(0, monitor.PROGRESS_COLUMN).value() == 100
 
 
 def test_docs_show_the_screenshot():

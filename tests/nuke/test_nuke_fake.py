@@ -94,8 +94,10 @@ def test_execute_in_main_thread_is_queued(nuke):
     answer = []
     worker = threading.Thread(target=lambda: answer.append(nuke.executeInMainThreadWithResult(lambda a: a + 1, 2)))
     worker.start()
+    deadline = time.monotonic() + 60
     while not nuke._main_queue:
-        pass
+        assert time.monotonic() < deadline, "the worker never queued its call"
+        time.sleep(0.001)
     nuke.pump_main_thread()
     worker.join()
     assert answer == [3]

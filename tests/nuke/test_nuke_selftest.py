@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.fake_only  # its "untouched pixels of Nuke's Merge over" check runs the fake's own over formula
 def test_selftest_passes_against_the_fake(tmp_path, engine_on_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "tests" / "fake_nuke"), str(ROOT),
                                                        os.environ.get("PYTHONPATH", "")]),

@@ -7,11 +7,15 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+import vera.train.distributed as distributed_module
+import vera.train.fit as fit_module
+from vera.errors import BadInput
 from vera.train.checkpoints import list_checkpoints
 from vera.train.config import FitConfig, load_config
 from vera.train.fit import fit
@@ -98,10 +102,25 @@ def test_two_process_gloo_ddp_matches_one_process(dataset, tmp_path):
     assert json.loads((tmp_path / "ddp" / "summary.json").read_text())["steps"] == 3
 
 
-def test_wall_clock_budget_stops_and_exports(dataset, tmp_path):
-    summary = fit(tiny(steps=10_000), dataset, tmp_path / "run", max_minutes=0.0, progress="none")
-    assert summary["stopped_by_clock"] and summary["steps"] == 0
+def test_wall_clock_budget_stops_and_exports(dataset, tmp_path, monkeypatch):
+    """A step takes 30 s on the (patched) clock; a budget of 1.5 minutes is spent after step 3: the run stops
+    there, checkpoints step 3 and exports its bundle."""
+    clock = [1000.0]
+    real_loss = fit_module.flow_matching_loss
+
+    def step_taking_30_s(*args, **kwargs):
+        clock[0] += 30.0
+        return real_loss(*args, **kwargs)
+
+    patched_time = SimpleNamespace(monotonic=lambda: clock[0])
+    monkeypatch.setattr(fit_module, "time", patched_time)
+    monkeypatch.setattr(distributed_module, "time", patched_time)
+    monkeypatch.setattr(fit_module, "flow_matching_loss", step_taking_30_s)
+    summary = fit(tiny(steps=10_000), dataset, tmp_path / "run", max_minutes=1.5, progress="none")
+    assert summary["stopped_by_clock"] and summary["steps"] == 3
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step_00000003.safetensors"]
     assert (tmp_path / "run" / "bundle" / "bundle.json").is_file()
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 3
 
 
 def test_placement_mask_is_the_grown_bounding_box():
@@ -122,5 +141,5 @@ def test_config_errors_are_bad_input(tmp_path):
     good = tmp_path / "good.yaml"
     good.write_text("steps: 10\nframes: 9\nloss_weights: {alpha: 2.0}\n")
     assert load_config(good).loss_weights == {"alpha": 2.0}
-    with pytest.raises(Exception, match="4k\\+1"):
+    with pytest.raises(BadInput, match="4k\\+1"):
         FitConfig.from_dict({"frames": 4})

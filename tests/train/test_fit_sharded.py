@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch.distributed import TCPStore
 
 from vera.errors import BadInput
 from vera.train.checkpoints import list_checkpoints
@@ -163,18 +164,17 @@ def test_sequence_parallel_needs_fsdp():
 def test_two_nodes_through_rendezvous_train_hybrid_sharded_as_one_process(dataset, tmp_path):
     """Two torchrun launchers (two "nodes" of one process each) meet through the c10d rendezvous; parallel hsdp
     then replicates across the nodes and shards inside each (here: 1 process per node). Same result as one."""
-    import socket
-
     config = {**SHARDED, "steps": 6, "checkpoint_every": 1000, "parallel": "hsdp"}
     path = tmp_path / "hsdp.json"
     path.write_text(json.dumps(config))
-    with socket.socket() as s:  # a free port on this machine for the rendezvous
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    # The rendezvous store lives in this process on a port the OS picks and stays bound for the whole run (no
+    # window for another program to take it); both launchers join it as clients (is_host=false).
+    store = TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
     torchrun = Path(sys.executable).with_name("torchrun")
     nodes = [subprocess.Popen(
         [str(torchrun), "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(rank), "--rdzv-backend",
-         "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "vera-test", "-m", "vera.train.cli", "fit",
+         "c10d", "--rdzv-endpoint", f"127.0.0.1:{store.port}", "--rdzv-conf", "is_host=false",
+         "--rdzv-id", "vera-test", "-m", "vera.train.cli", "fit",
          "--config", str(path), "--data", str(dataset), "--out", str(tmp_path / "hsdp"), "--progress", "none"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         for rank in (0, 1)]

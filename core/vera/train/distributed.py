@@ -47,7 +47,7 @@ def pick_device(name: str, dist_local_rank: int = 0) -> torch.device:
 
 def clock_says_stop(started: float, max_minutes: float, dist: Dist) -> bool:
     """All ranks stop at the same step: rank 0's clock decides."""
-    stop = torch.tensor([float(time.monotonic() - started > 60.0 * max_minutes)])
+    stop = torch.tensor([float(time.monotonic() - started >= 60.0 * max_minutes)])  # the budget is spent
     if dist.world > 1:
         tdist.broadcast(stop, src=0)
     return bool(stop.item())
