@@ -11,7 +11,8 @@ its QC. Output folder:
     layers/edit.####.exr      the edit layer: premultiplied RGBA + matte.A (docs/output-format.md)
     comp/comp.####.exr        edit over plate
     qc.json                   vera.comp QC: untouched pixels must be bit-exact
-    contact_sheet.png         plate | edit layer over a checkerboard | matte | composite, one row per sampled frame
+    contact_sheet.png         columns plate | edit layer over a checkerboard | matte | composite, one row per
+                              sampled frame (its number on the left), the prompt and speed preset on top
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ PLATE_SIZE = (128, 96)
 FIRST_FRAME = 1001
 SHEET_ROWS = 3
 CHECKER_PX = 8
+# The contact sheet (docs/demo-model.md): its columns, tiles enlarged to at least this width, text size, colours
+SHEET_COLUMNS = ("plate", "edit layer over checkerboard", "matte (alpha)", "composite")
+SHEET_TILE_MIN_WIDTH = 256
+SHEET_FONT_PX = 16
+SHEET_PAD = 8
+SHEET_BACKGROUND = (24, 24, 24)
+SHEET_TEXT = (235, 235, 235)
 
 
 def _grammar_help() -> str:
@@ -92,8 +100,9 @@ def _checkerboard(h: int, w: int) -> np.ndarray:
     return (0.35 + 0.3 * cells)[..., None].repeat(3, axis=2)
 
 
-def sheet_row(plate_rgb, edit_rgba, matte, comp_rgb, colorspace: str) -> np.ndarray:
-    """One contact-sheet row, display-referred [0,1]: plate | edit over checkerboard | matte | composite."""
+def sheet_tiles(plate_rgb, edit_rgba, matte, comp_rgb, colorspace: str) -> list[np.ndarray]:
+    """One contact-sheet row's tiles, display-referred [0,1] (SHEET_COLUMNS): plate, edit layer over a
+    checkerboard, matte, composite."""
     from vera.colour import to_model
     from vera.train.data import unpremultiply
 
@@ -101,22 +110,53 @@ def sheet_row(plate_rgb, edit_rgba, matte, comp_rgb, colorspace: str) -> np.ndar
     alpha = np.clip(edit_rgba[..., 3:4], 0, 1)
     edit_display = to_model(unpremultiply(edit_rgba), colorspace)
     over_checker = edit_display * alpha + _checkerboard(h, w) * (1 - alpha)
-    gap = np.ones((h, 2, 3), np.float32)
     tiles = [to_model(plate_rgb, colorspace), over_checker, np.repeat(np.clip(matte, 0, 1)[..., None], 3, 2),
              to_model(comp_rgb, colorspace)]
-    row = []
-    for tile in tiles:
-        row += [np.clip(tile, 0, 1).astype(np.float32), gap]
-    return np.concatenate(row[:-1], axis=1)
+    return [np.clip(tile, 0, 1).astype(np.float32) for tile in tiles]
+
+
+def sheet_scale(width: int) -> int:
+    """Whole-pixel enlargement of small plates, so a tile is at least SHEET_TILE_MIN_WIDTH wide."""
+    return max(1, -(-SHEET_TILE_MIN_WIDTH // int(width)))
+
+
+def draw_sheet(rows: list[tuple[int, list[np.ndarray]]], header: list[str]) -> np.ndarray:
+    """The contact sheet as an (H, W, 3) uint8 image: `header` lines (prompt, speed, ...), a title over each
+    column (SHEET_COLUMNS), then one row of tiles per frame with the frame number on its left. Text is drawn
+    with Pillow's own scalable font (ImageFont.load_default), so the sheet needs no font installed."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font, small = ImageFont.load_default(size=SHEET_FONT_PX), ImageFont.load_default(size=SHEET_FONT_PX - 2)
+    h, w = rows[0][1][0].shape[:2]
+    scale = sheet_scale(w)
+    tile_w, tile_h = w * scale, h * scale
+    pad, line = SHEET_PAD, SHEET_FONT_PX + 6
+    label_w = int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength("frame 00000", font=small)) + 2 * pad
+    top = pad + line * len(header) + pad + line  # header lines, a gap, the column titles
+    width = label_w + len(SHEET_COLUMNS) * (tile_w + pad)
+    height = top + len(rows) * (tile_h + pad)
+    sheet = Image.new("RGB", (width, height), SHEET_BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    for i, text in enumerate(header):
+        draw.text((pad, pad + i * line), text, fill=SHEET_TEXT, font=font if i == 0 else small)
+    for c, title in enumerate(SHEET_COLUMNS):
+        draw.text((label_w + c * (tile_w + pad), top - line), title, fill=SHEET_TEXT, font=small)
+    for r, (frame, tiles) in enumerate(rows):
+        y = top + r * (tile_h + pad)
+        draw.text((pad, y + tile_h // 2 - line // 2), f"frame {frame}", fill=SHEET_TEXT, font=small)
+        for c, tile in enumerate(tiles):
+            big = np.repeat(np.repeat(tile, scale, axis=0), scale, axis=1)  # nearest: the pixels as rendered
+            sheet.paste(Image.fromarray(np.round(big * 255).astype(np.uint8)), (label_w + c * (tile_w + pad), y))
+    return np.asarray(sheet)
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
-    """(H,W,3) float [0,1] -> 8-bit PNG through OpenImageIO, atomically."""
+    """(H,W,3) uint8 -> 8-bit PNG through OpenImageIO, atomically."""
     import OpenImageIO as oiio
 
     from vera.atomic import atomic_path
 
-    buf = oiio.ImageBuf(np.ascontiguousarray(image, dtype=np.float32))
+    buf = oiio.ImageBuf(np.ascontiguousarray(image, dtype=np.uint8))
     with atomic_path(path) as tmp:
         if not buf.write(tmp, "uint8", "png"):
             raise OSError(f"{path}: cannot write PNG ({buf.geterror()})")
@@ -134,10 +174,12 @@ def contact_sheet(out: Path, spec, frames: list[int], rows: int = SHEET_ROWS) ->
     for frame in picks:
         edit_path = out / spec.output.dir / f"{spec.output.name}.{frame:04d}.exr"
         edit = read_layer(str(edit_path), "rgba").pixels  # its A is the matte (matte.A holds the same values)
-        band.append(sheet_row(plate.read(frame).pixels[..., :3], edit, edit[..., 3], comp.read(frame).pixels[..., :3],
-                              spec.plate.colorspace))
-        band.append(np.ones((2, band[-1].shape[1], 3), np.float32))
-    write_png(out / "contact_sheet.png", np.concatenate(band[:-1], axis=0))
+        band.append((frame, sheet_tiles(plate.read(frame).pixels[..., :3], edit, edit[..., 3],
+                                        comp.read(frame).pixels[..., :3], spec.plate.colorspace)))
+    header = [f'"{spec.instruction}"',
+              f"speed preset: {spec.speed} | model: {spec.model.bundle} | seed {spec.seed} | "
+              f"frames {frames[0]}-{frames[-1]} ({len(frames)})"]
+    write_png(out / "contact_sheet.png", draw_sheet(band, header))
     return picks
 
 
@@ -211,6 +253,28 @@ def run_demo(out: str | Path = "vera-demo", prompt: str = DEFAULT_PROMPT, plate:
     qc = qc_sequence(inputs, comp=comp_pattern)
     atomic_write_text(out / "qc.json", json.dumps(qc, indent=2) + "\n")
     shown = contact_sheet(out, spec, list(range(first, last + 1)))
+    outputs = {"shot spec": out / "shot.json", "plate": Path(plate_pattern),
+               **({"placement mask": Path(mask_pattern)} if mask_pattern else {}),
+               "edit layers": Path(edit_pattern), "composite": Path(comp_pattern), "QC report": out / "qc.json",
+               "manifest": Path(spec.resolve(spec.output.dir)) / "manifest.json",
+               "contact sheet": out / "contact_sheet.png"}
     return {"out": str(out), "prompt": prompt, "task": parsed["task"], "frames": last - first + 1,
-            "sheet_frames": shown, "qc_passed": bool(qc["summary"]["passed"]),
+            "sheet_frames": shown, "qc_passed": bool(qc["summary"]["passed"]), "speed": spec.speed,
+            "outputs": {name: str(path) for name, path in outputs.items()},
             "seconds": round(time.monotonic() - started, 1)}
+
+
+def format_summary(result: dict, shown_as: str) -> str:
+    """The demo's closing lines: what it did and where every output is, with the paths under the folder the
+    user named (`shown_as`, e.g. demo_out), and the commands that take the folder itself."""
+    out = Path(result["out"])
+    lines = [f"{result['task']}: {result['prompt']!r}, {result['frames']} frames in {result['seconds']} s "
+             f"(speed {result['speed']}); QC {'passed' if result['qc_passed'] else 'FAILED'}"]
+    width = max(len(name) for name in result["outputs"])
+    for name, path in result["outputs"].items():
+        shown = Path(path)
+        shown = Path(shown_as) / shown.relative_to(out) if shown.is_relative_to(out) else shown
+        lines.append(f"  {name:<{width}}  {shown}")
+    lines.append(f"  repeat: vera-render run {Path(shown_as) / 'shot.json'} --force | "
+                 f"state: vera-render status {shown_as} | check: vera-render qc {shown_as}")
+    return "\n".join(lines)

@@ -34,12 +34,10 @@ def argparse_suppress():
 
 
 def run(args) -> int:
-    from vera.demo import DEFAULT_PROMPT, run_demo
+    from vera.demo import DEFAULT_PROMPT, format_summary, run_demo
 
     result = run_demo(out=args.out, prompt=args.prompt or DEFAULT_PROMPT, plate=args.plate,
                       colorspace=args.colorspace, seed=args.seed, frames=args.frames, bundle=args.bundle,
                       progress=args.progress, speed=args.speed, compile=args.compile)
-    print(f"{result['task']}: {result['prompt']!r}, {result['frames']} frames in {result['seconds']} s; "
-          f"QC {'passed' if result['qc_passed'] else 'FAILED'}; contact sheet: {result['out']}/contact_sheet.png",
-          file=sys.stderr)
+    print(format_summary(result, args.out), file=sys.stderr)
     return 0 if result["qc_passed"] else 4

@@ -16,8 +16,11 @@ QC_EPILOG = """exit codes: 0 QC passed, 4 QC failed (an untouched pixel changed)
 
 
 def _add_inputs(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--plate", required=True, help="plate pattern: plate.####.exr, plate.%%04d.dpx, clip.mov ...")
-    p.add_argument("--edit", required=True, help="edit layer pattern written by vera (edit.####.exr)")
+    p.add_argument("shot", nargs="?", metavar="SHOT",
+                   help="a shot spec or a folder holding shot.json (e.g. vera-render demo's --out): its plate, edit "
+                        "layer and frame range, instead of --plate/--edit")
+    p.add_argument("--plate", help="plate pattern: plate.####.exr, plate.%%04d.dpx, clip.mov ...")
+    p.add_argument("--edit", help="edit layer pattern written by vera (edit.####.exr)")
     p.add_argument("--first", type=int, help="first frame (default: the plate's first)")
     p.add_argument("--last", type=int, help="last frame (default: the plate's last)")
     p.add_argument("--layer", default="rgba", help="EXR layer of the plate to use (default: rgba)")
@@ -57,6 +60,17 @@ def register(subparsers) -> None:
 def _inputs(args):
     from vera.comp import Inputs
 
+    if args.shot is not None:  # the shot's own inputs; --plate, --edit, --first, --last, --view still win
+        from vera.shot_folder import edit_pattern, load_spec
+
+        spec = load_spec(args.shot)
+        plate = spec.plate
+        return Inputs(args.plate or spec.resolve(plate.path), args.edit or edit_pattern(spec),
+                      plate.first if args.first is None else args.first,
+                      plate.last if args.last is None else args.last, plate.layer, args.nonfinite, plate.start_frame,
+                      args.view or plate.view)
+    if not args.plate or not args.edit:
+        raise BadInput("give a SHOT (spec or folder with shot.json), or both --plate and --edit")
     return Inputs(args.plate, args.edit, args.first, args.last, args.layer, args.nonfinite, args.start_frame,
                   args.view)
 

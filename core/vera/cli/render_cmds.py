@@ -31,7 +31,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=_assemble)
 
     p = subparsers.add_parser("status", help="done, missing and failed frames and windows of an output folder")
-    p.add_argument("out_dir", metavar="OUTDIR")
+    p.add_argument("out_dir", metavar="OUTDIR", help="the shot's output folder, its shot spec, or a folder holding "
+                                                     "shot.json (e.g. vera-render demo's --out)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--verify", action="store_true", help="also check every final frame's sha256")
     p.set_defaults(func=_status)
@@ -167,8 +168,9 @@ def _assemble(args) -> int:
 
 def _status(args) -> int:
     from vera.render import format_status, status
+    from vera.shot_folder import output_folder
 
-    report = status(args.out_dir, verify=args.verify)
+    report = status(output_folder(args.out_dir), verify=args.verify)
     print(json.dumps(report, indent=2) if args.json else format_status(report))
     return 0
 

@@ -42,7 +42,7 @@ from vera.model.dit import block_first_key, stream_first_key
 MASK_MODES = ("dataset", "none", "placement")
 PARALLEL_MODES = ("ddp", "fsdp", "hsdp")
 PLACEMENT_TASK = "object_addition"
-PLACEMENT_THRESHOLD = 0.5  # the element's solid part: the object (and its shadow's core), not the soft tail
+PLACEMENT_THRESHOLD = 1 / 255  # all of the element, shadow tail included: its matte falls to 0 inside the box
 CHECKPOINT_PREFIX = "step_"
 
 
