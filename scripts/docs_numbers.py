@@ -97,6 +97,11 @@ SOURCES: dict[str, Source] = {
         "vera-train synth --out {work}/heldout --n 100 --seed 1000 --size 128x96 --frames 5 --progress none && "
         "vera-train eval --bundle core/vera/assets/demo --data {work}/heldout --out {json} --progress none",
         render_demo_eval),
+    "demo-eval-before": Source(
+        "git archive 519a291 core/vera/assets/demo | tar -x -C {work} && "
+        "vera-train synth --out {work}/heldout --n 100 --seed 1000 --size 128x96 --frames 5 --progress none && "
+        "vera-train eval --bundle {work}/core/vera/assets/demo --data {work}/heldout --out {json} --progress none",
+        render_demo_eval),
     "demo-time": Source("python benchmarks/demo_bench.py --repeat 3 --json {json}", render_demo_time),
     "io": Source("python benchmarks/io_bench.py --repeat 7 --json {json}", render_io),
 }
