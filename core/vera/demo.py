@@ -64,21 +64,27 @@ def write_plate(folder: Path, rgb: np.ndarray, first: int) -> str:
     return str(folder / "plate.####.exr")
 
 
+def placement_margin_px(plate_height: int, model_height: int) -> int:
+    """The training placement margin (vera.train.evaluate.PLACEMENT_MARGIN_MODEL_PX) in plate pixels: the box's
+    band where the synthetic element's alpha is already 0, and so the width of the garbage matte's feather."""
+    from vera.train.evaluate import PLACEMENT_MARGIN_MODEL_PX
+
+    return int(round(PLACEMENT_MARGIN_MODEL_PX * plate_height / model_height))
+
+
 def placement_for(slots: dict, size: tuple[int, int], frames: int, seed: int, model_height: int) -> np.ndarray:
     """(F,H,W) placement mask for an object addition: the box a synthetic object of these slots would occupy
     (vera.train.synth draws the path), grown by the training margin, as a user would draw "put it here"."""
-    from vera.train.evaluate import PLACEMENT_MARGIN_MODEL_PX
     from vera.train.fit import placement_mask
     from vera.train.synth import make_sample
 
     sample = make_sample(0, seed, size, frames, task="object_addition", colour=slots["colour"],
                          shape=slots["shape"], direction=slots["direction"])
-    margin = int(round(PLACEMENT_MARGIN_MODEL_PX * size[1] / model_height))
-    return placement_mask(sample.element[..., 3], margin)
+    return placement_mask(sample.element[..., 3], placement_margin_px(size[1], model_height))
 
 
 def build_shot(out: Path, prompt: str, plate_pattern: str, first: int, last: int, colorspace: str, seed: int,
-               mask_pattern: str | None, window: int):
+               mask_pattern: str | None, window: int, feather: float = 0.0):
     from vera.shot import MaskSpec, OutputSpec, PlateSpec, ShotSpec, WindowSpec
 
     def rel(path):
@@ -89,7 +95,7 @@ def build_shot(out: Path, prompt: str, plate_pattern: str, first: int, last: int
     return ShotSpec(name="demo", plate=PlateSpec(path=rel(plate_pattern), first=first, last=last,
                                                  colorspace=colorspace),
                     task=parsed["task"], instruction=prompt, output=OutputSpec(dir="layers", name="edit"),
-                    mask=MaskSpec(path=rel(mask_pattern)) if mask_pattern else None, seed=int(seed),
+                    mask=MaskSpec(path=rel(mask_pattern), feather=feather) if mask_pattern else None, seed=int(seed),
                     # overlap 1 for the 5-frame demo window: 2 would make 9 frames need a window thrice
                     window=WindowSpec(frames=window, overlap=max(1, min(8, (window - 1) // 4))), base_dir=str(out))
 
@@ -235,7 +241,9 @@ def run_demo(out: str | Path = "vera-demo", prompt: str = DEFAULT_PROMPT, plate:
             write_exr_frame(out / "mask" / f"mask.{first + i:04d}.exr", box, "RGBA")
         mask_pattern = str(out / "mask" / "mask.####.exr")
 
-    spec = build_shot(out, prompt, plate_pattern, first, last, colorspace, seed, mask_pattern, window)
+    # the box's margin is where the training element's alpha is already 0: the garbage matte falls off there
+    spec = build_shot(out, prompt, plate_pattern, first, last, colorspace, seed, mask_pattern, window,
+                      feather=placement_margin_px(size[1], model_height) if mask_pattern else 0.0)
     spec.model.bundle = bundle
     # the spec's sampler name would override the bundle's own choice (SamplerSpec defaults to unipc)
     spec.sampler.name = str(defaults["sampler"])

@@ -84,7 +84,8 @@ def untouched_exact(rgba: np.ndarray, plate_rgb: np.ndarray, pixel_type: str) ->
     return qc.passed, qc.changed_untouched
 
 
-def _shot_for(folder: Path, meta: dict, frames: list[int], bundle, work: Path, mask_pattern):
+def _shot_for(folder: Path, meta: dict, frames: list[int], bundle, work: Path, mask_pattern,
+              feather: float = 0.0):
     from vera.shot import MaskSpec, ModelSpec, OutputSpec, PlateSpec, SamplerSpec, ShotSpec
     from vera.train.data import sequence_pattern
 
@@ -93,7 +94,7 @@ def _shot_for(folder: Path, meta: dict, frames: list[int], bundle, work: Path, m
                                     colorspace=str(meta.get("colorspace", "sRGB - Texture"))),
                     output=OutputSpec(dir=str(work / "out")), model=ModelSpec(bundle=str(bundle.path)),
                     sampler=SamplerSpec(name=bundle.defaults["sampler"]),
-                    mask=MaskSpec(path=str(mask_pattern)) if mask_pattern else None)
+                    mask=MaskSpec(path=str(mask_pattern), feather=feather) if mask_pattern else None)
 
 
 def write_placement_masks(folder: Path, frames: list[int], alpha: np.ndarray, bundle) -> Path:
@@ -130,7 +131,9 @@ def evaluate_shot(bundle, folder: Path, seed: int = 0, steps: int | None = None,
         mask_pattern = None
         if placement and task == "object_addition":
             mask_pattern = write_placement_masks(work / "mask", frames, truth, bundle)
-        spec = _shot_for(folder, meta, frames, bundle, work, mask_pattern)
+        # as vera-render demo: the garbage matte falls off over the box's margin (vera.demo.placement_margin_px)
+        feather = PLACEMENT_MARGIN_MODEL_PX * truth.shape[1] / bundle.resolution[1] if mask_pattern else 0.0
+        spec = _shot_for(folder, meta, frames, bundle, work, mask_pattern, feather)
         if steps is not None:
             spec.sampler.steps = int(steps)
         if guidance is not None:
