@@ -94,13 +94,13 @@ def render_io(result: dict) -> str:
 
 SOURCES: dict[str, Source] = {
     "demo-eval": Source(
-        "vera-train synth --out {work}/heldout --n 100 --seed 1000 --size 128x96 --frames 5 --progress none && "
-        "vera-train eval --bundle core/vera/assets/demo --data {work}/heldout --out {json} --progress none",
+        "(test -d {work}/heldout || vera-train synth --out {work}/heldout --n 100 --seed 1000 --size 128x96 "
+        "--frames 5 --progress none) && vera-train eval --bundle core/vera/assets/demo --data {work}/heldout --out {json} --progress none",
         render_demo_eval),
     "demo-eval-before": Source(
         "git archive 519a291 core/vera/assets/demo | tar -x -C {work} && "
-        "vera-train synth --out {work}/heldout --n 100 --seed 1000 --size 128x96 --frames 5 --progress none && "
-        "vera-train eval --bundle {work}/core/vera/assets/demo --data {work}/heldout --out {json} --progress none",
+        "(test -d {work}/heldout || vera-train synth --out {work}/heldout --n 100 --seed 1000 --size 128x96 "
+        "--frames 5 --progress none) && vera-train eval --bundle {work}/core/vera/assets/demo --data {work}/heldout --out {json} --progress none",
         render_demo_eval),
     "demo-time": Source("python benchmarks/demo_bench.py --repeat 3 --json {json}", render_demo_time),
     "io": Source("python benchmarks/io_bench.py --repeat 7 --json {json}", render_io),
@@ -128,21 +128,28 @@ def rewrite(text: str, where: str = "doc") -> str:
     return BLOCK.sub(one, text)
 
 
-def run(name: str) -> None:
-    with tempfile.TemporaryDirectory(prefix="docs-numbers-") as work:
-        command = SOURCES[name].command.format(json=NUMBERS / f"{name}.json", work=work)
+def run(name: str, work: str | None = None) -> None:
+    """Run NAME's command, its scratch folder `work` (default: a new temporary one, removed after), and keep
+    the JSON free of this machine's paths (the scratch folder becomes DIR, the checkout '.')."""
+    with tempfile.TemporaryDirectory(prefix="docs-numbers-") as scratch:
+        work = work or scratch
+        out = NUMBERS / f"{name}.json"
+        command = SOURCES[name].command.format(json=out, work=work)
         print(f"{name}: {command}", file=sys.stderr)
         subprocess.run(command, shell=True, check=True, cwd=ROOT)
+        text = out.read_text().replace(str(Path(work).resolve()), "DIR").replace(str(work), "DIR")
+        out.write_text(text.replace(str(ROOT), "."))
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", nargs="+", choices=sorted(SOURCES), default=[], help="run these benchmarks first")
+    parser.add_argument("--work", help="scratch folder for the commands (kept; e.g. to reuse a held-out set)")
     parser.add_argument("--check", action="store_true", help="only check that the docs are up to date")
     args = parser.parse_args(argv)
     NUMBERS.mkdir(exist_ok=True)
     for name in args.run:
-        run(name)
+        run(name, args.work)
     stale = []
     for doc in sorted(DOCS.glob("*.md")):
         text = doc.read_text()
