@@ -93,6 +93,8 @@ def render_io(result: dict) -> str:
 
 
 SOURCES: dict[str, Source] = {
+    # the evaluation step of the retraining that made the shipped bundle (its JSON is that run's eval.json)
+    "demo-eval-retrain": Source("scripts/retrain_demo.sh {work} 30 && cp {work}/eval.json {json}", render_demo_eval),
     "demo-eval": Source(
         "(test -d {work}/heldout || vera-train synth --out {work}/heldout --n 100 --seed 1000 --size 128x96 "
         "--frames 5 --progress none) && vera-train eval --bundle core/vera/assets/demo --data {work}/heldout --out {json} --progress none",
