@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from vera.model.bundle import DEMO_PATH
+from vera.model.bundle_manifest import DEMO_PATH
 from vera.train.evaluate import BARS, CEILINGS, box_edge_alpha
 
 HELDOUT_SEED = 97531  # never trained on (the demo's training data is seed 0, its held-out set seed 1000)
