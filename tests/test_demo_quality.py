@@ -88,3 +88,38 @@ def test_shipped_bundle_fits_the_size_limit():
     assert sum(p.stat().st_size for p in files) <= BUNDLE_MAX_BYTES
     tokenizer = (DEMO_PATH / "text_encoder" / "tokenizer.json").read_text()
     assert '"star"' in tokenizer and '"square"' in tokenizer  # the bundle knows today's grammar
+
+
+def test_retraining_script_config_and_warm_start_are_valid(tmp_path):
+    """scripts/retrain_demo.sh parses, its config loads as vera-train fit would load it, and the warm start keeps
+    every known word's embedding row (found by word) while the vocabulary grows (square starts as box)."""
+    import importlib.util
+    import json
+
+    from safetensors.torch import load_file
+
+    from vera.train.config import load_config
+
+    root = DEMO_PATH.parents[3]
+    assert subprocess.run(["bash", "-n", str(root / "scripts" / "retrain_demo.sh")]).returncode == 0
+    config = tmp_path / "retrain.json"
+    config.write_text((root / "scripts" / "demo_retrain.json").read_text().replace("__WARM_BUNDLE__", str(tmp_path)))
+    assert load_config(config).bundle["from"] == str(tmp_path)
+
+    spec = importlib.util.spec_from_file_location("demo_warm_start", root / "scripts" / "demo_warm_start.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    source = tmp_path / "old"
+    source.mkdir()
+    (source / "bundle.json").write_text("{}")
+    module.build_tiny_text_encoder(source / "text_encoder", ["add", "a", "box", "red"], d_model=8, num_layers=1,
+                                   num_heads=2)
+    added = module.warm_start(source, tmp_path / "warm")
+    assert "square" in added and "star" in added and "box" not in added
+    old_ids, new_ids = module.token_ids(source / "text_encoder"), module.token_ids(tmp_path / "warm" / "text_encoder")
+    old = load_file(source / "text_encoder" / "model.safetensors")["shared.weight"]
+    new = load_file(tmp_path / "warm" / "text_encoder" / "model.safetensors")["shared.weight"]
+    for word in ("add", "box", "red"):
+        assert np.array_equal(new[new_ids[word]].numpy(), old[old_ids[word]].numpy())
+    assert np.array_equal(new[new_ids["square"]].numpy(), old[old_ids["box"]].numpy())
+    assert json.loads((tmp_path / "warm" / "bundle.json").read_text()) == {}
