@@ -20,7 +20,9 @@ def test_ci_runs_the_readme_test_command():
 def test_readme_installs_cpu_torch_first_and_everything_from_the_constraints():
     pins = _constraints()
     for cmd in _readme_commands()[:2]:
-        assert cmd.startswith("pip install -c constraints.txt torch==2.13.0 && ")
+        # a fresh virtual environment first, activated in the same shell line, then CPU torch
+        assert cmd.startswith("python3 -m venv .venv && . .venv/bin/activate && "
+                              "pip install -c constraints.txt torch==2.13.0 && ")
         installs = [part.strip() for part in cmd.split("&&") if part.strip().startswith("pip install")]
         assert len(installs) == 2 and all(part.startswith("pip install -c constraints.txt ") for part in installs)
     assert pins["torch"] == "2.13.0"  # the public version: pip ignores the CPU wheel's local label (+cpu)

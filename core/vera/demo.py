@@ -11,7 +11,8 @@ its QC. Output folder:
     layers/edit.####.exr      the edit layer: premultiplied RGBA + matte.A (docs/output-format.md)
     comp/comp.####.exr        edit over plate
     qc.json                   vera.comp QC: untouched pixels must be bit-exact
-    contact_sheet.png         plate | edit layer over a checkerboard | matte | composite, one row per sampled frame
+    contact_sheet.png         columns plate | edit layer over a checkerboard | matte | composite, one row per
+                              sampled frame (its number on the left), the prompt and speed preset on top
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import OpenImageIO as oiio
+from PIL import Image, ImageDraw, ImageFont
 
 from vera.atomic import atomic_path, atomic_write_text
 from vera.colour import resolve_colorspace, to_model
@@ -31,6 +33,7 @@ from vera.exr import read_layer
 from vera.files import refuse_overwrite
 from vera.layout import load_shot
 from vera.model.bundle_manifest import read_manifest
+from vera.outputs import MANIFEST_NAME
 from vera.plates import open_sequence
 from vera.render import run
 from vera.shot import MaskSpec, OutputSpec, PlateSpec, ShotSpec, WindowSpec
@@ -44,6 +47,13 @@ PLATE_SIZE = (128, 96)
 FIRST_FRAME = 1001
 SHEET_ROWS = 3
 CHECKER_PX = 8
+# The contact sheet (docs/demo-model.md): its columns, tiles enlarged to at least this width, text size, colours
+SHEET_COLUMNS = ("plate", "edit layer over checkerboard", "matte (alpha)", "composite")
+SHEET_TILE_MIN_WIDTH = 256
+SHEET_FONT_PX = 16
+SHEET_PAD = 8
+SHEET_BACKGROUND = (24, 24, 24)
+SHEET_TEXT = (235, 235, 235)
 
 
 def _grammar_help() -> str:
@@ -66,17 +76,22 @@ def write_plate(folder: Path, rgb: np.ndarray, first: int) -> str:
     return str(folder / "plate.####.exr")
 
 
+def placement_margin_px(plate_height: int, model_height: int) -> int:
+    """The training placement margin (vera.train.evaluate.PLACEMENT_MARGIN_MODEL_PX) in plate pixels: the box's
+    band where the synthetic element's alpha is already 0, and so the width of the garbage matte's feather."""
+    return int(round(PLACEMENT_MARGIN_MODEL_PX * plate_height / model_height))
+
+
 def placement_for(slots: dict, size: tuple[int, int], frames: int, seed: int, model_height: int) -> np.ndarray:
     """(F,H,W) placement mask for an object addition: the box a synthetic object of these slots would occupy
     (vera.train.synth draws the path), grown by the training margin, as a user would draw "put it here"."""
     sample = make_sample(0, seed, size, frames, task="object_addition", colour=slots["colour"],
                          shape=slots["shape"], direction=slots["direction"])
-    margin = int(round(PLACEMENT_MARGIN_MODEL_PX * size[1] / model_height))
-    return placement_mask(sample.element[..., 3], margin)
+    return placement_mask(sample.element[..., 3], placement_margin_px(size[1], model_height))
 
 
 def build_shot(out: Path, prompt: str, plate_pattern: str, first: int, last: int, colorspace: str, seed: int,
-               mask_pattern: str | None, window: int):
+               mask_pattern: str | None, window: int, feather: float = 0.0):
     def rel(path):
         path = Path(path)
         return str(path.relative_to(out)) if path.is_relative_to(out) else str(path)
@@ -85,7 +100,7 @@ def build_shot(out: Path, prompt: str, plate_pattern: str, first: int, last: int
     return ShotSpec(name="demo", plate=PlateSpec(path=rel(plate_pattern), first=first, last=last,
                                                  colorspace=colorspace),
                     task=parsed["task"], instruction=prompt, output=OutputSpec(dir="layers", name="edit"),
-                    mask=MaskSpec(path=rel(mask_pattern)) if mask_pattern else None, seed=int(seed),
+                    mask=MaskSpec(path=rel(mask_pattern), feather=feather) if mask_pattern else None, seed=int(seed),
                     # overlap 1 for the 5-frame demo window: 2 would make 9 frames need a window thrice
                     window=WindowSpec(frames=window, overlap=max(1, min(8, (window - 1) // 4))), base_dir=str(out))
 
@@ -96,24 +111,54 @@ def _checkerboard(h: int, w: int) -> np.ndarray:
     return (0.35 + 0.3 * cells)[..., None].repeat(3, axis=2)
 
 
-def sheet_row(plate_rgb, edit_rgba, matte, comp_rgb, colorspace: str) -> np.ndarray:
-    """One contact-sheet row, display-referred [0,1]: plate | edit over checkerboard | matte | composite."""
+def sheet_tiles(plate_rgb, edit_rgba, matte, comp_rgb, colorspace: str) -> list[np.ndarray]:
+    """One contact-sheet row's tiles, display-referred [0,1] (SHEET_COLUMNS): plate, edit layer over a
+    checkerboard, matte, composite."""
     h, w = plate_rgb.shape[:2]
     alpha = np.clip(edit_rgba[..., 3:4], 0, 1)
     edit_display = to_model(unpremultiply(edit_rgba), colorspace)
     over_checker = edit_display * alpha + _checkerboard(h, w) * (1 - alpha)
-    gap = np.ones((h, 2, 3), np.float32)
     tiles = [to_model(plate_rgb, colorspace), over_checker, np.repeat(np.clip(matte, 0, 1)[..., None], 3, 2),
              to_model(comp_rgb, colorspace)]
-    row = []
-    for tile in tiles:
-        row += [np.clip(tile, 0, 1).astype(np.float32), gap]
-    return np.concatenate(row[:-1], axis=1)
+    return [np.clip(tile, 0, 1).astype(np.float32) for tile in tiles]
+
+
+def sheet_scale(width: int) -> int:
+    """Whole-pixel enlargement of small plates, so a tile is at least SHEET_TILE_MIN_WIDTH wide."""
+    return max(1, -(-SHEET_TILE_MIN_WIDTH // int(width)))
+
+
+def draw_sheet(rows: list[tuple[int, list[np.ndarray]]], header: list[str]) -> np.ndarray:
+    """The contact sheet as an (H, W, 3) uint8 image: `header` lines (prompt, speed, ...), a title over each
+    column (SHEET_COLUMNS), then one row of tiles per frame with the frame number on its left. Text is drawn
+    with Pillow's own scalable font (ImageFont.load_default), so the sheet needs no font installed."""
+    font, small = ImageFont.load_default(size=SHEET_FONT_PX), ImageFont.load_default(size=SHEET_FONT_PX - 2)
+    h, w = rows[0][1][0].shape[:2]
+    scale = sheet_scale(w)
+    tile_w, tile_h = w * scale, h * scale
+    pad, line = SHEET_PAD, SHEET_FONT_PX + 6
+    label_w = int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength("frame 00000", font=small)) + 2 * pad
+    top = pad + line * len(header) + pad + line  # header lines, a gap, the column titles
+    width = label_w + len(SHEET_COLUMNS) * (tile_w + pad)
+    height = top + len(rows) * (tile_h + pad)
+    sheet = Image.new("RGB", (width, height), SHEET_BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    for i, text in enumerate(header):
+        draw.text((pad, pad + i * line), text, fill=SHEET_TEXT, font=font if i == 0 else small)
+    for c, title in enumerate(SHEET_COLUMNS):
+        draw.text((label_w + c * (tile_w + pad), top - line), title, fill=SHEET_TEXT, font=small)
+    for r, (frame, tiles) in enumerate(rows):
+        y = top + r * (tile_h + pad)
+        draw.text((pad, y + tile_h // 2 - line // 2), f"frame {frame}", fill=SHEET_TEXT, font=small)
+        for c, tile in enumerate(tiles):
+            big = np.repeat(np.repeat(tile, scale, axis=0), scale, axis=1)  # nearest: the pixels as rendered
+            sheet.paste(Image.fromarray(np.round(big * 255).astype(np.uint8)), (label_w + c * (tile_w + pad), y))
+    return np.asarray(sheet)
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
-    """(H,W,3) float [0,1] -> 8-bit PNG through OpenImageIO, atomically."""
-    buf = oiio.ImageBuf(np.ascontiguousarray(image, dtype=np.float32))
+    """(H,W,3) uint8 -> 8-bit PNG through OpenImageIO, atomically."""
+    buf = oiio.ImageBuf(np.ascontiguousarray(image, dtype=np.uint8))
     with atomic_path(path) as tmp:
         if not buf.write(tmp, "uint8", "png"):
             raise OSError(f"{path}: cannot write PNG ({buf.geterror()})")
@@ -128,10 +173,12 @@ def contact_sheet(out: Path, spec, frames: list[int], rows: int = SHEET_ROWS) ->
     for frame in picks:
         edit_path = out / spec.output.dir / f"{spec.output.name}.{frame:04d}.exr"
         edit = read_layer(str(edit_path), "rgba").pixels  # its A is the matte (matte.A holds the same values)
-        band.append(sheet_row(plate.read(frame).pixels[..., :3], edit, edit[..., 3], comp.read(frame).pixels[..., :3],
-                              spec.plate.colorspace))
-        band.append(np.ones((2, band[-1].shape[1], 3), np.float32))
-    write_png(out / "contact_sheet.png", np.concatenate(band[:-1], axis=0))
+        band.append((frame, sheet_tiles(plate.read(frame).pixels[..., :3], edit, edit[..., 3],
+                                        comp.read(frame).pixels[..., :3], spec.plate.colorspace)))
+    header = [f'"{spec.instruction}"',
+              f"speed preset: {spec.speed} | model: {spec.model.bundle} | seed {spec.seed} | "
+              f"frames {frames[0]}-{frames[-1]} ({len(frames)})"]
+    write_png(out / "contact_sheet.png", draw_sheet(band, header))
     return picks
 
 
@@ -182,7 +229,9 @@ def run_demo(out: str | Path = "vera-demo", prompt: str = DEFAULT_PROMPT, plate:
             write_exr_frame(out / "mask" / f"mask.{first + i:04d}.exr", box, "RGBA")
         mask_pattern = str(out / "mask" / "mask.####.exr")
 
-    spec = build_shot(out, prompt, plate_pattern, first, last, colorspace, seed, mask_pattern, window)
+    # the box's margin is where the training element's alpha is already 0: the garbage matte falls off there
+    spec = build_shot(out, prompt, plate_pattern, first, last, colorspace, seed, mask_pattern, window,
+                      feather=placement_margin_px(size[1], model_height) if mask_pattern else 0.0)
     spec.model.bundle = bundle
     spec.model.attention = attention
     # the spec's sampler name would override the bundle's own choice (SamplerSpec defaults to unipc)
@@ -201,6 +250,28 @@ def run_demo(out: str | Path = "vera-demo", prompt: str = DEFAULT_PROMPT, plate:
     qc = qc_sequence(inputs, comp=comp_pattern)
     atomic_write_text(out / "qc.json", json.dumps(qc, indent=2) + "\n")
     shown = contact_sheet(out, spec, list(range(first, last + 1)))
+    outputs = {"shot spec": out / "shot.json", "plate": Path(plate_pattern),
+               **({"placement mask": Path(mask_pattern)} if mask_pattern else {}),
+               "edit layers": Path(edit_pattern), "composite": Path(comp_pattern), "QC report": out / "qc.json",
+               "manifest": Path(spec.resolve(spec.output.dir)) / MANIFEST_NAME,
+               "contact sheet": out / "contact_sheet.png"}
     return {"out": str(out), "prompt": prompt, "task": parsed["task"], "frames": last - first + 1,
-            "sheet_frames": shown, "qc_passed": bool(qc["summary"]["passed"]),
+            "sheet_frames": shown, "qc_passed": bool(qc["summary"]["passed"]), "speed": spec.speed,
+            "outputs": {name: str(path) for name, path in outputs.items()},
             "seconds": round(time.monotonic() - started, 1)}
+
+
+def format_summary(result: dict, shown_as: str) -> str:
+    """The demo's closing lines: what it did and where every output is, with the paths under the folder the
+    user named (`shown_as`, e.g. demo_out), and the commands that take the folder itself."""
+    out = Path(result["out"])
+    lines = [f"{result['task']}: {result['prompt']!r}, {result['frames']} frames in {result['seconds']} s "
+             f"(speed {result['speed']}); QC {'passed' if result['qc_passed'] else 'FAILED'}"]
+    width = max(len(name) for name in result["outputs"])
+    for name, path in result["outputs"].items():
+        shown = Path(path)
+        shown = Path(shown_as) / shown.relative_to(out) if shown.is_relative_to(out) else shown
+        lines.append(f"  {name:<{width}}  {shown}")
+    lines.append(f"  repeat: vera-render run {Path(shown_as) / 'shot.json'} --force | "
+                 f"state: vera-render status {shown_as} | check: vera-render qc {shown_as}")
+    return "\n".join(lines)

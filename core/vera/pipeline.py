@@ -22,6 +22,7 @@ from vera.errors import BadInput
 from vera.model.dit import pack_mask
 from vera.model.vae import decode_matte
 from vera.offload import on_device
+from vera.rebuild import feather_inside
 from vera.sampling import sample
 from vera.presets import plan_steps, read_calibration
 from vera.rebuild import Fit, rebuild_layer
@@ -159,7 +160,9 @@ def render_window(bundle, spec: ShotSpec, frames: list[int], seed: int, progress
         channel = _mask_channel(spec)
         for frame in frames:
             garbage[frame] = np.clip(masks.read(frame).pixels[..., channel], 0.0, 1.0)
-        mask_model = [fit.to_model(garbage[f])[..., None] for f in frames]
+        mask_model = [fit.to_model(garbage[f])[..., None] for f in frames]  # the model sees the mask as drawn
+        if spec.mask.feather > 0:  # the garbage matte ramps to 0 inside its edge (docs/shot-spec.md)
+            garbage = {f: feather_inside(g, spec.mask.feather) for f, g in garbage.items()}
     else:
         # no mask: zero mask channels, as in training on records without a mask (docs/model.md)
         mask_model = [np.zeros((model_h, model_w, 1), np.float32)]

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from scipy.ndimage import distance_transform_edt
 
 DEFAULT_THRESHOLD = 1.0 / 255.0
 GUIDE_RADIUS = 2          # box radius of the guided filter, in model pixels
@@ -271,6 +272,19 @@ def upsample_matte(alpha_content: np.ndarray, plate_rgb: np.ndarray, r: int = GU
 
 
 # ----------------------------------------------------------------------------------------------- the layer
+
+def feather_inside(garbage: np.ndarray, width: float) -> np.ndarray:
+    """The garbage matte (H, W) in [0, 1], multiplied by a smoothstep of each pixel's distance (in pixels) to
+    the nearest pixel outside it (<= 0): 0 at the edge, 1 from `width` pixels in. A matte cut by it falls to 0
+    inside the mask's edge instead of ending on it; the pixel next to the edge keeps at most smoothstep(0.5 /
+    width) of its alpha (0.043 at width 4)."""
+    inside = garbage > 0
+    if width <= 0 or not inside.any():
+        return garbage
+    x = np.clip(distance_transform_edt(inside).astype(np.float32) - 0.5, 0.0, None) / np.float32(width)
+    x = np.minimum(x, 1.0)
+    return (garbage * (x * x * (3.0 - 2.0 * x))).astype(np.float32)
+
 
 def finish_matte(alpha: np.ndarray, threshold: float = DEFAULT_THRESHOLD, garbage: np.ndarray | None = None):
     """Clip to [0, 1], multiply by the garbage matte, and zero everything below `threshold` (exactly 0). In place."""

@@ -55,6 +55,8 @@ class MaskSpec:
     path: str                      # garbage matte sequence: edits may only appear where it is > 0
     channel: str = "A"
     start_frame: int = 1           # as plate.start_frame, for a mask movie
+    feather: float = 0.0           # plate pixels: the garbage matte falls smoothly to 0 over this width inside its
+                                   # edge (vera.rebuild.feather_inside), so an edit's matte cannot end on it abruptly
 
 
 @dataclass
@@ -375,6 +377,8 @@ def validate(path_or_dict, base_dir: str | Path | None = None) -> list[str]:
     channel = mask.get("channel", MaskSpec.channel)
     if "channel" in mask:
         _one_of("mask.channel", channel, MASK_CHANNELS, problems)
+    if isinstance(mask.get("feather"), (int, float)) and not 0 <= mask["feather"] <= 1000:
+        problems.append(f"mask.feather: {mask['feather']} must be 0 .. 1000 plate pixels")
     if "path" in mask and range_ok:
         mask_seq = _check_sequence("mask.path", mask["path"], first, last, "rgba", base, problems,
                                    mask.get("start_frame", 1), require_alpha=MASK_CHANNELS.get(channel) == 3)

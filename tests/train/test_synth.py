@@ -64,7 +64,13 @@ def test_background_change_keeps_the_subject_and_replaces_the_rest():
                                pattern="stripes")
     assert sample.instruction == "change the background to blue stripes; keep the subject"
     subject, alpha = sample.mask, sample.element[..., 3]
-    np.testing.assert_allclose(alpha, 1 - subject, atol=1e-6)
+    edge = (subject > 0) & (subject < synth.EDGE_CORE)
+    assert edge.any()
+    # the layer covers the subject's soft edge fully: no share of the old background reaches the comp (no halo)
+    np.testing.assert_array_equal(alpha[subject < synth.EDGE_CORE], 1.0)
+    np.testing.assert_array_equal(alpha[subject == 1], 0.0)
+    comp = sample.element[..., :3] + (1 - alpha[..., None]) * sample.plate
+    np.testing.assert_allclose(comp, sample.composite, atol=1e-6)  # the target is the layer over the plate
     inside, outside = subject == 1, subject == 0
     assert inside.any() and outside.any()
     np.testing.assert_array_equal(sample.composite[inside], sample.plate[inside])  # untouched subject pixels

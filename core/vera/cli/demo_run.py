@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from vera.demo import DEFAULT_PROMPT, run_demo
+from vera.demo import DEFAULT_PROMPT, format_summary, run_demo
 
 
 def run(args) -> int:
@@ -13,7 +13,5 @@ def run(args) -> int:
                       colorspace=args.colorspace, seed=args.seed, frames=args.frames, bundle=args.bundle,
                       progress=args.progress, speed=args.speed, compile=args.compile,
                       attention=args.attention or "auto")
-    print(f"{result['task']}: {result['prompt']!r}, {result['frames']} frames in {result['seconds']} s; "
-          f"QC {'passed' if result['qc_passed'] else 'FAILED'}; contact sheet: {result['out']}/contact_sheet.png",
-          file=sys.stderr)
+    print(format_summary(result, args.out), file=sys.stderr)
     return 0 if result["qc_passed"] else 4

@@ -12,8 +12,11 @@ QC_EPILOG = """exit codes: 0 QC passed, 4 QC failed (an untouched pixel changed)
 
 
 def _add_inputs(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--plate", required=True, help="plate pattern: plate.####.exr, plate.%%04d.dpx, clip.mov ...")
-    p.add_argument("--edit", required=True, help="edit layer pattern written by vera (edit.####.exr)")
+    p.add_argument("shot", nargs="?", metavar="SHOT",
+                   help="a shot spec or a folder holding shot.json (e.g. vera-render demo's --out): its plate, edit "
+                        "layer and frame range, instead of --plate/--edit")
+    p.add_argument("--plate", help="plate pattern: plate.####.exr, plate.%%04d.dpx, clip.mov ...")
+    p.add_argument("--edit", help="edit layer pattern written by vera (edit.####.exr)")
     p.add_argument("--first", type=int, help="first frame (default: the plate's first)")
     p.add_argument("--last", type=int, help="last frame (default: the plate's last)")
     p.add_argument("--layer", default="rgba", help="EXR layer of the plate to use (default: rgba)")

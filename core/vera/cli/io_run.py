@@ -11,11 +11,21 @@ from vera.atomic import atomic_write_text
 from vera.comp import Inputs, comp_sequence, qc_sequence
 from vera.errors import EXIT_QC_FAILED, BadInput
 from vera.files import refuse_overwrite
+from vera.layout import edit_pattern, load_spec_named
 from vera.plates import open_sequence
 from vera.progress import Progress
 
 
 def _inputs(args):
+    if args.shot is not None:  # the shot's own inputs; --plate, --edit, --first, --last, --view still win
+        spec = load_spec_named(args.shot)
+        plate = spec.plate
+        return Inputs(args.plate or spec.resolve(plate.path), args.edit or edit_pattern(spec),
+                      plate.first if args.first is None else args.first,
+                      plate.last if args.last is None else args.last, plate.layer, args.nonfinite, plate.start_frame,
+                      args.view or plate.view)
+    if not args.plate or not args.edit:
+        raise BadInput("give a SHOT (spec or folder with shot.json), or both --plate and --edit")
     return Inputs(args.plate, args.edit, args.first, args.last, args.layer, args.nonfinite, args.start_frame,
                   args.view)
 

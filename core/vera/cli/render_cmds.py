@@ -36,7 +36,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=later("vera.cli.render_run:assemble_shot"))
 
     p = subparsers.add_parser("status", help="done, missing and failed frames and windows of an output folder")
-    p.add_argument("out_dir", metavar="OUTDIR")
+    p.add_argument("out_dir", metavar="OUTDIR", help="the shot's output folder, its shot spec, or a folder holding "
+                                                     "shot.json (e.g. vera-render demo's --out)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--verify", action="store_true", help="also check every final frame's sha256")
     p.set_defaults(func=later("vera.cli.status_run:report_status"))

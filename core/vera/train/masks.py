@@ -14,7 +14,7 @@ from vera.train.streams import sample_seed
 PLACEMENT_TASK = "object_addition"
 
 
-PLACEMENT_THRESHOLD = 0.5  # the element's solid part: the object (and its shadow's core), not the soft tail
+PLACEMENT_THRESHOLD = 1 / 255  # all of the element, shadow tail included: its matte falls to 0 inside the box
 
 
 def placement_mask(alpha: np.ndarray, margin: int, threshold: float = PLACEMENT_THRESHOLD) -> np.ndarray:

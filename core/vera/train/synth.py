@@ -4,11 +4,14 @@ Every clip is a small scene rendered with numpy on whole (F, H, W) arrays at onc
 - a moving textured background (stripes, checks, dots, gradient, noise) with a camera pan;
 - a subject: a deforming blob with a soft alpha edge, its own texture and motion (the preserved subject);
 - the edit, one of two tasks (vera.shot.TASKS):
-  * object addition: a coloured shape (ball, box, triangle, ring) moving in a direction, with a soft,
-    semi-transparent drop shadow. element = object over shadow (premultiplied RGBA);
-  * background change: a new background (palette colour x pattern, same camera pan). element = the new
-    background premultiplied by alpha = 1 - subject alpha, so element over plate = new background with the
-    original subject.
+  * object addition: a coloured shape (ball, box, square, triangle, ring, star) moving in a direction, with a
+    soft, semi-transparent drop shadow. element = object over shadow (premultiplied RGBA). Its alpha falls to
+    exactly 0 a few pixels outside the shape (smoothstep edges), so a box around alpha > 0 holds all of it;
+  * background change: a new background (palette colour x pattern, same camera pan). element = everything
+    but the subject's solid core: the new background, and on the subject's soft edge the subject re-mixed over
+    the new background (alpha 1 there). Element over plate = new background with the original subject and no
+    old background left in its edge (a layer of alpha 1 - subject alpha would keep the old background's share
+    of every edge pixel: a halo).
 The instruction comes from a small grammar (TEMPLATES x vocabulary lists below), exposed as data because the
 demo model's tokenizer vocabulary is built from it; `parse_instruction` inverts it for evaluation.
 
@@ -35,6 +38,7 @@ from vera.train.data import PUBLIC_TASKS, unpremultiply, write_exr_sample, write
 OBJECT_ADDITION, BACKGROUND_CHANGE = TASKS
 SYNTH_COLORSPACE = "sRGB - Texture"  # an alias known to OCIO's built-in configs; values are sRGB-encoded
 SYNTH_FPS = 24
+EDGE_CORE = 0.9  # background change: the subject's alpha above which the plate shows through
 FIRST_FRAME = 1001
 
 # --- the instruction grammar (data: the demo tokenizer's vocabulary is built from these) -------------------
@@ -47,7 +51,7 @@ COLOURS: dict[str, tuple[float, float, float]] = {
     "purple": (0.56, 0.20, 0.78),
     "white": (0.95, 0.95, 0.95),
 }
-SHAPES: tuple[str, ...] = ("ball", "box", "triangle", "ring")
+SHAPES: tuple[str, ...] = ("ball", "box", "square", "triangle", "ring", "star")
 DIRECTIONS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 PATTERNS: tuple[str, ...] = ("stripes", "checks", "dots", "gradient", "noise")
 TEMPLATES: dict[str, str] = {
@@ -375,6 +379,7 @@ def _random_colour(rng):
 class _Scene:
     plate: np.ndarray
     subject_alpha: np.ndarray
+    subject_rgb: np.ndarray    # (F,H,W,3) the subject's own (straight) colour, for re-mixing its edge
     pan: tuple[float, float]   # camera pan in frame heights per frame (background moves by -pan)
     params: dict
 
@@ -408,7 +413,8 @@ def _draw_scene(rng, grid: _Grid) -> _Scene:
     plate = subject * alpha[..., None] + background * (1 - alpha[..., None])
     params = {"background_pattern": kind, "pan": list(pan), "subject_radius": radius,
               "subject_softness_px": softness_px}
-    return _Scene(plate=np.clip(plate, 0, 1).astype(np.float32), subject_alpha=alpha, pan=pan, params=params)
+    return _Scene(plate=np.clip(plate, 0, 1).astype(np.float32), subject_alpha=alpha,
+                  subject_rgb=np.clip(subject, 0, 1).astype(np.float32), pan=pan, params=params)
 
 
 def _shape_distance(shape: str, x, y, size: float):
@@ -416,7 +422,7 @@ def _shape_distance(shape: str, x, y, size: float):
     y points down in the image."""
     if shape == "ball":
         return np.sqrt(x * x + y * y) - size
-    if shape == "box":
+    if shape in ("box", "square"):  # a box is a square: two words, one shape
         half = size * 0.85
         qx, qy = np.abs(x) - half, np.abs(y) - half
         outside = np.sqrt(np.maximum(qx, 0) ** 2 + np.maximum(qy, 0) ** 2)
@@ -428,13 +434,18 @@ def _shape_distance(shape: str, x, y, size: float):
         px, py = np.where(flip, (px - k * py) / 2, px), np.where(flip, (-k * px - py) / 2, py)
         px = px - np.clip(px, -2 * r, 0)
         return -np.sqrt(px * px + py * py) * np.sign(py)
-    if shape == "ring":
-        return np.abs(np.sqrt(x * x + y * y) - size * 0.72) - size * 0.28
+    if shape == "ring":  # a band of width 0.5 size around a hole of radius 0.5 size: the hole stays visible
+        return np.abs(np.sqrt(x * x + y * y) - size * 0.75) - size * 0.25
+    if shape == "star":  # five points: the radius swings between 1.15 and 0.5 size with the angle
+        theta = np.arctan2(-y, x) - np.pi / 2
+        wave = np.abs(((theta * 5 / (2 * np.pi)) % 1.0) - 0.5) * 2  # 1 at a point, 0 between points
+        rho = np.sqrt(x * x + y * y)
+        return (rho - size * (0.5 + 0.65 * wave)) * 0.8  # not an exact distance; 0.8 keeps the edge ~1 px
     raise BadInput(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}")
 
 
 def _add_object(rng, grid: _Grid, scene: _Scene, slots: dict):
-    size = float(rng.uniform(0.09, 0.15))
+    size = float(rng.uniform(0.11, 0.17))  # 5-8 model pixels: a ring's hole and a star's points stay visible
     travel = float(rng.uniform(0.3, 0.5))
     across = float(rng.uniform(0.3, 0.7))
     direction = DIRECTIONS[slots["direction"]]
@@ -484,7 +495,13 @@ def _change_background(rng, grid: _Grid, scene: _Scene, slots: dict):
     shade = main * float(rng.uniform(0.3, 0.5))  # the same hue, darker: the named colour dominates
     new_background = main * (1 - pattern_field) + shade * pattern_field
     keep = scene.subject_alpha[..., None]
-    element = np.concatenate([new_background * (1 - keep), 1 - keep], axis=-1).astype(np.float32)
-    # new background behind the subject, mixed at the subject's soft edge by its matte
-    composite = (new_background * (1 - keep) + scene.plate * keep).astype(np.float32)
+    # The target: the subject mixed over the new background by its matte (no old background anywhere).
+    target = scene.subject_rgb * keep + new_background * (1 - keep)
+    # Only the subject's solid core (alpha near 1) may show the plate; elsewhere the layer covers it (alpha 1)
+    # and carries the target itself. In between, the layer adds what the partly shown plate lacks.
+    core = _smooth01((keep - EDGE_CORE) / (1 - EDGE_CORE))
+    alpha = 1 - core
+    premultiplied = np.clip(target - core * scene.plate, 0, alpha)
+    element = np.concatenate([premultiplied, alpha], axis=-1).astype(np.float32)
+    composite = (premultiplied + core * scene.plate).astype(np.float32)  # element over plate
     return element, composite, {}
