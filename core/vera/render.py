@@ -112,7 +112,8 @@ def _bundle_path(spec: ShotSpec) -> str:
 def _load_bundle(spec: ShotSpec, strategy=None, mesh=None, compile: bool = False):
     from vera.model.bundle import load_bundle
 
-    bundle = load_bundle(_bundle_path(spec), device=spec.model.device, strategy=strategy, mesh=mesh)
+    bundle = load_bundle(_bundle_path(spec), device=spec.model.device, strategy=strategy, mesh=mesh,
+                         student=spec.speed == "turbo")
     if compile:
         from vera.speed import compile_blocks
 

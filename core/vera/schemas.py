@@ -150,6 +150,14 @@ class LoraEntry(BaseModel):
     scale: float = 1.0
 
 
+class StudentEntry(BaseModel):
+    model_config = _OPEN  # the teacher recipe and training notes ride along
+    path: Annotated[str, StringConstraints(min_length=1)]  # the distilled student (vera.model.student)
+    kind: Literal["lora", "full"]
+    steps: Positive
+    shift: Annotated[float, Field(gt=0)]
+
+
 class BundleManifest(BaseModel):
     model_config = _OPEN
     name: str | None = None
@@ -159,3 +167,4 @@ class BundleManifest(BaseModel):
     text_encoder: Annotated[str, StringConstraints(min_length=1)]
     defaults: dict | None = None
     lora: LoraEntry | None = None
+    student: StudentEntry | None = None

@@ -1,4 +1,8 @@
-"""Speed: presets an artist picks (`quality | balanced | preview`), applied to the sampling loop from outside.
+"""Speed: presets an artist picks (`quality | balanced | preview | turbo`), applied to the sampling loop from outside.
+
+`turbo` is different in kind: it samples with the bundle's distilled student (`vera-train distill`,
+vera.model.student) on the student's own few-step recipe, one forward per step; the rest of this docstring is
+about the other three.
 
 A preset changes three things of the shot's recipe (its steps and guidance, from the spec or the bundle):
 
@@ -38,7 +42,7 @@ import torch
 
 from vera.errors import BadInput
 
-PRESETS = ("quality", "balanced", "preview")  # the shot spec's default is balanced (vera.shot.ShotSpec.speed)
+PRESETS = ("quality", "balanced", "preview", "turbo")  # the shot spec's default is balanced (vera.shot.ShotSpec.speed)
 CALIBRATION_FILE = "speed.json"
 
 
@@ -63,6 +67,10 @@ PRESET_TABLE = {
     # A first look: 7.7x fewer FLOPs than the 50-step guided recipe, 4.0x than the demo's 12 steps.
     "preview": Preset(steps_fraction=0.4, guidance_until=0.3, cache_threshold=0.3, cache_max_skip=3,
                       cache_retention=0.2),
+    # The bundle's distilled student (vera.model.student): its own few steps, guidance folded in, no cache.
+    # Its steps and shift come from the bundle (vera.model.student.turbo_recipe), not from the shot's recipe.
+    "turbo": Preset(steps_fraction=1.0, guidance_until=1.0, cache_threshold=0.0, cache_max_skip=0,
+                    cache_retention=1.0),
 }
 MIN_STEPS = 4
 

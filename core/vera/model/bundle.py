@@ -29,6 +29,7 @@ import torch
 from vera.atomic import atomic_write_text
 from vera.errors import BadInput, read_json_object
 from vera.model.configs import VeraConfig, get_config
+from vera.model.student import apply_student, no_student
 from vera.model.text import TextEncoder, build_tiny_text_encoder
 from vera.model.vae import PatchVAE, VideoVAE, WanVAE, build_vae
 
@@ -64,6 +65,8 @@ class Bundle:
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32
     memory: str = "resident"  # vera.plan.MEMORY_MODES: where the parts live between uses (vera.offload)
+    student: dict | None = None   # bundle.json's distilled student entry (vera.model.student), if any
+    student_loaded: bool = False  # the transformer is that student (speed turbo), not the teacher
 
     @property
     def resolution(self) -> tuple[int, int]:
@@ -148,12 +151,13 @@ def _load_transformer(path: Path, cfg: VeraConfig, device: torch.device, dtype: 
 
 
 def load_bundle(name_or_path: str | Path = "demo", device: str | torch.device = "auto",
-                cache_dir: str | Path | None = None, strategy=None, mesh=None) -> Bundle:
+                cache_dir: str | Path | None = None, strategy=None, mesh=None, student: bool = False) -> Bundle:
     """Load a bundle ("demo" or a folder) onto `device`; the text encoder loads lazily, on a prompt-cache miss.
 
     `strategy` (a vera.plan.Strategy) sets the memory tier and fp8 storage (vera.offload); default resident.
     With a `mesh` (vera.parallel.build_mesh; one process of several) the transformer gets the strategy's
-    parallelism, and with sharded weights each process reads only its share of the file."""
+    parallelism, and with sharded weights each process reads only its share of the file. `student`: load the
+    bundle's distilled student (vera.model.student) in place of its transformer, for speed turbo."""
     from vera.offload import CPU, apply_memory
     from vera.plan import Strategy
 
@@ -171,8 +175,10 @@ def load_bundle(name_or_path: str | Path = "demo", device: str | torch.device = 
         raise BadInput(f"{folder}: text encoder width {text.d_model} != config text_dim {cfg.text_dim}")
     transformer_path = _inside(folder, manifest["transformer"])
     lora = manifest.get("lora")
+    if student and not manifest.get("student"):
+        raise no_student(folder)
     if mesh is not None and strategy.shard_weights:
-        if lora:
+        if lora or student:
             raise BadInput(f"{folder}: a bundle with LoRA adapters cannot be loaded with sharded weights; merge "
                            "them first (load and save_bundle it on one machine) or render without sharding")
         from vera.parallel import load_sharded
@@ -184,6 +190,8 @@ def load_bundle(name_or_path: str | Path = "demo", device: str | torch.device = 
             from vera.model.lora import apply_lora
 
             apply_lora(transformer, _inside(folder, lora["path"]), lora.get("scale", 1.0))
+        if student:
+            apply_student(transformer, folder, manifest["student"])
         apply_memory(transformer, strategy, dev)
         if mesh is not None:
             from vera.parallel import parallelize
@@ -191,7 +199,8 @@ def load_bundle(name_or_path: str | Path = "demo", device: str | torch.device = 
             parallelize(transformer, mesh, strategy)
     name = "demo" if str(name_or_path) == "demo" else manifest.get("name", folder.name)
     return Bundle(name=name, path=folder, config=cfg, transformer=transformer, vae=vae, text=text,
-                  defaults=manifest["defaults"], device=dev, dtype=dtype, memory=strategy.memory)
+                  defaults=manifest["defaults"], device=dev, dtype=dtype, memory=strategy.memory,
+                  student=manifest.get("student"), student_loaded=student)
 
 
 def _inside(folder: Path, relative: str) -> Path:
