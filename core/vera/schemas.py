@@ -148,6 +148,8 @@ class LoraEntry(BaseModel):
     model_config = _CLOSED
     path: Annotated[str, StringConstraints(min_length=1)]  # adapter file (vera.model.lora), merged at load
     scale: float = 1.0
+    # a Wan2.1 LoRA (vera.model.wan_lora): the streams it is merged into (null: all three)
+    streams: list[Literal["edit", "alpha", "composite"]] | None = None
 
 
 class StudentEntry(BaseModel):
@@ -166,5 +168,5 @@ class BundleManifest(BaseModel):
     vae: Annotated[Union[PatchVAEEntry, WanVAEEntry], Field(discriminator="type")]
     text_encoder: Annotated[str, StringConstraints(min_length=1)]
     defaults: dict | None = None
-    lora: LoraEntry | None = None
+    lora: LoraEntry | list[LoraEntry] | None = None
     student: StudentEntry | None = None

@@ -9,6 +9,8 @@
     vae/                      diffusers AutoencoderKLWan folder (only for "wan")
     text_encoder/             UMT5 encoder + tokenizer (transformers folder)
     lora.safetensors          optional: LoRA adapters (vera.model.lora), named by "lora": {"path": ..., "scale": 1.0}
+                              or a list [{"path", "streams", "scale"}] of those and Wan2.1 LoRAs (vera.model.wan_lora)
+    student.safetensors       optional: the distilled few-step student of speed turbo (vera.model.student)
                               in bundle.json and merged into the transformer at load
 
 `load_bundle("demo")` loads the model embedded in the package (core/vera/assets/demo). Paths inside bundle.json
@@ -30,6 +32,7 @@ from vera.atomic import atomic_write_text
 from vera.errors import BadInput, read_json_object
 from vera.model.configs import VeraConfig, get_config
 from vera.model.student import apply_student, no_student
+from vera.model.wan_lora import merge_lora_file
 from vera.model.text import TextEncoder, build_tiny_text_encoder
 from vera.model.vae import PatchVAE, VideoVAE, WanVAE, build_vae
 
@@ -186,10 +189,9 @@ def load_bundle(name_or_path: str | Path = "demo", device: str | torch.device = 
         transformer = load_sharded(transformer_path, cfg, mesh, strategy, dev, dtype)
     else:  # streamed blocks live in CPU memory
         transformer = _load_transformer(transformer_path, cfg, CPU if strategy.memory == "layers" else dev, dtype)
-        if lora:  # merged into the weights before any offload hook or parallel wrapper sees them
-            from vera.model.lora import apply_lora
-
-            apply_lora(transformer, _inside(folder, lora["path"]), lora.get("scale", 1.0))
+        for entry in [lora] if isinstance(lora, dict) else lora or []:  # merged before offload or wrappers
+            merge_lora_file(transformer, _inside(folder, entry["path"]), entry.get("streams"),
+                            entry.get("scale", 1.0))
         if student:
             apply_student(transformer, folder, manifest["student"])
         apply_memory(transformer, strategy, dev)
