@@ -103,7 +103,7 @@ def test_distill_writes_a_student_that_turbo_samples_in_one_forward_per_step(tea
     base = load_bundle(bundle, device="cpu")
     changed = [k for k, v in student.transformer.state_dict().items()
                if not torch.equal(v, base.transformer.state_dict()[k])]
-    assert changed and all(".blocks." in k for k in changed)  # the adapters' layers, merged
+    assert changed and all(k.startswith("blocks.") for k in changed)  # the adapted layers, merged
 
     cond, context, negative, _ = tiny_inputs(student.transformer, batch=1)
     count = layer_count(student.transformer)
