@@ -251,6 +251,12 @@ def print_recipe(name: str, block: dict) -> None:
               f"{r['object_iou']!s:>8} {r['background_iou']!s:>7} {r['colour_match']!s:>7} "
               f"{'exact' if r['untouched_exact'] else 'CHANGED':>10}  {r['psnr_vs_quality_mean']}/"
               f"{r['psnr_vs_quality_min']}  {100 * r['leak_mean']:.3f}%/{100 * r['leak_max']:.3f}%")
+    if "turbo" in block["presets"]:
+        q, t = block["presets"]["quality"], block["presets"]["turbo"]
+        diff = lambda key: None if q[key] is None or t[key] is None else round(t[key] - q[key], 3)  # noqa: E731
+        print(f"  turbo against quality: {t['flops_reduction']}x fewer FLOPs (target >= 10x); object IoU "
+              f"{diff('object_iou'):+}, background IoU {diff('background_iou'):+} (targets within 0.03); matte leak "
+              f"{100 * t['leak_mean']:.3f}% of the frame mean, {100 * t['leak_max']:.3f}% worst clip")
 
 
 if __name__ == "__main__":
