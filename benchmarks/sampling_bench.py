@@ -1,4 +1,4 @@
-"""Sampling benchmark: the speed presets (vera.speed) against the full recipe, on the embedded demo bundle.
+"""Sampling benchmark: the speed presets (vera.presets) against the full recipe, on the embedded demo bundle.
 
     python benchmarks/sampling_bench.py                  # 16 held-out clips, both recipes, + torch.compile
     python benchmarks/sampling_bench.py --clips 4 --json out.json
@@ -11,7 +11,7 @@ the machine's load hits every preset alike) under two recipes:
 - paper-like: 50 steps with classifier-free guidance 5 (Wan2.1 T2V's steps and guidance), the bundle's sampler;
 - demo default: the bundle's own recipe (12 Euler steps, no guidance).
 
-Per preset: joint-layer evaluations per clip (full and skipped, counted by vera.speed's hooks), the transformer
+Per preset: joint-layer evaluations per clip (full and skipped, counted by vera.stepcache's hooks), the transformer
 FLOPs that many evaluations cost vera-1.3b at 81 frames of 832x480 (analytic, benchmarks/model_bench.py), wall
 time as a ratio to `quality` of the same recipe in the same run, matte IoU / colour / untouched pixels (as
 `vera-train eval`), the PSNR of its layers (premultiplied RGBA, all frames) against `quality`'s, and the
@@ -43,7 +43,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from vera.plan import VAE_STRIDE, forward_flops  # noqa: E402  (one FLOP model: the planner's)
 
 from vera.model.configs import CONFIGS  # noqa: E402
-from vera.speed import PRESETS, layer_count  # noqa: E402
+from vera.presets import PRESET_TABLE, PRESETS  # noqa: E402
+from vera.stepcache import compile_blocks, layer_count  # noqa: E402
 
 DATA_SEED = 3000
 RECIPES = {"paper-like": {"steps": 50, "guidance": 5.0}, "demo default": {"steps": None, "guidance": None}}
@@ -133,10 +134,9 @@ def run_ablation(bundle, clips: list[Path], seed: int) -> dict:
     """PSNR against quality and full evaluations of each ABLATION variant of `balanced`, per clip."""
     import dataclasses
 
-    from vera import speed
     from vera.train.evaluate import evaluate_shot
 
-    recipe, base = RECIPES["paper-like"], speed.PRESET_TABLE["balanced"]
+    recipe, base = RECIPES["paper-like"], PRESET_TABLE["balanced"]
     count = layer_count(bundle.transformer)
     result = {name: {"psnr": [], "full": []} for name in ABLATION}
     try:
@@ -145,14 +145,14 @@ def run_ablation(bundle, clips: list[Path], seed: int) -> dict:
                                                   guidance=recipe["guidance"], speed=preset, keep_layers=True)
             reference = render("quality")["layers"]
             for name, change in ABLATION.items():
-                speed.PRESET_TABLE["balanced"] = dataclasses.replace(base, **change)
+                PRESET_TABLE["balanced"] = dataclasses.replace(base, **change)
                 before = count.full
                 layers = render("balanced")["layers"]
                 result[name]["full"].append(count.full - before)
                 result[name]["psnr"].append(round(psnr(np.stack([layers[f][0] for f in sorted(layers)]),
                                                        np.stack([reference[f][0] for f in sorted(reference)])), 2))
     finally:
-        speed.PRESET_TABLE["balanced"] = base
+        PRESET_TABLE["balanced"] = base
     for name, r in result.items():
         print(f"  {name:36s} full/clip {statistics.mean(r['full']):6.1f}  PSNR per clip {r['psnr']}")
     return result
@@ -161,8 +161,6 @@ def run_ablation(bundle, clips: list[Path], seed: int) -> dict:
 def measure_compile(bundle, repeats: int = 10) -> dict:
     """Eager vs regionally compiled joint layers on one demo-sized forward: compile time and step time."""
     from torch._dynamo.utils import counters
-
-    from vera.speed import compile_blocks
 
     model, cfg = bundle.transformer, bundle.config
     g = torch.Generator().manual_seed(0)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vera.model.bundle import DEMO_PATH
+from vera.model.bundle_manifest import DEMO_PATH
 
 HELDOUT_SEED = 424242  # the demo model was trained on seed 0 (docs/demo-model.md): these shots are unseen
 

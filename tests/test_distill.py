@@ -20,7 +20,7 @@ from vera.model.bundle import load_bundle
 from vera.model.lora import add_lora
 from vera.model.student import STUDENT_FILE
 from vera.sampling import sample
-from vera.speed import layer_count
+from vera.stepcache import layer_count
 from vera.train.distill import DistillConfig, Recipe, distill, distill_loss, export_student, adapters_off
 from vera.train.fit import list_checkpoints
 from vera.train.synth import vocabulary

@@ -10,7 +10,7 @@ import yaml
 
 from vera.cli import main
 from vera.farm import BACKENDS, submit
-from vera.render import status
+from vera.status import status
 
 from bundles import FIRST, LAST, base_spec, write_plates, write_spec
 
@@ -87,7 +87,9 @@ def test_openjd_run_renders_the_whole_shot(tmp_path, shot):
 
 
 def test_submit_refuses_an_output_folder_rendered_differently(tmp_path, tiny_bundle, shot, capsys):
-    from vera.render import load_shot, prepare_manifest, read_manifest
+    from vera.layout import load_shot
+    from vera.manifest import prepare_manifest
+    from vera.outputs import read_manifest
 
     prepare_manifest(load_shot(shot))  # as a first task would
     spec = base_spec(tiny_bundle)

@@ -12,7 +12,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vera.train.fit import FitConfig, fit, list_checkpoints, load_config, placement_mask
+from vera.train.checkpoints import list_checkpoints
+from vera.train.config import FitConfig, load_config
+from vera.train.fit import fit
+from vera.train.masks import placement_mask
 
 TINY = {"bundle": {"from": "random", "model": {"base": "vera-tiny"}, "patch": 8}, "export_dtype": "float16",
         "width": 32, "height": 32, "frames": 5, "batch": 2, "lr": 2e-3, "warmup": 2, "log_every": 2,

@@ -15,7 +15,10 @@ import torch
 from safetensors.torch import load_file
 
 from vera.errors import BadInput
-from vera.train.fit import FitConfig, export, fit, list_checkpoints
+from vera.train.checkpoints import list_checkpoints
+from vera.train.config import FitConfig
+from vera.train.export import export
+from vera.train.fit import fit
 
 # test_fit's tiny run, sharded, with a global batch (so one and two processes train on the same samples)
 SHARDED = {"bundle": {"from": "random", "model": {"base": "vera-tiny"}, "patch": 8}, "export_dtype": "float32",

@@ -111,7 +111,7 @@ def test_memory_tier_from_the_command_line_renders_the_same_layers(demo, monkeyp
     """`--memory layers` in one process: the VAE in and out of the device, blocks streamed (onload = CPU here)."""
     from vera.cli import main
     from vera.launch import choose_strategy
-    from vera.render import load_shot
+    from vera.layout import load_shot
 
     shot = copy_shot(demo, "streamed")
     assert choose_strategy(load_shot(shot), 1) == Strategy()  # auto without a GPU: resident

@@ -11,9 +11,11 @@ import torch
 from safetensors.torch import load_file
 
 from vera.errors import BadInput
-from vera.model.bundle import DEMO_PATH, load_bundle
+from vera.model.bundle import load_bundle
+from vera.model.bundle_manifest import DEMO_PATH
 from vera.model.lora import TARGETS, lora_settings, target_pattern
-from vera.train.fit import FitConfig, fit
+from vera.train.config import FitConfig
+from vera.train.fit import fit
 
 LORA_RUN = {"bundle": {"from": str(DEMO_PATH)}, "width": 64, "height": 48, "frames": 5, "batch": 2, "steps": 6,
             "lr": 1e-3, "warmup": 1, "log_every": 2, "checkpoint_every": 1000, "ema": None, "mask": "placement",

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import vera.render as render
+from vera.status import status
 from vera import exr
 from vera.cli import main
 
@@ -116,7 +117,7 @@ def test_full_disk_is_transient_leaves_no_temp_files_and_resumes(tmpfs, shot_on,
     assert _temps(disk) == []
     _remount(disk, "size=4m")  # space freed: the same command finishes the shot
     assert main(["run", str(spec), "--progress", "none"]) == 0
-    assert render.status(disk / "out", verify=True)["complete"]
+    assert status(disk / "out", verify=True)["complete"]
     assert _temps(disk) == []
 
 

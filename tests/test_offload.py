@@ -12,6 +12,7 @@ import torch
 
 from vera.model.configs import VeraConfig
 from vera.model.dit import JointBlock, VeraMoT
+from vera.loading import load_placed_bundle
 from vera.offload import apply_fp8_storage, apply_layer_offload
 from vera.plan import Strategy
 
@@ -83,7 +84,7 @@ def test_parts_and_layers_render_equals_resident(tmp_path):
     write_plate(tmp_path / "plate", 1, 5, 64, 48)
     spec = make_shot(tmp_path, folder, str(tmp_path / "plate" / "plate.####.exr"), 1, 5)
     resident = load_bundle(folder, device="cpu", cache_dir=tmp_path / "cache")
-    layers = load_bundle(folder, device="cpu", cache_dir=tmp_path / "cache", strategy=Strategy(memory="layers"))
+    layers = load_placed_bundle(folder, device="cpu", cache_dir=tmp_path / "cache", strategy=Strategy(memory="layers"))
     moves = []
     original_to = layers.vae.to
     layers.vae.to = lambda device=None, dtype=None: moves.append(str(device)) or original_to(device, dtype)

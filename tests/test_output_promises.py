@@ -12,6 +12,7 @@ import OpenImageIO as oiio
 import pytest
 
 import vera.render as render
+from vera.layout import load_shot
 from vera import plates
 from vera.cli import main
 from vera.exr import read_layer
@@ -105,7 +106,7 @@ def test_cross_fade_reapplies_the_threshold(tmp_path, tiny_bundle, monkeypatch):
 
     write_plates(tmp_path)
     monkeypatch.setattr(render, "_render_frames", _TwoWindows())
-    render.run(render.load_shot(write_spec(tmp_path, base_spec(tiny_bundle))), progress="none")
+    render.run(load_shot(write_spec(tmp_path, base_spec(tiny_bundle))), progress="none")
     for frame in range(FIRST, LAST + 1):
         rgba = read_layer(tmp_path / "out" / f"edit.{frame}.exr").pixels
         alpha = rgba[..., 3]

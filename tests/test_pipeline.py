@@ -11,8 +11,9 @@ from bundles import make_shot, random_bundle, write_plate
 
 from vera.errors import BadInput
 from vera.exr import read_layer, write_exr, write_layers
-from vera.model import bundle as bundle_mod
-from vera.model.bundle import load_bundle, read_manifest, resolve_device
+from vera.model import bundle_manifest
+from vera.model.bundle import load_bundle, resolve_device
+from vera.model.bundle_manifest import read_manifest
 from vera.model.dit import VeraMoT
 from vera.model.vae import PatchVAE
 from vera.pipeline import layer_attributes, padded_length, render_frames, render_window
@@ -71,7 +72,7 @@ def test_bundle_loads_what_was_saved(shot_dir, bundle):
 
 
 def test_missing_demo_and_non_bundles_are_bad_input(tmp_path, monkeypatch):
-    monkeypatch.setattr(bundle_mod, "DEMO_PATH", tmp_path / "demo")
+    monkeypatch.setattr(bundle_manifest, "DEMO_PATH", tmp_path / "demo")
     with pytest.raises(BadInput, match="embedded demo model is missing"):
         load_bundle("demo")
     with pytest.raises(BadInput, match="not a Vera model bundle"):
@@ -283,7 +284,8 @@ def test_a_shot_without_sampler_choices_uses_the_bundles(tmp_path):
 def test_a_bundle_from_a_wan_conversion_defaults_to_wans_negative_prompt_and_the_demo_keeps_its_own(tmp_path):
     from types import SimpleNamespace
 
-    from vera.model.bundle import WAN_NEGATIVE_PROMPT, create_random_bundle
+    from vera.model.bundle import create_random_bundle
+    from vera.model.bundle_manifest import WAN_NEGATIVE_PROMPT
     from vera.pipeline import sampler_settings
 
     # Wan2.1's shared config `sample_neg_prompt`: a fixed Chinese list, from "vivid colours, overexposed" to

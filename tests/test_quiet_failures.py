@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import vera.render as render
+from vera.status import status
 from vera import exr
 from vera.cli import main
 from vera.errors import EXIT_QC_FAILED
@@ -88,7 +89,7 @@ def test_non_finite_model_output_is_not_written(tmp_path, shot, monkeypatch, cap
     assert len(err) == 1 and "window 1" in err[0] and "1008" in err[0] and "NaN" in err[0], err
     cache = tmp_path / "out" / ".vera" / "cache" / "w001"
     assert not cache.exists() or not list(cache.glob("*.exr"))  # nothing of the bad window written
-    report = render.status(tmp_path / "out")
+    report = status(tmp_path / "out")
     assert report["windows"]["failed"] == [1] and "NaN" in report["windows"]["errors"]["1"]
     assert _edit_frames(tmp_path / "out") == []
 
@@ -183,4 +184,4 @@ def test_a_copied_shot_folder_resumes_without_rendering_again(tmp_path, tiny_bun
     assert [c[:2] for c in fake.calls[calls:]] == [(1005, 1013)]  # only the window not rendered at site A
     manifest = json.loads((there / "out" / "manifest.json").read_text())
     assert manifest["settings"]["spec"]["plate"]["path"] == "plate.####.exr"  # stays relative
-    assert render.status(there / "out", verify=True)["complete"]
+    assert status(there / "out", verify=True)["complete"]

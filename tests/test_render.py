@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 
 import vera.render as render
+from vera.layout import load_shot
+from vera.status import format_status, status
 from vera.cli import main
 from vera.errors import BadInput
 from vera.exr import read_layer
@@ -79,7 +81,7 @@ def pixels(path):
 
 
 def test_windows_then_assemble_equals_the_whole_shot(tmp_path, shot, fake):
-    result = render.run(render.load_shot(shot), progress="none")
+    result = render.run(load_shot(shot), progress="none")
     assert result["windows"] == {0: "rendered", 1: "rendered"}
     assert result["assemble"] == {"written": LAST - FIRST + 1, "skipped": 0}
     assert [c[:2] for c in fake.calls] == [(1001, 1009), (1005, 1013)]
@@ -87,7 +89,7 @@ def test_windows_then_assemble_equals_the_whole_shot(tmp_path, shot, fake):
     whole = json.loads(shot.read_text())
     whole["window"]["frames"] = 13  # one window covering the shot
     whole["output"]["dir"] = "whole"
-    render.run(render.load_shot(write_spec(tmp_path, whole, "whole.json")), progress="none")
+    render.run(load_shot(write_spec(tmp_path, whole, "whole.json")), progress="none")
 
     for frame in range(FIRST, LAST + 1):
         windowed = pixels(tmp_path / "out" / f"edit.{frame}.exr")
@@ -102,7 +104,7 @@ def test_windows_then_assemble_equals_the_whole_shot(tmp_path, shot, fake):
 
 def test_overlaps_cross_fade_linearly(tmp_path, shot, monkeypatch):
     monkeypatch.setattr(render, "_render_frames", FakeRenderer(per_window=True))
-    render.run(render.load_shot(shot), progress="none")
+    render.run(load_shot(shot), progress="none")
     values = {f: float(pixels(tmp_path / "out" / f"edit.{f}.exr")[0, 0, 0]) for f in range(FIRST, LAST + 1)}
     # Window 0 renders 0.25, window 1 renders 0.75; the 5 shared frames ramp from one to the other in 6 steps.
     for frame in range(FIRST, LAST + 1):
@@ -116,13 +118,13 @@ def test_alpha_that_rounds_to_zero_clears_rgb(tmp_path, shot, monkeypatch):
         return {f: (rgba, rgba[..., 3].copy()) for f in frames}
 
     monkeypatch.setattr(render, "_render_frames", faint)
-    render.run(render.load_shot(shot), progress="none")
+    render.run(load_shot(shot), progress="none")
     out = pixels(tmp_path / "out" / "edit.1006.exr")
     assert not out.any()
 
 
 def test_rerun_skips_finished_work_and_redoes_only_what_is_missing(tmp_path, shot, fake):
-    s = render.load_shot(shot)
+    s = load_shot(shot)
     render.run(s, progress="none")
     out = tmp_path / "out"
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("edit.*.exr")}
@@ -142,7 +144,7 @@ def test_rerun_skips_finished_work_and_redoes_only_what_is_missing(tmp_path, sho
     assert third["windows"] == {0: "skipped", 1: "rendered"}
     assert third["assemble"]["written"] == 1 and third["assemble"]["skipped"] == 12
     assert [c[:2] for c in fake.calls[2:]] == [(1005, 1013)]
-    assert render.status(out, verify=True)["complete"]
+    assert status(out, verify=True)["complete"]
 
 
 def test_refuses_to_mix_settings_unless_forced(tmp_path, shot, fake, capsys):
@@ -165,18 +167,18 @@ def test_refuses_to_mix_settings_unless_forced(tmp_path, shot, fake, capsys):
 
 
 def test_output_options_do_not_invalidate_renders(tmp_path, shot, fake):
-    render.run(render.load_shot(shot), progress="none")
+    render.run(load_shot(shot), progress="none")
     spec = json.loads(shot.read_text())
     spec["output"]["compression"] = "piz"
-    again = render.run(render.load_shot(write_spec(tmp_path, spec)), progress="none")
+    again = render.run(load_shot(write_spec(tmp_path, spec)), progress="none")
     assert again["windows"] == {0: "skipped", 1: "skipped"}
 
 
 def test_changed_plate_is_refused(tmp_path, shot, fake):
-    render.run(render.load_shot(shot), progress="none")
+    render.run(load_shot(shot), progress="none")
     write_plates(tmp_path, 1007, 1007, seed=99)
     with pytest.raises(BadInput, match=r"input files changed \(1007\)"):
-        render.run(render.load_shot(shot), progress="none")
+        render.run(load_shot(shot), progress="none")
 
 
 def test_assemble_needs_every_window(tmp_path, shot, fake, capsys):
@@ -242,6 +244,7 @@ HARNESS = textwrap.dedent('''
     import os, sys, time
     sys.path.insert(0, {tests!r})
     import vera.render as render
+    import vera.manifest as manifest
     import vera.atomic
     from test_render import FakeRenderer
 
@@ -249,11 +252,11 @@ HARNESS = textwrap.dedent('''
     mode = os.environ.get("HARNESS_MODE", "")
     if mode == "slow-manifest":
         # Hold the read-modify-write of the manifest open for a while: without the lock, updates get lost.
-        write = render._write_manifest
+        write = manifest._write_manifest
         def slow_write(out_dir, manifest):
             time.sleep(0.4)
             write(out_dir, manifest)
-        render._write_manifest = slow_write
+        manifest._write_manifest = slow_write
     if mode == "hang-mid-write":
         # Stop for good between writing a frame's temp file and renaming it: the test kills us there.
         replace = os.replace
@@ -291,7 +294,7 @@ def test_two_concurrent_window_tasks_both_land(tmp_path, shot, harness):
     assert {k: w["status"] for k, w in manifest["windows"].items()} == {"0": "done", "1": "done"}
     assert len(manifest["windows"]["0"]["frames"]) == 9 and len(manifest["windows"]["1"]["frames"]) == 9
     assert main(["assemble", str(shot), "--progress", "none"]) == 0
-    assert render.status(tmp_path / "out", verify=True)["complete"]
+    assert status(tmp_path / "out", verify=True)["complete"]
 
 
 def test_killed_task_leaves_no_partial_frame_and_rerun_completes(tmp_path, shot, harness):
@@ -312,7 +315,7 @@ def test_killed_task_leaves_no_partial_frame_and_rerun_completes(tmp_path, shot,
     assert [p.name for p in cache.iterdir() if p.name.startswith(".edit.1004.exr")]  # the unfinished temp
     for name in visible:
         read_layer(cache / name)  # each is whole
-    report = render.status(tmp_path / "out")
+    report = status(tmp_path / "out")
     assert report["windows"]["failed"] == [0] and "interrupted" in report["windows"]["errors"]["0"]
 
     rerun = _task(harness, "run", str(shot), "--progress", "log")
@@ -322,7 +325,7 @@ def test_killed_task_leaves_no_partial_frame_and_rerun_completes(tmp_path, shot,
     expected = [f"edit.{f}.exr" for f in range(FIRST, LAST + 1)]
     assert final_frames(tmp_path / "out") == expected  # each frame once, no temp files
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")]
-    assert render.status(tmp_path / "out", verify=True)["complete"]
+    assert status(tmp_path / "out", verify=True)["complete"]
 
 
 # ----------------------------------------------------------------------------------------------- the model
@@ -340,19 +343,19 @@ def test_end_to_end_with_a_random_model(tmp_path, shot):
     assert list(OpenEXR.File(str(out / "edit.1007.exr")).header()["vera/window"]) == [0, 1]
     rgba = layer.pixels
     assert np.isfinite(rgba).all() and not rgba[rgba[..., 3] == 0][:, :3].any()
-    again = render.run(render.load_shot(shot), progress="none")
+    again = render.run(load_shot(shot), progress="none")
     assert again["windows"] == {0: "skipped", 1: "skipped"} and again["assemble"]["written"] == 0
 
 
 def test_status_verify_catches_a_damaged_frame(tmp_path, shot, fake):
-    render.run(render.load_shot(shot), progress="none")
+    render.run(load_shot(shot), progress="none")
     damaged = tmp_path / "out" / "edit.1008.exr"
     damaged.write_bytes(damaged.read_bytes()[:-10] + b"0123456789")
-    assert render.status(tmp_path / "out")["complete"]  # a quick look only checks that files exist
-    report = render.status(tmp_path / "out", verify=True)
+    assert status(tmp_path / "out")["complete"]  # a quick look only checks that files exist
+    report = status(tmp_path / "out", verify=True)
     assert not report["complete"] and report["frames"]["failed"] == "1008"
     assert "checksum" in report["frames"]["errors"]["1008"]
-    assert "frame 1008 failed: checksum mismatch" in render.format_status(report)
+    assert "frame 1008 failed: checksum mismatch" in format_status(report)
 
 
 def test_farm_tasks_then_assemble_equal_one_run_with_the_real_model(tmp_path, shot):

@@ -55,7 +55,7 @@ def test_demo_training_script_and_configs_are_valid(tmp_path):
     them, with the global batch of the shipped model (per-process batch x the script's default 2 processes)."""
     import subprocess
 
-    from vera.train.fit import load_config
+    from vera.train.config import load_config
 
     script = ROOT / "scripts" / "train_demo.sh"
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0

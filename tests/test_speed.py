@@ -1,4 +1,5 @@
-"""Speed presets (vera.speed): step caching, the guidance schedule, layer counts, calibration, the demo presets."""
+"""Speed presets (vera.presets, vera.stepcache, vera.calibrate): step caching, the guidance schedule, layer counts,
+calibration, the demo presets."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from vera import speed
-from vera.model.bundle import DEMO_PATH, load_bundle
+from vera import calibrate, presets, stepcache
+from vera.model.bundle import load_bundle
+from vera.model.bundle_manifest import DEMO_PATH
 from vera.sampling import make_scheduler, model_input, sample
 from vera.shot import validate
 
@@ -18,7 +20,7 @@ from vera.shot import validate
 
 
 def old_sample(model, condition, context, negative, *, steps, guidance, shift, sampler, seed):
-    """The sampling loop as it was before vera.speed (commit 223dfa8's vera.sampling.sample, on Wan2.1's sigma
+    """The sampling loop as it was before the speed presets (commit 223dfa8's vera.sampling.sample, on Wan2.1's sigma
     grid from make_scheduler): the reference that `quality` must reproduce bit for bit."""
     from vera.sampling import initial_noise
 
@@ -51,7 +53,7 @@ def demo_inputs(cfg, seed=0):
 
 
 def calibrated_plan(preset, steps, guidance_until=None):
-    return speed.plan_steps(preset, steps, guidance_until, speed.read_calibration(DEMO_PATH)["curve"])
+    return presets.plan_steps(preset, steps, guidance_until, presets.read_calibration(DEMO_PATH)["curve"])
 
 
 # ------------------------------------------------------------------------------------------------ sampling
@@ -68,7 +70,7 @@ def test_quality_is_bit_identical_to_the_sampler_without_speed(demo, guidance):
 
 def test_cached_sampling_is_deterministic_and_skips_layers(demo):
     condition, context, negative = demo_inputs(demo.config)
-    count = speed.layer_count(demo.transformer)
+    count = stepcache.layer_count(demo.transformer)
     runs = []
     for _ in range(2):
         before = count.as_dict()
@@ -88,9 +90,9 @@ def test_guidance_schedule_runs_the_negative_branch_only_early_and_the_cache_fol
     handle = demo.transformer.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
     try:
         condition, context, negative = demo_inputs(demo.config)
-        count = speed.layer_count(demo.transformer)
+        count = stepcache.layer_count(demo.transformer)
         before = count.as_dict()
-        plan = speed.plan_steps("balanced", 10, 0.5, speed.read_calibration(DEMO_PATH)["curve"])
+        plan = presets.plan_steps("balanced", 10, 0.5, presets.read_calibration(DEMO_PATH)["curve"])
         out = sample(demo.transformer, condition, context, negative, steps=10, guidance=3.0, shift=2.0,
                      sampler="euler", seed=1, plan=plan)
     finally:
@@ -103,21 +105,21 @@ def test_guidance_schedule_runs_the_negative_branch_only_early_and_the_cache_fol
 
 def test_magnitude_ratios_follow_the_calibrated_curve_on_any_grid():
     curve = [[1000.0, 0.0], [500.0, -0.5], [0.0, 0.0]]
-    assert speed.magnitude_ratios(curve, [1000.0, 500.0, 0.0]) == pytest.approx([1.0, np.exp(-0.5), np.exp(0.5)])
-    fine = speed.magnitude_ratios(curve, [1000.0, 750.0, 500.0])
+    assert presets.magnitude_ratios(curve, [1000.0, 500.0, 0.0]) == pytest.approx([1.0, np.exp(-0.5), np.exp(0.5)])
+    fine = presets.magnitude_ratios(curve, [1000.0, 750.0, 500.0])
     assert np.prod(fine) == pytest.approx(np.exp(-0.5))  # a finer grid splits the same change
 
 
 def test_presets_scale_the_recipe():
-    assert speed.plan_steps("quality", 50).steps == 50
-    assert not speed.plan_steps("quality", 50, curve=[[0, 0], [1000, 0]]).caching  # quality never caches
-    assert speed.plan_steps("preview", 50).steps == 20 and speed.plan_steps("preview", 3).steps == 3
-    plan = speed.plan_steps("balanced", 10, 0.5, curve=[[0, 0], [1000, 0]])
+    assert presets.plan_steps("quality", 50).steps == 50
+    assert not presets.plan_steps("quality", 50, curve=[[0, 0], [1000, 0]]).caching  # quality never caches
+    assert presets.plan_steps("preview", 50).steps == 20 and presets.plan_steps("preview", 3).steps == 3
+    plan = presets.plan_steps("balanced", 10, 0.5, curve=[[0, 0], [1000, 0]])
     assert plan.caching and [plan.guided(i, 10) for i in range(10)] == [True] * 5 + [False] * 5
-    assert all(speed.plan_steps("balanced", 10).guided(i, 10) for i in range(10))  # measured default: always
-    assert not speed.plan_steps("balanced", 10).caching  # an uncalibrated bundle is not cached
+    assert all(presets.plan_steps("balanced", 10).guided(i, 10) for i in range(10))  # measured default: always
+    assert not presets.plan_steps("balanced", 10).caching  # an uncalibrated bundle is not cached
     with pytest.raises(Exception, match="unknown speed"):
-        speed.plan_steps("fast", 10)
+        presets.plan_steps("fast", 10)
 
 
 # ------------------------------------------------------------------------------------------------ shots
@@ -144,9 +146,9 @@ def test_calibrate_writes_the_curve_into_the_bundle_and_balanced_then_caches(tmp
     spec = make_shot(tmp_path, bundle_dir, pattern, 1001, 1009, window=WindowSpec(frames=9, overlap=2))
     assert layer_attributes(bundle, spec, 0)["step_cache"] == "off"  # not calibrated yet
 
-    folder, data = speed.calibrate([tmp_path / "shot.json"], steps=8)
-    speed.write_calibration(folder, data)
-    assert json.loads((bundle_dir / speed.CALIBRATION_FILE).read_text()) == data
+    folder, data = calibrate.calibrate([tmp_path / "shot.json"], steps=8)
+    presets.write_calibration(folder, data)
+    assert json.loads((bundle_dir / presets.CALIBRATION_FILE).read_text()) == data
     assert len(data["curve"]) == 8 and data["calibrated"]["steps"] == 8 and data["curve"][0][1] == 0.0
     attributes = layer_attributes(bundle, spec, 0)
     assert attributes["speed"] == "balanced" and attributes["step_cache"] == "magcache"
@@ -159,7 +161,7 @@ def test_demo_presets_keep_untouched_pixels_and_count_fewer_layer_evaluations(tm
     import OpenEXR
 
     from vera.demo import run_demo
-    from vera.render import format_status, status
+    from vera.status import format_status, status
 
     full = {}
     for preset in ("quality", "balanced", "preview"):
@@ -183,6 +185,6 @@ def test_demo_presets_keep_untouched_pixels_and_count_fewer_layer_evaluations(tm
 def test_a_bundle_copy_without_speed_json_renders_uncached(tmp_path):
     copy = tmp_path / "demo_copy"
     shutil.copytree(DEMO_PATH, copy)
-    (copy / speed.CALIBRATION_FILE).unlink()
-    assert speed.read_calibration(copy) is None
-    assert not speed.plan_steps("balanced", 12, curve=()).caching
+    (copy / presets.CALIBRATION_FILE).unlink()
+    assert presets.read_calibration(copy) is None
+    assert not presets.plan_steps("balanced", 12, curve=()).caching

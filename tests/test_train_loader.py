@@ -13,7 +13,9 @@ from safetensors.torch import load_file
 
 from vera.errors import BadInput
 from vera.train.data import open_dataset
-from vera.train.fit import FitConfig, fit, list_checkpoints
+from vera.train.checkpoints import list_checkpoints
+from vera.train.config import FitConfig
+from vera.train.fit import fit
 from vera.train.loader import (
     BatchPlan, Bucket, StepSampler, assign_bucket, plan_buckets, training_batches,
 )
@@ -127,7 +129,7 @@ def test_resuming_at_step_k_yields_the_batches_of_the_uninterrupted_run(public_s
 
 def test_one_bucket_reads_the_in_process_loop_order():
     """The default (one bucket) draws dataset_index(seed, position, N): the order fit used before buckets."""
-    from vera.train.fit import dataset_index, rank_positions
+    from vera.train.streams import dataset_index, rank_positions
 
     plan = BatchPlan(7, [Bucket(5, 32, 32)], [0] * 5, global_batch=3)
     for step in range(8):

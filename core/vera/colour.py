@@ -20,6 +20,7 @@ import functools
 import os
 
 import numpy as np
+import PyOpenColorIO as ocio
 
 from vera.errors import BadInput
 
@@ -35,8 +36,6 @@ def config_source() -> str:
 
 @functools.lru_cache(maxsize=4)
 def _load_config(source: str):
-    import PyOpenColorIO as ocio
-
     try:
         return ocio.Config.CreateFromFile(source)
     except Exception as exc:  # noqa: BLE001 - OCIO raises its own Exception type for unreadable configs
@@ -50,8 +49,6 @@ def config():
 
 
 def _all_names(cfg) -> list[str]:
-    import PyOpenColorIO as ocio
-
     names = []
     for cs in cfg.getColorSpaces(ocio.SEARCH_REFERENCE_SPACE_ALL, ocio.COLORSPACE_ALL):
         names.append(cs.getName())

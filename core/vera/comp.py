@@ -17,6 +17,7 @@ import numpy as np
 from vera import exr as exr_io
 from vera import plates
 from vera.errors import BadInput, frame_error
+from vera.files import refuse_overwrite
 
 
 
@@ -123,8 +124,6 @@ def comp_frame(pair: Pair, out_path: str, compression: str = "zip") -> None:
 
 def comp_sequence(inputs: Inputs, out: str, compression: str = "zip", progress=None) -> list[str]:
     """Write edit-over-plate for every frame of `inputs`; returns the written paths."""
-    from vera.files import refuse_overwrite
-
     exr_io.compression_code(compression)  # a bad option fails before any work
     paths = {frame: _pattern_path(out, frame, inputs.frames) for frame in inputs.frames}
     refuse_overwrite(inputs.files(), paths.values())

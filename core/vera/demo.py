@@ -17,11 +17,27 @@ its QC. Output folder:
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
+import OpenImageIO as oiio
 
+from vera.atomic import atomic_path, atomic_write_text
+from vera.colour import to_model
+from vera.comp import Inputs, comp_sequence, qc_sequence
 from vera.errors import BadInput
+from vera.exr import read_layer
+from vera.files import refuse_overwrite
+from vera.layout import load_shot
+from vera.model.bundle_manifest import read_manifest
+from vera.plates import open_sequence
+from vera.render import run
+from vera.shot import MaskSpec, OutputSpec, PlateSpec, ShotSpec, WindowSpec
+from vera.train.data import unpremultiply, write_exr_frame
+from vera.train.evaluate import PLACEMENT_MARGIN_MODEL_PX
+from vera.train.masks import placement_mask
+from vera.train.synth import SYNTH_COLORSPACE, TEMPLATES, make_demo_plate, make_sample, parse_instruction
 
 DEFAULT_PROMPT = "add a red ball moving left"
 PLATE_SIZE = (128, 96)
@@ -31,15 +47,11 @@ CHECKER_PX = 8
 
 
 def _grammar_help() -> str:
-    from vera.train.synth import TEMPLATES
-
     return "; ".join(f"'{t}'" for t in TEMPLATES.values())
 
 
 def parse_prompt(prompt: str) -> dict:
     """The instruction's task and slots; the demo model knows only the synthetic grammar (docs/demo-model.md)."""
-    from vera.train.synth import parse_instruction
-
     try:
         return parse_instruction(prompt)
     except BadInput:
@@ -49,8 +61,6 @@ def parse_prompt(prompt: str) -> dict:
 
 def write_plate(folder: Path, rgb: np.ndarray, first: int) -> str:
     """(F,H,W,3) frames -> folder/plate.####.exr (half RGB); returns the pattern."""
-    from vera.train.data import write_exr_frame
-
     for i, frame in enumerate(rgb):
         write_exr_frame(folder / f"plate.{first + i:04d}.exr", frame, "RGB")
     return str(folder / "plate.####.exr")
@@ -59,10 +69,6 @@ def write_plate(folder: Path, rgb: np.ndarray, first: int) -> str:
 def placement_for(slots: dict, size: tuple[int, int], frames: int, seed: int, model_height: int) -> np.ndarray:
     """(F,H,W) placement mask for an object addition: the box a synthetic object of these slots would occupy
     (vera.train.synth draws the path), grown by the training margin, as a user would draw "put it here"."""
-    from vera.train.evaluate import PLACEMENT_MARGIN_MODEL_PX
-    from vera.train.fit import placement_mask
-    from vera.train.synth import make_sample
-
     sample = make_sample(0, seed, size, frames, task="object_addition", colour=slots["colour"],
                          shape=slots["shape"], direction=slots["direction"])
     margin = int(round(PLACEMENT_MARGIN_MODEL_PX * size[1] / model_height))
@@ -71,8 +77,6 @@ def placement_for(slots: dict, size: tuple[int, int], frames: int, seed: int, mo
 
 def build_shot(out: Path, prompt: str, plate_pattern: str, first: int, last: int, colorspace: str, seed: int,
                mask_pattern: str | None, window: int):
-    from vera.shot import MaskSpec, OutputSpec, PlateSpec, ShotSpec, WindowSpec
-
     def rel(path):
         path = Path(path)
         return str(path.relative_to(out)) if path.is_relative_to(out) else str(path)
@@ -94,9 +98,6 @@ def _checkerboard(h: int, w: int) -> np.ndarray:
 
 def sheet_row(plate_rgb, edit_rgba, matte, comp_rgb, colorspace: str) -> np.ndarray:
     """One contact-sheet row, display-referred [0,1]: plate | edit over checkerboard | matte | composite."""
-    from vera.colour import to_model
-    from vera.train.data import unpremultiply
-
     h, w = plate_rgb.shape[:2]
     alpha = np.clip(edit_rgba[..., 3:4], 0, 1)
     edit_display = to_model(unpremultiply(edit_rgba), colorspace)
@@ -112,10 +113,6 @@ def sheet_row(plate_rgb, edit_rgba, matte, comp_rgb, colorspace: str) -> np.ndar
 
 def write_png(path: Path, image: np.ndarray) -> None:
     """(H,W,3) float [0,1] -> 8-bit PNG through OpenImageIO, atomically."""
-    import OpenImageIO as oiio
-
-    from vera.atomic import atomic_path
-
     buf = oiio.ImageBuf(np.ascontiguousarray(image, dtype=np.float32))
     with atomic_path(path) as tmp:
         if not buf.write(tmp, "uint8", "png"):
@@ -124,9 +121,6 @@ def write_png(path: Path, image: np.ndarray) -> None:
 
 def contact_sheet(out: Path, spec, frames: list[int], rows: int = SHEET_ROWS) -> list[int]:
     """DIR/contact_sheet.png from the written plate, layers and comp; returns the frames shown."""
-    from vera.exr import read_layer
-    from vera.plates import open_sequence
-
     picks = sorted({frames[round(i * (len(frames) - 1) / max(rows - 1, 1))] for i in range(min(rows, len(frames)))})
     plate = spec.open_plate(frames[0], frames[-1])
     comp = open_sequence(str(out / "comp" / "comp.####.exr"), frames[0], frames[-1])
@@ -145,15 +139,6 @@ def run_demo(out: str | Path = "vera-demo", prompt: str = DEFAULT_PROMPT, plate:
              colorspace: str | None = None, seed: int = 0, frames: int | None = None, bundle: str = "demo",
              progress: str = "auto", speed: str | None = None, compile: bool = False) -> dict:
     """Make (or take) a plate, render the demo shot through vera.render, comp, QC and draw the contact sheet."""
-    import time
-
-    from vera.atomic import atomic_write_text
-    from vera.comp import Inputs, comp_sequence, qc_sequence
-    from vera.model.bundle import read_manifest
-    from vera.render import load_shot, run
-    from vera.train.data import write_exr_frame
-    from vera.train.synth import SYNTH_COLORSPACE, make_demo_plate
-
     started = time.monotonic()
     out = Path(out).resolve()
     if out.exists() and not out.is_dir():
@@ -173,8 +158,6 @@ def run_demo(out: str | Path = "vera-demo", prompt: str = DEFAULT_PROMPT, plate:
         size = PLATE_SIZE
     else:
         # the plate is copied in (as half EXR, frame numbers kept) so the demo folder is a self-contained shot
-        from vera.files import refuse_overwrite
-        from vera.plates import open_sequence
 
         sequence = open_sequence(plate)
         refuse_overwrite([(sequence.path(f), f) for f in sequence.frames], [], [out])  # the demo fills `out`

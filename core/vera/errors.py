@@ -9,8 +9,10 @@ out of memory) to those codes, in this one place.
 """
 
 import errno
+import json
 import os
 import sys
+from pathlib import Path
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -66,9 +68,6 @@ def unreadable_or(path, message: str, frame=None) -> BadInput:
 def read_json_object(path, what: str) -> dict:
     """The JSON object in the file `path` (a `what`: "bundle manifest", "sample.json", ...); anything else there
     (unreadable, not UTF-8, not JSON, not an object) is the user's file and a BadInput naming it."""
-    import json
-    from pathlib import Path
-
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:  # the reason keeps a JSON error's line/column

@@ -9,9 +9,11 @@ What we write is specified in docs/output-format.md.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import io
 import json
 import os
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ import OpenEXR
 from vera import __version__
 from vera.atomic import atomic_path
 from vera.errors import BadInput, frame_error, unreadable_or
+from vera.files import regular_file
 
 Window = tuple  # (xmin, ymin, xmax, ymax), inclusive
 
@@ -89,8 +92,6 @@ _capture_lock = threading.Lock()
 
 
 def _flush_c_stdio() -> None:
-    import ctypes
-
     try:
         ctypes.CDLL(None).fflush(None)
     except (OSError, AttributeError):  # no libc symbols (unusual platforms): nothing buffered to lose
@@ -105,8 +106,6 @@ def captured_native_output():
     Bad input must reach the user as one line, so the library's own lines are collected and folded into
     that line instead. Yields a list that holds the captured text (one string) once the block exits.
     """
-    import sys
-
     captured: list[str] = []
     for stream in (sys.stdout, sys.stderr):  # Python's own pending output must not land in the capture
         try:
@@ -158,8 +157,6 @@ class ExrLayer:
 
 def _open_exr(path, frame, header_only: bool = False):
     """OpenEXR.File, with failures (missing, corrupt, truncated) turned into one-line BadInput."""
-    from vera.files import regular_file
-
     path = str(path)
     regular_file(path, frame)  # a FIFO would block OpenEXR's open forever
     error = None

@@ -28,11 +28,20 @@ from dataclasses import replace
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+import vera.plan
+from vera import render
 from vera.errors import EXIT_INTERNAL, EXIT_TRANSIENT, BadInput, VeraError
-from vera.plan import MEMORY_MODES, Strategy
+from vera.layout import bundle_path
+from vera.model.bundle import resolve_device
+from vera.model.bundle_manifest import read_manifest
+from vera.model.configs import VeraConfig
+from vera.parallel import build_mesh
+from vera.plan import MEMORY_CHOICES, Strategy
+from vera.stepcache import step_cache
 
-MEMORY_CHOICES = ("auto", *MEMORY_MODES)
 GIB = 2**30
 PEER_LOST = ("Connection closed by peer", "Connection reset by peer")  # gloo, when another worker's process ends
 PEER_LOST_GRACE_S = 10.0
@@ -67,13 +76,9 @@ def default_strategy(num_heads: int, devices: int, guidance: bool, memory: str =
 
 def choose_strategy(shot, devices: int, memory: str = "auto", fp8: bool = False) -> Strategy:
     """The Strategy for rendering `shot` (a vera.render.Shot) on `devices` devices of this machine's kind."""
-    from vera.model.bundle import read_manifest
-    from vera.model.configs import VeraConfig
-    from vera.render import _bundle_path
-
     if memory not in MEMORY_CHOICES:
         raise BadInput(f"memory must be one of {', '.join(MEMORY_CHOICES)}, got {memory!r}")
-    manifest = read_manifest(_bundle_path(shot.spec))
+    manifest = read_manifest(bundle_path(shot.spec))
     cfg = VeraConfig.from_dict(manifest["config"])
     guidance = float(shot.spec.sampler.guidance if shot.spec.sampler.guidance is not None
                      else manifest["defaults"]["guidance"]) > 1.0  # vera.sampling runs CFG only above 1
@@ -87,8 +92,6 @@ def choose_strategy(shot, devices: int, memory: str = "auto", fp8: bool = False)
 
 def _planned(cfg, frames: int, resolution, devices: int, guidance: bool) -> Strategy | None:
     """The planner's choice for this GPU's memory, or None (no planner in this build, or no GPU to ask)."""
-    import vera.plan
-
     planner = getattr(vera.plan, "plan", None)
     if planner is None or not torch.cuda.is_available():
         return None
@@ -106,9 +109,6 @@ def _planned(cfg, frames: int, resolution, devices: int, guidance: bool) -> Stra
 def launch_workers(devices: int, argv: list[str]) -> int:
     """Run `vera-render <argv>` on `devices` local worker processes; 0, or WorkerFailed with the failed
     worker's exit code."""
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
     if devices < 1:
         raise BadInput(f"--devices must be at least 1, got {devices}")
     if torch.cuda.is_available() and torch.cuda.device_count() < devices:
@@ -151,7 +151,7 @@ def _farm_code(code: int) -> int:
 
 class _Leader(nn.Module):
     """Rank 0's transformer: sends every call's inputs to the other ranks, then takes part in the call. A
-    sampling run's step cache (vera.speed) is started and ended on every rank alike, so that all ranks skip the
+    sampling run's step cache (vera.stepcache) is started and ended on every rank alike, so that all ranks skip the
     same joint layers (MagCache decides from the calibration and the step alone, never from the data)."""
 
     def __init__(self, model: nn.Module, control):
@@ -159,7 +159,7 @@ class _Leader(nn.Module):
         self.model, self.control, self.cfg = model, control, model.cfg
 
     @property
-    def network(self) -> nn.Module:  # the VeraMoT inside (vera.speed hooks its joint layers)
+    def network(self) -> nn.Module:  # the VeraMoT inside (vera.stepcache hooks its joint layers)
         return self.model
 
     @property
@@ -171,7 +171,7 @@ class _Leader(nn.Module):
                                    group=self.control)
         return self.model(x, t, context, isolate_streams)
 
-    def step_cache_started(self, plan, timesteps) -> None:  # called by vera.speed.StepCache
+    def step_cache_started(self, plan, timesteps) -> None:  # called by vera.stepcache.StepCache
         dist.broadcast_object_list([("step_cache", plan, timesteps.cpu())], src=0, group=self.control)
 
     def step_cache_ended(self) -> None:
@@ -180,8 +180,6 @@ class _Leader(nn.Module):
 
 def _follow(load, control, device) -> None:
     """Ranks > 0: load the model at the first call, run every call the leader sends, until it says stop."""
-    from vera.speed import step_cache
-
     model = cache = None
     while True:
         box = [None]
@@ -208,9 +206,6 @@ def run_shot(shot, window=None, force: bool = False, progress: str = "auto", mem
     """`vera-render run` in this process: alone, or as one worker of a --devices run. Returns vera.render.run's
     result (None on the ranks that only serve the leader). `compile` (torch.compile of the joint layer) applies
     to a single process only."""
-    from vera import render
-    from vera.model.bundle import resolve_device
-
     if not is_worker():
         strategy = choose_strategy(shot, 1, memory, fp8)
         return render.run(shot, window, force, progress,
@@ -256,6 +251,4 @@ def run_shot(shot, window=None, force: bool = False, progress: str = "auto", mem
 
 
 def _mesh(strategy: Strategy, device: torch.device):
-    from vera.parallel import build_mesh
-
     return build_mesh(strategy, device.type)

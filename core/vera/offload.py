@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 
 import torch
+from diffusers.hooks import apply_group_offloading, apply_layerwise_casting
 
 # diffusers' skip list for its WanTransformer3DModel (patch embedding, condition embedders, norms), in our names.
 FP8_SKIP_PATTERNS = ("patch_embedding", "text_embedding", "time_embedding", "time_projection", "norm")
@@ -30,8 +31,6 @@ CPU = torch.device("cpu")
 def apply_layer_offload(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """Keep `model`'s weights in CPU memory and bring one joint block at a time to `device` while it runs
     (with prefetch of the next on CUDA). Call on a model whose weights are on the CPU."""
-    from diffusers.hooks import apply_group_offloading
-
     device = torch.device(device)
     cuda = device.type == "cuda"
     apply_group_offloading(model, onload_device=device, offload_device=CPU, offload_type="block_level",
@@ -41,8 +40,6 @@ def apply_layer_offload(model: torch.nn.Module, device: torch.device) -> torch.n
 
 def apply_fp8_storage(model: torch.nn.Module) -> torch.nn.Module:
     """Store the Linear weights (all but FP8_SKIP_PATTERNS) as float8_e4m3fn; each layer computes in bf16."""
-    from diffusers.hooks import apply_layerwise_casting
-
     apply_layerwise_casting(model, storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16,
                             skip_modules_pattern=FP8_SKIP_PATTERNS)
     return model

@@ -32,9 +32,13 @@ import torch
 import torch.distributed as dist
 import torch.distributed._functional_collectives as funcol
 import torch.nn as nn
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor
 
 from vera.errors import BadInput
-from vera.model.dit import JointBlock, VeraMoT
+from vera.model.checkpoint import _open_safetensors, read_config
+from vera.model.dit import JointBlock, VeraMoT, build_on_meta, stream_first_key
 
 MESH_DIMS = ("cfg", "replica", "sp")
 
@@ -51,8 +55,6 @@ def apply_fsdp(model: VeraMoT, mesh, *, param_dtype: torch.dtype | None = None,
     Forward inputs are NOT cast by FSDP (`cast_forward_inputs=False`): the residual stream between blocks stays
     float32, which is Wan2.1's bf16 recipe (vera.model.dit).
     """
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
     policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype, cast_forward_inputs=False)
     for block in model.blocks:
         fully_shard(block, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
@@ -186,8 +188,6 @@ def build_mesh(strategy, device_type: str = "cpu"):
     """The DeviceMesh of a `vera.plan.Strategy`: ("cfg", "replica", "sp") of sizes (2 with cfg_parallel else 1,
     the rest, sequence_parallel). Ranks of one "replica" row compute the same thing; they exist to hold a
     share of sharded weights (FSDP without sequence parallelism). Needs the default process group."""
-    from torch.distributed.device_mesh import init_device_mesh
-
     cfg = 2 if strategy.cfg_parallel else 1
     if strategy.devices % (cfg * strategy.sequence_parallel):
         raise BadInput(f"{strategy.devices} devices cannot hold {cfg} guidance group(s) of sequence-parallel "
@@ -216,14 +216,10 @@ def load_sharded(path, cfg, mesh, strategy, device: torch.device, dtype: torch.d
     """A VeraMoT parallelized for `strategy` (which shards its weights) whose every rank reads only its own rows
     of the checkpoint file: built on the meta device, sharded, then filled from safetensors slices. Peak host
     memory is one tensor's rows, not the model (14B: 80 GiB per rank if each rank read the whole file)."""
-    from vera.model.checkpoint import _open_safetensors, read_config
-    from vera.model.dit import build_on_meta, stream_first_key
-
     path = Path(path)
     found = read_config(path)
     if found != cfg:
         raise BadInput(f"{path}: the checkpoint's config differs from the bundle's ({found} vs {cfg})")
-    from torch.distributed.tensor import DTensor
 
     model = parallelize(build_on_meta(cfg), mesh, strategy)
     sharded = {}

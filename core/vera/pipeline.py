@@ -17,12 +17,15 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from vera import colour
 from vera.errors import BadInput
 from vera.model.dit import pack_mask
 from vera.model.student import turbo_recipe
 from vera.model.vae import decode_matte
 from vera.offload import on_device
 from vera.sampling import sample
+from vera.presets import plan_steps, read_calibration
+from vera.rebuild import Fit, rebuild_layer
 from vera.shot import MASK_CHANNELS, SamplerSpec, ShotSpec
 
 
@@ -53,13 +56,11 @@ class SamplerSettings:
     shift: float
     negative_prompt: str
     speed: str = "quality"
-    plan: object = None            # vera.speed.StepPlan: guidance schedule and step caching
+    plan: object = None            # vera.presets.StepPlan: guidance schedule and step caching
 
 
 def sampler_settings(bundle, spec: ShotSpec) -> SamplerSettings:
     """The spec's sampler choices, falling back to the bundle's defaults, with the speed preset applied."""
-    from vera.speed import plan_steps, read_calibration
-
     d = bundle.defaults
     if spec.speed == "turbo":  # the student's own recipe: the shot's steps, guidance and shift do not apply
         d, spec = {**d, **turbo_recipe(bundle)}, replace(spec, sampler=SamplerSpec())
@@ -131,9 +132,6 @@ def _frames_out(video: torch.Tensor, count: int) -> list[np.ndarray]:
 def render_window(bundle, spec: ShotSpec, frames: list[int], seed: int, progress=None,
                   decode_composite: bool = False) -> RenderResult:
     """Render `frames` (one window) of `spec`; see the module docstring. Layers at plate resolution."""
-    from vera import colour
-    from vera.rebuild import Fit, rebuild_layer
-
     if not frames:
         raise BadInput(f"{spec.name}: no frames to render")
     frames = [int(f) for f in frames]

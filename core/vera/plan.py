@@ -24,12 +24,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from safetensors import safe_open
 
 from vera.errors import BadInput
-from vera.model.configs import STREAMS, VeraConfig
+from vera.model.bundle_manifest import bundle_folder, read_manifest
+from vera.model.configs import CONFIGS, STREAMS, VeraConfig
 
 # Where the weights live on one device while the model runs.
 MEMORY_MODES = ("resident", "parts", "layers")
+MEMORY_CHOICES = ("auto", *MEMORY_MODES)  # `--memory`: auto asks the planner
 #   resident: everything on the GPU for the whole render;
 #   parts:    text encoder and VAE on the GPU only while they run (the transformer resident);
 #   layers:   also the transformer's joint blocks streamed from CPU memory, with prefetch.
@@ -212,36 +217,33 @@ class Components:
 
 
 def bundle_components(folder) -> tuple[VeraConfig, Components, dict]:
-    """(config, components, defaults) of a model bundle, counted from its files on the meta device (no weights
-    are read): the text encoder's transformers config and the VAE's (a Wan VAE's diffusers config, or a patch
-    VAE's stride)."""
-    import torch
-
-    from vera.model.bundle import bundle_folder, read_manifest
-
+    """(config, components, defaults) of a model bundle, counted from the headers of its weight files (no
+    weights are read, and no torch: `plan` and `submit` stay light): the text encoder's and a Wan VAE's
+    parameters, or a patch VAE's stride. A part whose folder holds no weight file keeps the Wan2.1 count."""
     folder = bundle_folder(folder)
     manifest = read_manifest(folder)
     cfg = VeraConfig.from_dict(manifest["config"])
     components = Components()
     text_folder = folder / manifest["text_encoder"]
     if (text_folder / "config.json").is_file():
-        from transformers import UMT5Config, UMT5EncoderModel
-
-        with torch.device("meta"):
-            encoder = UMT5EncoderModel(UMT5Config.from_pretrained(text_folder, local_files_only=True))
-        components.text_encoder_params = sum(p.numel() for p in encoder.parameters())
+        components.text_encoder_params = _stored_parameters(text_folder) or components.text_encoder_params
     vae = manifest["vae"]
     if vae.get("type") == "patch":
         patch = int(vae.get("patch", 4))
         components.vae_params, components.vae_decode, components.vae_stride = 0, False, (1, patch, patch)
     elif vae.get("type") == "wan":
-        from diffusers import AutoencoderKLWan
-
-        vae_folder = folder / vae.get("path", "vae")
-        with torch.device("meta"):
-            model = AutoencoderKLWan.from_config(AutoencoderKLWan.load_config(vae_folder))
-        components.vae_params = sum(p.numel() for p in model.parameters())
+        components.vae_params = _stored_parameters(folder / vae.get("path", "vae")) or components.vae_params
     return cfg, components, manifest["defaults"]
+
+
+def _stored_parameters(folder: Path) -> int:
+    """Parameters stored in a folder's safetensors files, from their headers (the shapes; no tensor is read).
+    Tied weights are stored once, as a model counts them."""
+    total = 0
+    for path in sorted(folder.glob("*.safetensors")):
+        with safe_open(path, framework="numpy") as f:
+            total += sum(math.prod(f.get_slice(key).get_shape()) for key in f.keys())
+    return total
 
 
 @dataclass
@@ -376,8 +378,6 @@ def candidates(cfg: VeraConfig, gpus: int, mode: str, guidance: bool = True):
 
 
 def _name(cfg: VeraConfig) -> str:
-    from vera.model.configs import CONFIGS
-
     return next((name for name, known in CONFIGS.items() if known == cfg), f"a dim-{cfg.dim} model")
 
 

@@ -16,11 +16,15 @@ import os
 import re
 from dataclasses import dataclass
 
+import av
+import fileseq
 import numpy as np
+import OpenImageIO as oiio
 
 from vera import exr as exr_io
 from vera.errors import BadInput, frame_error, unreadable_or
 from vera.files import regular_file
+from vera.frames import compact_frames
 
 # More frames than any shot has: a range beyond it is a typo, refused at once instead of scanned file by file.
 MAX_SEQUENCE_FRAMES = 100_000
@@ -50,26 +54,12 @@ class Image:
         return exr_io.window_size(self.display_window)[1]
 
 
-def compact_frames(frames) -> str:
-    """'1003-1005,1010' for [1003, 1004, 1005, 1010]: runs of consecutive frames (no 'x2' steps, which read
-    less plainly in an error message)."""
-    runs: list[list[int]] = []
-    for f in sorted(set(int(f) for f in frames)):
-        if runs and f == runs[-1][1] + 1:
-            runs[-1][1] = f
-        else:
-            runs.append([f, f])
-    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
-
-
 # ----------------------------------------------------------------------------------------------- patterns
 
 def _parse_pattern(pattern: str):
     """fileseq.FileSequence for `pattern`; '##..#' counts one digit per '#', a lone '#' means four.
 
     Only the file name carries the frame pattern: a folder may hold '#', '%' or '@' (shots/sc#12/...)."""
-    import fileseq
-
     folder, name = os.path.split(pattern)
     try:
         probe = fileseq.FileSequence(name)
@@ -140,8 +130,6 @@ def _to_rgba(pixels: np.ndarray, channel_names: list[str], alpha_index: int, pat
 
 
 def _oiio_open(path, frame):
-    import OpenImageIO as oiio
-
     regular_file(path, frame)
     with exr_io.captured_native_output():  # libpng & co. print their own lines; OIIO's error holds them
         inp = oiio.ImageInput.open(path)
@@ -157,8 +145,6 @@ def _oiio_windows(spec):
 
 
 def _read_oiio(path, frame, region, nonfinite, layer) -> Image:
-    import OpenImageIO as oiio
-
     inp = _oiio_open(path, frame)
     try:
         spec = inp.spec()
@@ -360,8 +346,6 @@ class _Movie:
     """Sequential PyAV decoding with frame numbers; seeking backwards re-opens the file (plates read forward)."""
 
     def __init__(self, path: str, start_frame: int):
-        import av
-
         self.path = path
         self.start = start_frame
         try:
@@ -383,8 +367,6 @@ class _Movie:
         self._next_index = 0
 
     def _rewind(self):
-        import av
-
         self.close()
         self._container = av.open(self.path)
         self._decoder = self._container.decode(video=0)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import sys
 
+from tqdm import tqdm
+
 MODES = ("auto", "bar", "openjd", "deadline", "log", "none")
 
 
@@ -36,8 +38,6 @@ class Progress:
         self._bar = None
         self._last_percent = -1
         if mode == "bar":
-            from tqdm import tqdm
-
             self._bar = tqdm(total=self.total, desc=label, file=self.err, unit="step", leave=True)
 
     def __enter__(self):

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import torch
 
 DEFAULT_THRESHOLD = 1.0 / 255.0
 GUIDE_RADIUS = 2          # box radius of the guided filter, in model pixels
@@ -35,8 +36,6 @@ GUIDE_EPS = 1e-3          # regularisation: larger -> smoother matte, less edge 
 
 def resize(image: np.ndarray, width: int, height: int, mode: str = "bilinear") -> np.ndarray:
     """Resample (h, w) or (h, w, C) float32 to (height, width[, C]); antialiased when shrinking."""
-    import torch
-
     squeeze = image.ndim == 2
     src = image[..., None] if squeeze else image
     if src.shape[:2] == (height, width):
@@ -116,8 +115,6 @@ class Fit:
 def box_mean(x, r: int):
     """Mean over a (2r+1)^2 box, normalised by the pixels inside the image at the borders (the guided filter's
     box). torch (C, h, w) or (h, w) in, same shape out."""
-    import torch
-
     t = torch.as_tensor(x)
     batch = t[None] if t.ndim == 3 else t[None, None]
     out = torch.nn.functional.avg_pool2d(batch, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
@@ -127,8 +124,6 @@ def box_mean(x, r: int):
 def guided_coefficients(guide, p, r: int = GUIDE_RADIUS, eps: float = GUIDE_EPS):
     """Colour guided filter (He et al.) coefficients for guide (3, h, w) and input p (h, w): box-averaged
     A (3, h, w) and b (h, w), so the filtered p is sum_c A_c * I_c + b."""
-    import torch
-
     guide = torch.as_tensor(guide, dtype=torch.float32)
     p = torch.as_tensor(p, dtype=torch.float32)
     mean_i = box_mean(guide, r)
@@ -157,8 +152,6 @@ def guide_image(plate_rgb):
     """The plate as a planar (3, H, W) torch guide in [0, 1): negatives cut, superwhites compressed
     (x / (1 + x)), so scene-linear and display-referred plates give edges of comparable strength for one eps.
     Takes (H, W, >=3) numpy/torch (any strides)."""
-    import torch
-
     x = torch.as_tensor(plate_rgb)[..., :3]
     g = torch.empty((3,) + tuple(x.shape[:2]), dtype=torch.float32)
     torch.clamp(x.permute(2, 0, 1), min=0.0, out=g)
@@ -169,8 +162,6 @@ def guide_image(plate_rgb):
 def _torch_threads(n: int):
     """Run a block on n intra-op threads. The model-resolution work is many small ops; on a busy machine,
     waking a second thread for each costs more than the op itself."""
-    import torch
-
     old = torch.get_num_threads()
     if old != n:
         torch.set_num_threads(n)
@@ -195,8 +186,6 @@ def _sample(low, full_h: int, full_w: int, roi, mode: str):
     """`low` (C, h, w) resampled to the full-resolution grid (full_h, full_w), only over `roi`
     (y0, y1, x0, x1): the same pixel-centre mapping as interpolate(align_corners=False), evaluated by
     grid_sample so that a sub-rectangle costs only its own pixels."""
-    import torch
-
     y0, y1, x0, x1 = roi
     ys = (torch.arange(y0, y1, dtype=torch.float32) * 2 + 1) / full_h - 1
     xs = (torch.arange(x0, x1, dtype=torch.float32) * 2 + 1) / full_w - 1
@@ -219,8 +208,6 @@ def _sample_without_overshoot(low, full_h: int, full_w: int, roi):
     e.g. negative colour next to black); the limit removes what the resampler invented and keeps every value
     the source holds (scene-linear values above 1 included).
     """
-    import torch
-
     def first_taps(start, stop, n_low, n_full):
         src = np.clip((np.arange(start, stop) + 0.5) * (n_low / n_full) - 0.5, 0.0, n_low - 1)
         return torch.from_numpy(np.floor(src).astype(np.int64))
@@ -246,8 +233,6 @@ def _sample_without_overshoot(low, full_h: int, full_w: int, roi):
 def _matte_in_roi(alpha_content, plate_rgb, r: int, eps: float):
     """(alpha over roi, roi) at plate resolution; roi = (y0, y1, x0, x1) bounds everything that can be non-zero
     (the guided filter's coefficients are exactly 0 where the model's matte is 0 around a pixel), or None."""
-    import torch
-
     H, W = plate_rgb.shape[:2]
     h, w = alpha_content.shape
     plate = torch.as_tensor(plate_rgb)[..., :3]
@@ -276,8 +261,6 @@ def upsample_matte(alpha_content: np.ndarray, plate_rgb: np.ndarray, r: int = GU
                    eps: float = GUIDE_EPS) -> np.ndarray:
     """Alpha at model resolution (content box only) -> (H, W) float32 at plate resolution, edges following
     the plate (fast guided filter; not yet clipped or thresholded)."""
-    import torch
-
     H, W = plate_rgb.shape[:2]
     out = np.zeros((H, W), np.float32)
     with torch.no_grad():
@@ -291,8 +274,6 @@ def upsample_matte(alpha_content: np.ndarray, plate_rgb: np.ndarray, r: int = GU
 
 def finish_matte(alpha: np.ndarray, threshold: float = DEFAULT_THRESHOLD, garbage: np.ndarray | None = None):
     """Clip to [0, 1], multiply by the garbage matte, and zero everything below `threshold` (exactly 0). In place."""
-    import torch
-
     t = torch.from_numpy(alpha)
     t.clamp_(0.0, 1.0)
     if garbage is not None:
@@ -305,8 +286,6 @@ def finish_matte(alpha: np.ndarray, threshold: float = DEFAULT_THRESHOLD, garbag
 
 def _premultiply_into(planes, rgb, alpha) -> None:
     """planes (4, h, w) <- rgb (3, h, w) * alpha, alpha; RGB exactly +0 where alpha is 0 (rgb must be finite)."""
-    import torch
-
     torch.mul(rgb, alpha, out=planes[:3])
     planes[3] = alpha
     # rgb * 0 is 0 for finite rgb, but -0.0 for negative rgb; adding +0.0 turns -0.0 into +0.0 (IEEE 754)
@@ -318,8 +297,6 @@ def premultiply(rgb, alpha: np.ndarray) -> np.ndarray:
     """(H, W, 4) float32: rgb * alpha and alpha, with RGB exactly +0 where alpha is 0 (even if rgb is inf/NaN).
     `rgb` may be (H, W, 3) or planar (3, H, W). The result is a planar array seen as (H, W, 4) (each channel
     is contiguous), which is what the EXR writer wants, so no interleaving pass is spent."""
-    import torch
-
     h, w = alpha.shape
     planes = torch.empty((4, h, w), dtype=torch.float32)
     src = torch.as_tensor(rgb)
@@ -344,7 +321,6 @@ def rebuild_layer(edit_rgb_model: np.ndarray, alpha_model: np.ndarray, plate_rgb
                          f"fit expects {fit.plate_w}x{fit.plate_h}")
     if garbage is not None and garbage.shape != (fit.plate_h, fit.plate_w):
         raise ValueError(f"garbage matte is {garbage.shape}, the plate is {(fit.plate_h, fit.plate_w)}")
-    import torch
 
     H, W = fit.plate_h, fit.plate_w
     # np.zeros maps zero pages lazily: the untouched part of the frame costs no memory traffic until written.
@@ -362,3 +338,22 @@ def rebuild_layer(edit_rgb_model: np.ndarray, alpha_model: np.ndarray, plate_rgb
                                             roi)
             _premultiply_into(planes[:, y0:y1, x0:x1], rgb, q)  # q is alpha (finished in place); rgb is finite
     return planes.numpy().transpose(1, 2, 0)
+
+
+def cross_fade(terms, threshold: float) -> np.ndarray:
+    """One frame's premultiplied RGBA (H, W, 4) float32 from its windows' layers, `terms` = [(weight, rgba)].
+
+    The weighted sum fades one window's alpha towards the other's, so a pixel one window drew faintly can end
+    below the threshold: the threshold (vera.rebuild.finish_matte) is applied again, and colour is cleared
+    wherever alpha is now 0. The garbage matte needs no second pass: each window's alpha is already at most
+    the garbage matte, and so is their weighted mean (weights are >= 0 and sum to 1).
+    """
+    blended = None
+    for weight, rgba in terms:
+        term = np.float32(weight) * np.asarray(rgba, dtype=np.float32)
+        blended = term if blended is None else blended + term
+    alpha = np.ascontiguousarray(blended[..., 3])
+    finish_matte(alpha, threshold)
+    blended[..., 3] = alpha
+    blended[alpha == 0] = 0.0
+    return blended

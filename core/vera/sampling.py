@@ -12,20 +12,21 @@ each stream's noisy latent. Classifier-free guidance runs the prompt and the neg
 (one forward per step) and mixes v = v_neg + guidance * (v_pos - v_neg). Noise comes from a seeded CPU
 `torch.Generator`, so a seed gives the same start on every device and the CPU result is deterministic.
 
-A `vera.speed.StepPlan` (from the shot's speed preset) may drop the negative branch for the late steps (the
+A `vera.presets.StepPlan` (from the shot's speed preset) may drop the negative branch for the late steps (the
 guidance schedule) and lets diffusers' MagCache skip the joint layers on steps it predicts; the loop itself
-only asks the plan which steps are guided and wraps the model calls in `vera.speed.step_cache`.
+only asks the plan which steps are guided and wraps the model calls in `vera.stepcache.step_cache`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 
 from vera.errors import BadInput
-from vera.speed import step_cache
+from vera.presets import SAMPLERS
+from vera.stepcache import step_cache
 
-SAMPLERS = ("unipc", "euler")
 NUM_TRAIN_TIMESTEPS = 1000
 # Where each grid starts before the shift. Wan's UniPC starts at its largest training sigma, 1 - 1/1000, as the
 # float32 its scheduler stores (the float32 rounding decides a few integer timesteps); Euler starts at 1 as Wan's
@@ -50,8 +51,6 @@ def make_scheduler(sampler: str, shift: float, steps: int, device=None):
     Each scheduler gets the unshifted grid and applies the shift itself, once. UniPC's timesteps are then
     integers (1000 sigma, truncated, as in Wan); Euler's are 1000 sigma.
     """
-    from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
-
     _check_sampler(sampler)
     if sampler == "unipc":
         scheduler = UniPCMultistepScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS,
@@ -85,7 +84,7 @@ def sample(model, condition: torch.Tensor, context: torch.Tensor, negative_conte
     condition: (B, in_dim - z_dim, f, h, w) source latents ++ packed mask.
     context / negative_context: (B, L, D) prompt embeddings; guidance <= 1 or no negative context -> no CFG.
     progress: anything with `advance(n, note)` (vera.progress.Progress); advanced once per step.
-    plan: a vera.speed.StepPlan (guidance schedule, step caching); None runs every step in full.
+    plan: a vera.presets.StepPlan (guidance schedule, step caching); None runs every step in full.
     """
     if int(steps) < 1:
         raise BadInput(f"sampler steps must be at least 1, got {steps}")

@@ -10,13 +10,23 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import os
 import re
 import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 
+from vera.atomic import atomic_write_text
+from vera.colour import resolve_colorspace
 from vera.errors import BadInput
+from vera.exr import COMPRESSIONS
+from vera.files import overwrite_problem, regular_file
+from vera.model.bundle_manifest import read_manifest
+from vera.outputs import output_files
+from vera.plates import MAX_SEQUENCE_FRAMES, open_sequence
+from vera.presets import PRESETS, SAMPLERS
+from vera.windows import plan_windows
 
 SCHEMA_VERSION = 1
 TASKS = ("object_addition", "background_change")
@@ -88,7 +98,7 @@ class ShotSpec:
     model: ModelSpec = field(default_factory=ModelSpec)
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
     seed: int = 0
-    speed: str = "balanced"        # quality | balanced | preview | turbo (vera.speed)
+    speed: str = "balanced"        # quality | balanced | preview | turbo (vera.presets)
     window: WindowSpec = field(default_factory=WindowSpec)
     matte: MatteSpec = field(default_factory=MatteSpec)
     vera_shot: int = SCHEMA_VERSION
@@ -101,15 +111,11 @@ class ShotSpec:
 
     def open_plate(self, first: int | None = None, last: int | None = None):
         """The plate as a vera.plates.PlateSequence (its layer, a movie's start frame), frames first..last."""
-        from vera.plates import open_sequence
-
         return open_sequence(self.resolve(self.plate.path), first, last, layer=self.plate.layer,
                              start_frame=self.plate.start_frame, view=self.plate.view)
 
     def open_mask(self, first: int | None = None, last: int | None = None):
         """The garbage matte as a PlateSequence (a movie's start frame applied), or None without a mask."""
-        from vera.plates import open_sequence
-
         if self.mask is None:
             return None
         return open_sequence(self.resolve(self.mask.path), first, last, start_frame=self.mask.start_frame,
@@ -121,8 +127,6 @@ class ShotSpec:
         return d
 
     def save(self, path: str | Path) -> None:
-        from vera.atomic import atomic_write_text
-
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
@@ -214,8 +218,6 @@ def _check_sequence(where: str, pattern: str, first: int, last: int, layer: str,
                     require_alpha: bool = False):
     """Every frame of the range present and readable as a header (vera.plates reports all missing frames);
     returns the opened vera.plates.PlateSequence, or None after adding the problem."""
-    from vera.plates import open_sequence
-
     path = Path(pattern).expanduser()
     try:
         return open_sequence(str(path if path.is_absolute() else base / path), first, last, layer=layer,
@@ -264,8 +266,6 @@ def _default_window(bundle_manifest: dict | None) -> int | None:
 
 def _check_output_dir(out_dir: Path, problems: list[str]) -> bool:
     """The output folder is a folder, or can be made: its nearest existing ancestor is a writable folder."""
-    import os
-
     if out_dir.exists() and not out_dir.is_dir():
         problems.append(f"output.dir: {out_dir} exists and is not a folder")
         return False
@@ -290,8 +290,6 @@ def validate(path_or_dict, base_dir: str | Path | None = None) -> list[str]:
         data, label = path_or_dict, "shot spec"
         base = Path(base_dir) if base_dir is not None else Path.cwd()
     else:
-        from vera.files import regular_file
-
         spec_path = Path(path_or_dict)
         label = str(spec_path)
         try:
@@ -337,7 +335,6 @@ def validate(path_or_dict, base_dir: str | Path | None = None) -> list[str]:
     if range_ok and first < 0:
         problems.append(f"plate.first: negative frame number {first}")
         range_ok = False
-    from vera.plates import MAX_SEQUENCE_FRAMES
 
     if range_ok and last - first + 1 > MAX_SEQUENCE_FRAMES:
         problems.append(f"plate.first/last: {last - first + 1} frames ({first}-{last}) is more than the "
@@ -346,8 +343,6 @@ def validate(path_or_dict, base_dir: str | Path | None = None) -> list[str]:
     if "colorspace" in plate and not plate["colorspace"].strip():
         problems.append("plate.colorspace: empty (name the plate's OCIO colour space, e.g. 'ACEScg')")
     elif "colorspace" in plate:
-        from vera.colour import resolve_colorspace
-
         try:
             resolve_colorspace(plate["colorspace"])
         except BadInput as exc:
@@ -380,15 +375,11 @@ def validate(path_or_dict, base_dir: str | Path | None = None) -> list[str]:
         if not bundle.is_dir():
             problems.append(f"model.bundle: folder not found: {bundle} (use \"demo\" or a model bundle folder)")
         else:
-            from vera.model.bundle import read_manifest
-
             try:
                 bundle_manifest = read_manifest(bundle)
             except BadInput as exc:
                 problems.append(f"model.bundle: {exc}")
     elif model.get("bundle", "demo") == "demo":
-        from vera.model.bundle import read_manifest
-
         try:
             bundle_manifest = read_manifest("demo")
         except BadInput as exc:  # an install without the demo model
@@ -405,8 +396,6 @@ def validate(path_or_dict, base_dir: str | Path | None = None) -> list[str]:
 
     sampler = sections.get("sampler", {})
     if sampler.get("name") is not None:
-        from vera.sampling import SAMPLERS
-
         _one_of("sampler.name", sampler["name"], SAMPLERS, problems)
     if sampler.get("steps") is not None and sampler["steps"] < 1:
         problems.append(f"sampler.steps: {sampler['steps']} must be at least 1")
@@ -420,8 +409,6 @@ def validate(path_or_dict, base_dir: str | Path | None = None) -> list[str]:
         problems.append(f"sampler.guidance_until: {sampler['guidance_until']} must be in (0, 1] "
                         "(the fraction of steps that run the negative prompt)")
     if "speed" in top:
-        from vera.speed import PRESETS
-
         _one_of("speed", top["speed"], PRESETS, problems)
 
     window = sections.get("window", {})
@@ -442,8 +429,6 @@ def validate(path_or_dict, base_dir: str | Path | None = None) -> list[str]:
             problems.append(f"window.overlap: {overlap} is too large for a {frames}-frame window "
                             f"(at most {(frames + 1) // 2 - 1}: a frame may be covered by two windows, not three)")
         elif range_ok:
-            from vera.windows import plan_windows
-
             try:
                 plan_windows(first, last, frames, overlap)
             except BadInput as exc:
@@ -455,8 +440,6 @@ def validate(path_or_dict, base_dir: str | Path | None = None) -> list[str]:
     if "name" in output and not _SAFE_NAME.match(output["name"]):
         problems.append(f"output.name: '{output['name']}' must be letters, digits, '.', '_' or '-'")
     if "compression" in output:
-        from vera.exr import COMPRESSIONS  # the lossless codecs vera writes
-
         _one_of("output.compression", output["compression"], list(COMPRESSIONS), problems)
     if "padding" in output and not 1 <= output["padding"] <= 10:
         problems.append(f"output.padding: {output['padding']} must be between 1 and 10 digits")
@@ -479,10 +462,7 @@ def validate(path_or_dict, base_dir: str | Path | None = None) -> list[str]:
 
 
 def _overwrite_problem(out_dir: Path, output: dict, plate_seq, mask_seq, spec_path) -> str | None:
-    """Whether the render's outputs (vera.render.output_files) would land on the plate, the mask or the spec."""
-    from vera.files import overwrite_problem
-    from vera.render import output_files
-
+    """Whether the render's outputs (vera.outputs.output_files) would land on the plate, the mask or the spec."""
     inputs = [(seq.path(frame), frame) for seq in (plate_seq, mask_seq) if seq is not None for frame in seq.frames]
     if spec_path is not None:
         inputs.append((str(spec_path), None))

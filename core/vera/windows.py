@@ -2,15 +2,13 @@
 
 A window is what one farm task renders. Windows overlap by `overlap` frames; in the overlap the two renders
 are cross-faded linearly (on premultiplied RGBA, where a linear blend is correct), then the matte threshold is
-applied again (`cross_fade`). At most two windows cover any frame (overlap must be under half the window), so
-each frame's blend has one or two terms.
+applied again (`vera.rebuild.cross_fade`). At most two windows cover any frame (overlap must be under half the
+window), so each frame's blend has one or two terms.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import numpy as np
 
 from vera.errors import BadInput
 
@@ -70,27 +68,6 @@ def blend_weights(windows: list[Window], frame: int) -> list[tuple[int, float]]:
     n = a.last - b.first + 1  # frames in the overlap
     w_b = (frame - b.first + 1) / (n + 1)
     return [(a.index, 1.0 - w_b), (b.index, w_b)]
-
-
-def cross_fade(terms, threshold: float) -> np.ndarray:
-    """One frame's premultiplied RGBA (H, W, 4) float32 from its windows' layers, `terms` = [(weight, rgba)].
-
-    The weighted sum fades one window's alpha towards the other's, so a pixel one window drew faintly can end
-    below the threshold: the threshold (vera.rebuild.finish_matte) is applied again, and colour is cleared
-    wherever alpha is now 0. The garbage matte needs no second pass: each window's alpha is already at most
-    the garbage matte, and so is their weighted mean (weights are >= 0 and sum to 1).
-    """
-    from vera.rebuild import finish_matte
-
-    blended = None
-    for weight, rgba in terms:
-        term = np.float32(weight) * np.asarray(rgba, dtype=np.float32)
-        blended = term if blended is None else blended + term
-    alpha = np.ascontiguousarray(blended[..., 3])
-    finish_matte(alpha, threshold)
-    blended[..., 3] = alpha
-    blended[alpha == 0] = 0.0
-    return blended
 
 
 def window_seed(shot_seed: int, index: int) -> int:

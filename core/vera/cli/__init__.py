@@ -2,6 +2,11 @@
 
 Each area of the engine registers its own subcommands from its own module (listed in COMMAND_MODULES), so
 the CLI stays one thin layer. Errors become one line on stderr and an exit code (vera.errors).
+
+Lazy dispatch, the one place vera imports a module inside a function: the modules that declare subcommands are
+light (argparse, the spec, the manifest, the planner), and a subcommand whose work needs torch names its
+handler as "module:function" (`later`), imported only when that subcommand runs. So `--help`, `validate`,
+`status`, `plan` and `submit` start without torch (tests/test_cli_light.py).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import argparse
 import importlib
 import os
 import sys
+import traceback
 
 from vera import __version__
 from vera.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_TRANSIENT, VeraError, machine_error
@@ -36,6 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def later(target: str):
+    """The handler "module:function" of a subcommand, imported when the subcommand runs (lazy dispatch)."""
+    module, _, name = target.partition(":")
+
+    def run(args) -> int:
+        return getattr(importlib.import_module(module), name)(args)
+
+    run.target = target
+    return run
+
+
 def frame_size(text: str) -> tuple[int, int]:
     """argparse type of a `WIDTHxHEIGHT` option (vera-render plan, vera-train synth/plan)."""
     try:
@@ -51,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def working_directory_gone(prog: str) -> int:
     """EXIT_TRANSIENT (after one line) when the current folder was deleted, else 0. Called before the parser is
-    built, since building it imports modules that load torch, whose MKL loader exits the process (code 2) from a
-    deleted folder. Transient: the task's folder was removed under it; a retry starts in a fresh one."""
+    built, since a subcommand may load torch, whose MKL loader exits the process (code 2) from a deleted
+    folder. Transient: the task's folder was removed under it; a retry starts in a fresh one."""
     try:
         os.getcwd()
     except FileNotFoundError:
@@ -86,8 +103,6 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str] | None = None) 
 
 
 def _internal(prog: str, exc: BaseException) -> int:
-    import traceback
-
     print(f"{prog}: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
     if os.environ.get("VERA_DEBUG"):
         traceback.print_exc()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import sys
+import argparse
+
+from vera.cli import later
+from vera.cli.render_cmds import add_speed_arguments
+from vera.progress import add_progress_argument
 
 
 def register(subparsers) -> None:
-    from vera.progress import add_progress_argument
-
     demo = subparsers.add_parser(
         "demo", help="edit a procedural plate with the embedded demo model and write a contact sheet",
         description="Make a procedural plate (or take --plate), render it with the embedded demo model through "
@@ -19,27 +21,7 @@ def register(subparsers) -> None:
     demo.add_argument("--colorspace", help="the plate's OCIO colour space (default sRGB - Texture)")
     demo.add_argument("--frames", type=int, help="number of frames (default: the model's window)")
     demo.add_argument("--seed", type=int, default=0, help="plate and sampling seed (default 0)")
-    demo.add_argument("--bundle", default="demo", help=argparse_suppress())
-    from vera.cli.render_cmds import add_speed_arguments
-
+    demo.add_argument("--bundle", default="demo", help=argparse.SUPPRESS)
     add_speed_arguments(demo, "balanced")
     add_progress_argument(demo)
-    demo.set_defaults(func=run)
-
-
-def argparse_suppress():
-    import argparse
-
-    return argparse.SUPPRESS
-
-
-def run(args) -> int:
-    from vera.demo import DEFAULT_PROMPT, run_demo
-
-    result = run_demo(out=args.out, prompt=args.prompt or DEFAULT_PROMPT, plate=args.plate,
-                      colorspace=args.colorspace, seed=args.seed, frames=args.frames, bundle=args.bundle,
-                      progress=args.progress, speed=args.speed, compile=args.compile)
-    print(f"{result['task']}: {result['prompt']!r}, {result['frames']} frames in {result['seconds']} s; "
-          f"QC {'passed' if result['qc_passed'] else 'FAILED'}; contact sheet: {result['out']}/contact_sheet.png",
-          file=sys.stderr)
-    return 0 if result["qc_passed"] else 4
+    demo.set_defaults(func=later("vera.cli.demo_run:run"))

@@ -7,8 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-from vera.errors import BadInput
-
+from vera.atomic import atomic_write_text
+from vera.comp import Inputs, comp_sequence, qc_sequence
+from vera.errors import EXIT_QC_FAILED, BadInput
+from vera.files import refuse_overwrite
+from vera.plates import open_sequence
 from vera.progress import Progress, add_progress_argument
 
 QC_EPILOG = """exit codes: 0 QC passed, 4 QC failed (an untouched pixel changed), 2 bad input, 1 internal error.
@@ -55,15 +58,11 @@ def register(subparsers) -> None:
 
 
 def _inputs(args):
-    from vera.comp import Inputs
-
     return Inputs(args.plate, args.edit, args.first, args.last, args.layer, args.nonfinite, args.start_frame,
                   args.view)
 
 
 def run_comp(args) -> int:
-    from vera.comp import comp_sequence
-
     inputs = _inputs(args)
     with Progress(len(inputs.frames), "comp", args.progress) as progress:
         written = comp_sequence(inputs, args.out, args.compression, progress)
@@ -72,16 +71,10 @@ def run_comp(args) -> int:
 
 
 def run_qc(args) -> int:
-    from vera.atomic import atomic_write_text
-    from vera.comp import qc_sequence
-    from vera.errors import EXIT_QC_FAILED
-
     if args.json not in (None, "-") and Path(args.json).is_dir():  # refused before any frame is read
         raise BadInput(f"{args.json}: --json names a folder; give a file name for the report")
     inputs = _inputs(args)
     if args.json and args.json != "-":  # the report may not replace a plate, edit or composite frame
-        from vera.files import refuse_overwrite
-        from vera.plates import open_sequence
 
         read = inputs.files()
         if args.comp:

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import math
-from pathlib import Path
+from vera.cli import later
+from vera.model.configs import CONFIGS
 
-from vera.errors import BadInput
-
-_DTYPES = {"keep": None, "float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+DTYPES = {"keep": None, "float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}  # --dtype
 
 
 def register(subparsers) -> None:
-    from vera.model.configs import CONFIGS
-
     info = subparsers.add_parser(
         "model-info", help="parameters per stream and in total for a named configuration (nothing is allocated)")
     info.add_argument("--config", required=True, metavar="NAME", help=f"one of: {', '.join(CONFIGS)}")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
-    info.set_defaults(func=_model_info)
+    info.set_defaults(func=later("vera.cli.model_run:print_model_info"))
 
     convert = subparsers.add_parser(
         "convert", help="build a Vera checkpoint from a Wan2.1 T2V transformer checkpoint (all three streams)")
@@ -26,70 +21,8 @@ def register(subparsers) -> None:
                          help="a .safetensors/.pth file, an index JSON of shards, or a folder holding either")
     convert.add_argument("--out", required=True, metavar="FILE", help="the Vera checkpoint to write (.safetensors)")
     convert.add_argument("--config", metavar="NAME", help="configuration (default: inferred from the weights)")
-    convert.add_argument("--dtype", choices=sorted(_DTYPES), default="keep",
+    convert.add_argument("--dtype", choices=sorted(DTYPES), default="keep",
                          help="store the weights in this dtype (default: as the source)")
-    convert.set_defaults(func=_convert)
+    convert.set_defaults(func=later("vera.cli.model_run:convert"))
 
 
-def model_info(name: str) -> dict:
-    """Parameter counts of a named configuration, computed on the meta device."""
-    from vera.model.configs import STREAMS, get_config
-    from vera.model.dit import build_on_meta, count_parameters, stream_parameter_count
-
-    cfg = get_config(name)
-    model = build_on_meta(cfg)
-    per_stream = {stream: stream_parameter_count(model, stream) for stream in STREAMS}
-    # The conditioning adds only patch-embedding input channels (source latents + packed mask).
-    conditioning = cfg.dim * (cfg.in_dim - cfg.z_dim) * math.prod(cfg.patch_size)
-    total = count_parameters(model)
-    return {
-        "config": name,
-        "streams": per_stream,
-        "per_stream": per_stream[STREAMS[0]],
-        "wan_per_stream": per_stream[STREAMS[0]] - conditioning,
-        "conditioning_per_stream": conditioning,
-        "total": total,
-        "bf16_gib": round(total * 2 / 2**30, 2),
-        "values": cfg.to_dict(),
-    }
-
-
-def _model_info(args) -> int:
-    info = model_info(args.config)
-    if args.json:
-        print(json.dumps(info, indent=2))
-        return 0
-    print(f"{info['config']}: {info['total']:,} parameters ({info['total'] / 1e9:.2f}B, "
-          f"{info['bf16_gib']} GiB in bf16)")
-    for stream, count in info["streams"].items():
-        print(f"  {stream:<10} {count:,} = Wan2.1 {info['wan_per_stream']:,} + conditioning "
-              f"{info['conditioning_per_stream']:,}")
-    values = info["values"]
-    print(f"  per stream: dim {values['dim']}, ffn {values['ffn_dim']}, heads {values['num_heads']}, "
-          f"layers {values['num_layers']}, z_dim {values['z_dim']}, mask channels {values['mask_channels']}, "
-          f"text_dim {values['text_dim']}")
-    return 0
-
-
-def _convert(args) -> int:
-    import torch
-
-    from vera.model.checkpoint import convert_wan, save_vera
-    from vera.model.configs import get_config
-
-    from vera.files import refuse_overwrite
-
-    out = Path(args.out)
-    if out.suffix != ".safetensors":
-        raise BadInput(f"{out}: the output must be a .safetensors file")
-    source = Path(args.from_wan)
-    sources = sorted(source.rglob("*")) if source.is_dir() else [source]
-    refuse_overwrite([(str(p), None) for p in sources if p.is_file()], [out, out.with_suffix(".json")])
-    cfg = get_config(args.config) if args.config else None
-    model = convert_wan(args.from_wan, cfg)
-    if _DTYPES[args.dtype]:
-        model = model.to(getattr(torch, _DTYPES[args.dtype]))
-    save_vera(model, out, extra_metadata={"converted_from": str(Path(args.from_wan).name)})
-    info_total = sum(p.numel() for p in model.parameters())
-    print(f"wrote {out} ({info_total:,} parameters, 3 streams) and {out.with_suffix('.json')}")
-    return 0

@@ -10,6 +10,8 @@ import json
 
 from vera.cli import frame_size
 from vera.errors import BadInput
+from vera.model.configs import CONFIGS, get_config
+from vera.plan import DEFAULT_LORA_RANK, DEFAULT_TFLOPS, Components, bundle_components, plan
 
 LABELS = {"weights": "weights", "gradients": "gradients", "optimizer": "optimizer state",
           "activations": "activations", "vae": "VAE", "text_encoder": "text encoder", "overhead": "overhead"}
@@ -27,9 +29,6 @@ WHAT = {  # what each row counts, per mode (vera.plan)
 
 
 def add_arguments(p, training: bool) -> None:
-    from vera.model.configs import CONFIGS
-    from vera.plan import DEFAULT_TFLOPS
-
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", metavar="NAME", help=f"a named configuration ({', '.join(CONFIGS)}); "
                                                          "assumes Wan2.1's umT5-xxl encoder and VAE")
@@ -56,8 +55,6 @@ def register(subparsers) -> None:
 
 
 def register_training(subparsers) -> None:
-    from vera.plan import DEFAULT_LORA_RANK
-
     p = subparsers.add_parser("plan", help="memory per GPU of a training run, refused when it cannot fit",
                               description="Plan a training run: weights, gradients, optimizer state and "
                                           "activations per GPU with FSDP2 and activation checkpointing; exit 2 "
@@ -72,9 +69,6 @@ def register_training(subparsers) -> None:
 
 def _workload(args, training: bool):
     """(config, components, frames, width, height, defaults) from --config or --bundle and the options."""
-    from vera.model.configs import get_config
-    from vera.plan import Components, bundle_components
-
     if args.bundle:
         cfg, components, defaults = bundle_components(args.bundle)
     else:
@@ -85,8 +79,6 @@ def _workload(args, training: bool):
 
 
 def run_inference_plan(args) -> int:
-    from vera.plan import plan
-
     cfg, components, frames, width, height, defaults = _workload(args, training=False)
     guidance = args.guidance if args.guidance is not None else float(defaults.get("guidance", 5.0))
     steps = args.steps or int(defaults.get("steps", 50))
@@ -96,8 +88,6 @@ def run_inference_plan(args) -> int:
 
 
 def run_training_plan(args) -> int:
-    from vera.plan import plan
-
     cfg, components, frames, width, height, _ = _workload(args, training=True)
     result = plan(cfg, frames, width, height, args.gpus, args.gpu_memory, "lora" if args.lora else "full",
                   lora_rank=args.lora_rank, tflops=args.tflops, components=components)

@@ -1,12 +1,20 @@
-"""Subcommands of the farm side: validate, run, assemble, status, submit (docs/farm.md, docs/shot-spec.md)."""
+"""Subcommands of the farm side: validate, run, assemble, status, calibrate, submit (docs/farm.md,
+docs/shot-spec.md). validate, status and submit run here, without torch; run, assemble and calibrate load the
+model, in vera.cli.render_run."""
 
 from __future__ import annotations
 
 import json
 import sys
 
+from vera.cli import later
 from vera.errors import EXIT_BAD_INPUT
+from vera.farm import BACKENDS, submit
+from vera.plan import MEMORY_CHOICES
+from vera.presets import PRESETS
 from vera.progress import add_progress_argument
+from vera.shot import validate
+from vera.status import format_status, status
 
 
 def register(subparsers) -> None:
@@ -22,13 +30,13 @@ def register(subparsers) -> None:
     _add_force(p)
     add_progress_argument(p)
     _add_device_options(p)
-    p.set_defaults(func=_run)
+    p.set_defaults(func=later("vera.cli.render_run:run"))
 
     p = subparsers.add_parser("assemble", help="cross-fade the rendered windows into the final frames")
     p.add_argument("spec", metavar="SHOT.json")
     _add_force(p)
     add_progress_argument(p)
-    p.set_defaults(func=_assemble)
+    p.set_defaults(func=later("vera.cli.render_run:assemble_shot"))
 
     p = subparsers.add_parser("status", help="done, missing and failed frames and windows of an output folder")
     p.add_argument("out_dir", metavar="OUTDIR")
@@ -45,9 +53,7 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=int, help="sampler steps for the calibration (default: the recipe's)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     add_progress_argument(p)
-    p.set_defaults(func=_calibrate)
-
-    from vera.farm import BACKENDS
+    p.set_defaults(func=later("vera.cli.render_run:calibrate_bundle"))
 
     p = subparsers.add_parser("submit", help="write (and optionally launch) a farm job for a shot")
     p.add_argument("spec", metavar="SHOT.json")
@@ -70,8 +76,6 @@ def register(subparsers) -> None:
 
 
 def add_speed_arguments(p, default: str) -> None:
-    from vera.speed import PRESETS
-
     p.add_argument("--speed", choices=PRESETS,
                    help=f"quality: the full recipe; balanced: step caching with a negligible measured loss; "
                         f"preview: fewer steps, guidance schedule, stronger caching; turbo: the bundle's distilled "
@@ -87,8 +91,6 @@ def _add_force(p) -> None:
 
 
 def _add_device_options(p) -> None:
-    from vera.launch import MEMORY_CHOICES
-
     p.add_argument("--devices", type=int, default=1, metavar="N",
                    help="worker processes, one GPU each (gloo processes on a CPU); rank 0 writes the files")
     p.add_argument("--memory", choices=MEMORY_CHOICES, default="auto",
@@ -98,18 +100,7 @@ def _add_device_options(p) -> None:
     p.add_argument("--fp8", action="store_true", help="store the transformer's weights as float8, compute in bf16")
 
 
-def _worker_argv(args) -> list[str]:
-    """The same `run` for each worker of --devices (vera.launch)."""
-    argv = ["run", args.spec, "--devices", str(args.devices), "--memory", args.memory, "--progress", args.progress]
-    if args.window is not None:
-        argv += ["--window", str(args.window)]
-    argv += ["--speed", args.speed] if args.speed else []
-    return argv + ["--force"] * args.force + ["--fp8"] * args.fp8
-
-
 def _validate(args) -> int:
-    from vera.shot import validate
-
     problems = validate(args.spec)
     if args.json:
         print(json.dumps({"spec": args.spec, "valid": not problems, "problems": problems}, indent=2))
@@ -121,62 +112,13 @@ def _validate(args) -> int:
     return EXIT_BAD_INPUT if problems else 0
 
 
-def _run(args) -> int:
-    from vera.launch import is_worker, launch_workers, run_shot
-    from vera.render import load_shot
-
-    shot = load_shot(args.spec)
-    if args.speed:
-        shot.spec.speed = args.speed
-    if args.devices > 1 and not is_worker():
-        return launch_workers(args.devices, _worker_argv(args))
-    result = run_shot(shot, window=args.window, force=args.force, progress=args.progress, memory=args.memory,
-                      fp8=args.fp8, compile=args.compile)
-    if result is None:  # a worker that served rank 0, which reports
-        return 0
-    if args.window is not None:
-        print(f"{shot.spec.name}: window {args.window} {result['result']}", file=sys.stderr)
-    else:
-        rendered = sum(1 for r in result["windows"].values() if r == "rendered")
-        counts = result["assemble"]
-        print(f"{shot.spec.name}: {rendered} of {len(shot.windows)} windows rendered, "
-              f"{counts['written']} frames written, {counts['skipped']} kept -> {shot.out_dir}", file=sys.stderr)
-    return 0
-
-
-def _calibrate(args) -> int:
-    from vera.progress import Progress
-    from vera.speed import CALIBRATION_FILE, calibrate, write_calibration
-
-    with Progress(len(args.specs), "calibrate", args.progress) as bar:
-        folder, data = calibrate(args.specs, steps=args.steps, seed=args.seed, progress=bar)
-    write_calibration(folder, data)
-    print(f"{folder}/{CALIBRATION_FILE}: step-cache curve from {len(args.specs)} shot(s) at "
-          f"{data['calibrated']['steps']} steps", file=sys.stderr)
-    return 0
-
-
-def _assemble(args) -> int:
-    from vera.render import assemble, load_shot
-
-    shot = load_shot(args.spec)
-    counts = assemble(shot, force=args.force, progress=args.progress)
-    print(f"{shot.spec.name}: {counts['written']} frames written, {counts['skipped']} kept -> {shot.out_dir}",
-          file=sys.stderr)
-    return 0
-
-
 def _status(args) -> int:
-    from vera.render import format_status, status
-
     report = status(args.out_dir, verify=args.verify)
     print(json.dumps(report, indent=2) if args.json else format_status(report))
     return 0
 
 
 def _submit(args) -> int:
-    from vera.farm import submit
-
     options = {"executable": args.executable, "priority": args.priority, "pool": args.pool, "group": args.group,
                "show": args.show, "gpus": args.gpus, "gpu_memory": args.gpu_memory}
     info = submit(args.spec, args.farm, args.out, launch=args.launch, force=args.force, **options)

@@ -12,10 +12,14 @@ import importlib
 import shlex
 import shutil
 import sys
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vera.errors import BadInput
+from vera.layout import load_shot
+from vera.manifest import prepare_manifest
+from vera.plan import bundle_components, plan, require_fit
 
 BACKENDS = {
     "openjd": "vera.farm.openjd",
@@ -94,7 +98,6 @@ def check_gpus(shot, gpus: int, gpu_memory_gib: float | None) -> None:
         return
     if gpu_memory_gib <= 0:
         raise BadInput(f"GPU memory must be positive, got {gpu_memory_gib} GiB")
-    from vera.plan import bundle_components, plan, require_fit
 
     bundle = "demo" if shot.spec.model.bundle == "demo" else shot.spec.resolve(shot.spec.model.bundle)
     cfg, components, defaults = bundle_components(bundle)
@@ -128,7 +131,6 @@ def submit(spec_path: str | Path, backend: str, jobdir: str | Path, launch: bool
     """
     if backend not in BACKENDS:
         raise BadInput(f"unknown farm '{backend}' (one of: {', '.join(BACKENDS)})")
-    from vera.render import load_shot, prepare_manifest
 
     module = importlib.import_module(BACKENDS[backend])
     options = {k: v for k, v in options.items() if v is not None}
@@ -146,8 +148,6 @@ def submit(spec_path: str | Path, backend: str, jobdir: str | Path, launch: bool
 
 def _writable_folder(jobdir: Path) -> Path:
     """`jobdir`, created if needed and proven writable (an OSError here is the machine's answer, vera.errors)."""
-    import tempfile
-
     jobdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryFile(dir=jobdir):
         pass

@@ -18,6 +18,14 @@ import os
 import shlex
 from pathlib import Path
 
+import opencue
+
+import outline
+
+from outline.cuerun import OutlineLauncher
+
+from outline.modules.shell import Shell
+
 from vera.atomic import atomic_write_text
 from vera.errors import BadInput, TransientError
 from vera.farm import JobInfo, gpu_options, job_name, task_commands, vera_executable
@@ -48,8 +56,6 @@ def cuebot_configured() -> str | None:
 @contextlib.contextmanager
 def _outline_session_in(folder: Path):
     """PyOutline writes its session under its config's session_dir and sets $SHOT; keep both local."""
-    import outline
-
     saved_dir = outline.config.get("outline", "session_dir")
     saved_shot = os.environ.get("SHOT")
     outline.config.set("outline", "session_dir", str(folder))
@@ -69,9 +75,6 @@ def build_outline(shot, executable: str, show: str = "", user: str = "", gpus: i
 
     GPUs per render task are PyOutline's layer args `gpus` and `gpu_memory` (outline/backend/cue.py writes them
     as the layer's <gpus> and <gpu_memory> from spec version 1.12; Cuebot reads "<N>g" as N GB per GPU)."""
-    import outline
-    from outline.modules.shell import Shell
-
     render, assemble = task_commands(shot, executable, "log", WINDOW_TOKEN, gpus or 1)
     ol = outline.Outline(job_name(shot), shot=shot.spec.name, show=show or os.environ.get("SHOW") or "vera",
                          user=user or getpass.getuser())
@@ -91,8 +94,6 @@ def build_outline(shot, executable: str, show: str = "", user: str = "", gpus: i
 
 def write_job(shot, jobdir: Path, launch: bool = False, executable: str | None = None, show: str = "",
               priority: int = 50, gpus: int | None = None, gpu_memory: float | None = None, **_ignored) -> JobInfo:
-    from outline.cuerun import OutlineLauncher
-
     executable = vera_executable(executable)
     ol = build_outline(shot, executable, show, gpus=gpus, gpu_memory_gib=gpu_memory)
     launcher = OutlineLauncher(ol, priority=priority, maxretries=MAX_RETRIES)
@@ -110,7 +111,6 @@ def write_job(shot, jobdir: Path, launch: bool = False, executable: str | None =
         if not where:
             raise BadInput("--launch needs a Cuebot: set CUEBOT_HOSTS=host:8443 (or an OpenCue config file in "
                            f"$OPENCUE_CONFIG_FILE or ~/.config/opencue/opencue.yaml); the job is written to {path}")
-        import opencue
 
         try:
             jobs = opencue.api.launchSpecAndWait(xml)

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from openjd.model import DecodeValidationError, decode_job_template
 
 from vera.atomic import atomic_write_text
 from vera.errors import BadInput, VeraError
@@ -84,8 +85,6 @@ def build_template(shot, executable: str, gpus: int | None = None, gpu_memory_gi
 
 def check_template(template: dict) -> None:
     """Raise BadInput unless openjd-model accepts the template."""
-    from openjd.model import DecodeValidationError, decode_job_template
-
     try:
         decode_job_template(template=template)
     except DecodeValidationError as exc:

@@ -29,27 +29,17 @@ from pathlib import Path
 import torch
 
 from vera.atomic import atomic_write_text
-from vera.errors import BadInput, read_json_object
+from vera.errors import BadInput
+from vera.model.bundle_manifest import BUNDLE_FILE, DEFAULTS, TRANSFORMER_FILE, bundle_folder, read_manifest
+from vera.model.checkpoint import load_vera, save_vera
 from vera.model.configs import VeraConfig, get_config
+from vera.model.dit import VeraMoT
 from vera.model.student import apply_student, no_student
 from vera.model.wan_lora import merge_lora_file
 from vera.model.text import TextEncoder, build_tiny_text_encoder
 from vera.model.vae import PatchVAE, VideoVAE, WanVAE, build_vae
 
-DEMO_PATH = Path(__file__).resolve().parent.parent / "assets" / "demo"
-BUNDLE_FILE = "bundle.json"
-TRANSFORMER_FILE = "transformer.safetensors"
-
-# Wan2.1's own negative prompt (`sample_neg_prompt` in Wan2.1's shared config), which Wan's T2V uses when none
-# is given; a bundle made from a Wan2.1 conversion samples with it unless its bundle.json says otherwise.
-WAN_NEGATIVE_PROMPT = (
-    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
-    "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走")
-
-# Wan2.1 T2V's sampling defaults (steps, guidance, shift, UniPC, negative prompt) at the 1.3B model's 832x480;
-# the 49-frame window is the paper's clip length (Wan samples 81). A bundle overrides what it was trained for.
-DEFAULTS = {"resolution": [832, 480], "window": 49, "steps": 50, "guidance": 5.0, "shift": 5.0,
-            "sampler": "unipc", "negative_prompt": WAN_NEGATIVE_PROMPT}
+CPU = torch.device("cpu")
 
 # Words the tiny test text encoder knows (each is one token).
 TEST_WORDS = ("add", "a", "an", "the", "red", "blue", "green", "ball", "box", "replace", "background", "with",
@@ -93,38 +83,6 @@ def resolve_device(device: str | torch.device = "auto") -> tuple[torch.device, t
     return dev, (torch.bfloat16 if dev.type == "cuda" else torch.float32)
 
 
-def bundle_folder(name_or_path: str | Path) -> Path:
-    if str(name_or_path) == "demo":
-        if not (DEMO_PATH / BUNDLE_FILE).is_file():
-            raise BadInput(f"the embedded demo model is missing ({DEMO_PATH / BUNDLE_FILE} does not exist); "
-                           "reinstall Vera or pass a model bundle folder")
-        return DEMO_PATH
-    folder = Path(name_or_path).expanduser()
-    if not (folder / BUNDLE_FILE).is_file():
-        raise BadInput(f"{folder}: not a Vera model bundle (no {BUNDLE_FILE})")
-    return folder
-
-
-def read_manifest(name_or_path: str | Path) -> dict:
-    """bundle.json with defaults filled in, checked against its schema (vera.schemas.BundleManifest, and the
-    config as a VeraConfig) in this one place; no weights are loaded. Every problem is BadInput naming the file
-    and the field."""
-    from vera.schemas import BundleDefaults, BundleManifest, check
-
-    folder = bundle_folder(name_or_path)
-    path = folder / BUNDLE_FILE
-    manifest = read_json_object(path, "bundle manifest")
-    checked = check(BundleManifest, manifest, str(path))
-    manifest["defaults"] = dict(DEFAULTS, **(checked.defaults or {}))
-    try:
-        check(BundleDefaults, manifest["defaults"], f"{path}: defaults")
-        VeraConfig.from_dict(manifest["config"])
-    except BadInput as exc:
-        raise BadInput(f"{path}: {exc}" if not str(exc).startswith(str(path)) else str(exc)) from None
-    manifest["vae"] = checked.vae.model_dump()
-    return manifest
-
-
 def _check_compatible(path: Path, cfg: VeraConfig, vae: VideoVAE, defaults: dict) -> None:
     problems = []
     if cfg.z_dim != vae.z_dim:
@@ -143,8 +101,6 @@ def _check_compatible(path: Path, cfg: VeraConfig, vae: VideoVAE, defaults: dict
 
 
 def _load_transformer(path: Path, cfg: VeraConfig, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    from vera.model.checkpoint import load_vera
-
     if not path.is_file():
         raise BadInput(f"{path}: transformer weights are missing")
     model = load_vera(path, device=device, dtype=dtype)
@@ -153,56 +109,54 @@ def _load_transformer(path: Path, cfg: VeraConfig, device: torch.device, dtype: 
     return model.requires_grad_(False)
 
 
-def load_bundle(name_or_path: str | Path = "demo", device: str | torch.device = "auto",
-                cache_dir: str | Path | None = None, strategy=None, mesh=None, student: bool = False) -> Bundle:
-    """Load a bundle ("demo" or a folder) onto `device`; the text encoder loads lazily, on a prompt-cache miss.
-
-    `strategy` (a vera.plan.Strategy) sets the memory tier and fp8 storage (vera.offload); default resident.
-    With a `mesh` (vera.parallel.build_mesh; one process of several) the transformer gets the strategy's
-    parallelism, and with sharded weights each process reads only its share of the file. `student`: load the
-    bundle's distilled student (vera.model.student) in place of its transformer, for speed turbo."""
-    from vera.offload import CPU, apply_memory
-    from vera.plan import Strategy
-
-    strategy = strategy or Strategy()
+def load_parts(name_or_path: str | Path = "demo", device: str | torch.device = "auto",
+               cache_dir: str | Path | None = None, memory: str = "resident",
+               student: bool = False) -> tuple[Bundle, Path, str | None]:
+    """A bundle's parts without the transformer's weights: (bundle with transformer None, the weight file, its
+    LoRA entry or None). The VAE lives on the CPU between uses unless `memory` is resident (vera.offload);
+    the text encoder loads lazily, on a prompt-cache miss. How the weights are loaded, placed and parallelized
+    is the caller's (vera.loading). `student`: the weights are to be the bundle's distilled student
+    (vera.model.student, speed turbo); a bundle without one is refused here."""
     folder = bundle_folder(name_or_path)
     manifest = read_manifest(folder)
     dev, dtype = resolve_device(device)
     cfg = VeraConfig.from_dict(manifest["config"])
     # float32 on every device, as Wan; on the CPU between uses unless everything stays resident
-    vae = build_vae(manifest["vae"], folder, device=CPU if strategy.memory != "resident" else dev)
+    vae = build_vae(manifest["vae"], folder, device=CPU if memory != "resident" else dev)
     _check_compatible(folder / BUNDLE_FILE, cfg, vae, manifest["defaults"])
     text = TextEncoder(_inside(folder, manifest["text_encoder"]), device=dev, dtype=dtype, cache_dir=cache_dir,
                        max_length=cfg.text_len)
     if text.d_model != cfg.text_dim:
         raise BadInput(f"{folder}: text encoder width {text.d_model} != config text_dim {cfg.text_dim}")
-    transformer_path = _inside(folder, manifest["transformer"])
-    lora = manifest.get("lora")
+    name = "demo" if str(name_or_path) == "demo" else manifest.get("name", folder.name)
     if student and not manifest.get("student"):
         raise no_student(folder)
-    if mesh is not None and strategy.shard_weights:
-        if lora or student:
-            raise BadInput(f"{folder}: a bundle with LoRA adapters cannot be loaded with sharded weights; merge "
-                           "them first (load and save_bundle it on one machine) or render without sharding")
-        from vera.parallel import load_sharded
+    bundle = Bundle(name=name, path=folder, config=cfg, transformer=None, vae=vae, text=text,
+                    defaults=manifest["defaults"], device=dev, dtype=dtype, memory=memory,
+                    student=manifest.get("student"), student_loaded=student)
+    return bundle, _inside(folder, manifest["transformer"]), manifest.get("lora")
 
-        transformer = load_sharded(transformer_path, cfg, mesh, strategy, dev, dtype)
-    else:  # streamed blocks live in CPU memory
-        transformer = _load_transformer(transformer_path, cfg, CPU if strategy.memory == "layers" else dev, dtype)
-        for entry in [lora] if isinstance(lora, dict) else lora or []:  # merged before offload or wrappers
-            merge_lora_file(transformer, _inside(folder, entry["path"]), entry.get("streams"),
-                            entry.get("scale", 1.0))
-        if student:
-            apply_student(transformer, folder, manifest["student"])
-        apply_memory(transformer, strategy, dev)
-        if mesh is not None:
-            from vera.parallel import parallelize
 
-            parallelize(transformer, mesh, strategy)
-    name = "demo" if str(name_or_path) == "demo" else manifest.get("name", folder.name)
-    return Bundle(name=name, path=folder, config=cfg, transformer=transformer, vae=vae, text=text,
-                  defaults=manifest["defaults"], device=dev, dtype=dtype, memory=strategy.memory,
-                  student=manifest.get("student"), student_loaded=student)
+def load_weights(bundle: Bundle, path: Path, lora: dict | None, device: torch.device) -> torch.nn.Module:
+    """The transformer of `bundle` from its weight file onto `device`, its LoRA adapters (if any) merged into
+    the weights before any offload hook or parallel wrapper sees them."""
+    transformer = _load_transformer(path, bundle.config, device, bundle.dtype)
+    for entry in [lora] if isinstance(lora, dict) else lora or []:
+        merge_lora_file(transformer, _inside(bundle.path, entry["path"]), entry.get("streams"),
+                        entry.get("scale", 1.0))
+    if bundle.student_loaded:
+        apply_student(transformer, bundle.path, bundle.student)
+    return transformer
+
+
+def load_bundle(name_or_path: str | Path = "demo", device: str | torch.device = "auto",
+                cache_dir: str | Path | None = None, student: bool = False) -> Bundle:
+    """Load a bundle ("demo" or a folder) onto `device`, every part resident; the text encoder loads lazily, on
+    a prompt-cache miss. vera.loading loads one for a Strategy (memory tiers, fp8, a device mesh). `student`:
+    the bundle's distilled student in place of its transformer (speed turbo)."""
+    bundle, path, lora = load_parts(name_or_path, device, cache_dir, student=student)
+    bundle.transformer = load_weights(bundle, path, lora, bundle.device)
+    return bundle
 
 
 def _inside(folder: Path, relative: str) -> Path:
@@ -216,8 +170,6 @@ def save_bundle(bundle: Bundle, folder: str | Path, defaults: dict | None = None
     Wan, one line for PatchVAE), a copy of the text encoder (unless it already lives in `folder/text_encoder`),
     then bundle.json last. `defaults` override the bundle's own (e.g. what training found works); `lora` names
     an adapter file already written inside `folder` (vera.model.lora.save_lora) that loading merges."""
-    from vera.model.checkpoint import save_vera
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if bundle.transformer.cfg != bundle.config:
@@ -258,8 +210,6 @@ def create_random_bundle(folder: str | Path, config: str | VeraConfig = "vera-ti
     (PatchVAE: z_dim = 3*patch^2 and mask_channels = 1, since it keeps every frame). For tests, end-to-end runs
     without trained weights, and the start of training.
     """
-    from vera.model.dit import VeraMoT
-
     cfg = get_config(config) if isinstance(config, str) else config
     vae = vae or PatchVAE(patch)
     cfg = dataclasses.replace(cfg, z_dim=vae.z_dim, mask_channels=vae.temporal_stride)

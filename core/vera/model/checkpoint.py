@@ -17,6 +17,8 @@ import re
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from vera.atomic import atomic_path, atomic_write_text
 from vera.errors import BadInput
@@ -110,8 +112,6 @@ def read_config(path: str | Path) -> VeraConfig:
 
 
 def _open_safetensors(path: Path):
-    from safetensors import SafetensorError, safe_open
-
     if not path.is_file():
         raise BadInput(f"{path}: no such checkpoint file")
     try:
@@ -122,8 +122,6 @@ def _open_safetensors(path: Path):
 
 def save_vera(model: VeraMoT, path: str | Path, extra_metadata: dict | None = None) -> Path:
     """Write `path` (.safetensors, config in its metadata) and the config beside it as `.json`; both atomic."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     if path.suffix != ".safetensors":
         raise BadInput(f"{path}: a Vera checkpoint must end in .safetensors")

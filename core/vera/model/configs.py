@@ -10,7 +10,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from pydantic import TypeAdapter
+
 from vera.errors import BadInput
+from vera.schemas import check
 
 # The three streams, in the order they are stacked on dim 1 of the model's input and output.
 STREAMS = ("edit", "alpha", "composite")
@@ -85,9 +88,6 @@ class VeraConfig:
         unknown = sorted(set(data) - names - derived)
         if unknown:
             raise BadInput(f"config: unknown field(s) {', '.join(unknown)}")
-        from pydantic import TypeAdapter
-
-        from vera.schemas import check
 
         # Types checked by pydantic (strict: no "192" for 192, no NaN), then __post_init__ checks the values.
         cfg = check(TypeAdapter(cls), {k: v for k, v in data.items() if k in names}, "config")

@@ -16,6 +16,10 @@ import json
 from pathlib import Path
 
 import torch
+from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
+from peft.tuners.tuners_utils import BaseTunerLayer
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from vera.atomic import atomic_path
 from vera.errors import BadInput
@@ -47,8 +51,6 @@ def lora_settings(rank: int, alpha: float | None = None, targets=TARGETS) -> dic
 
 def add_lora(model: torch.nn.Module, rank: int, alpha: float | None = None, targets=TARGETS) -> dict:
     """Freeze `model` and inject trainable adapters in place; returns the settings to save with them."""
-    from peft import LoraConfig, inject_adapter_in_model
-
     settings = lora_settings(rank, alpha, targets)
     model.requires_grad_(False)
     inject_adapter_in_model(LoraConfig(r=settings["rank"], lora_alpha=settings["alpha"],
@@ -63,8 +65,6 @@ def adapter_state(state: dict) -> dict:
 
 def save_lora(state: dict, settings: dict, path: str | Path) -> Path:
     """Write the adapters of `state` (a model's state dict, or an EMA of it) to `path`, atomically."""
-    from safetensors.torch import save_file
-
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in adapter_state(state).items()}
     if not tensors:
         raise ValueError("save_lora: the state holds no LoRA adapters")
@@ -87,10 +87,6 @@ def is_vera_lora(path: str | Path) -> bool:
 
 def apply_lora(model: torch.nn.Module, path: str | Path, scale: float = 1.0) -> torch.nn.Module:
     """Merge the adapters in `path` into `model`'s weights in place (W + scale * alpha/rank * B A)."""
-    from peft import set_peft_model_state_dict
-    from peft.tuners.tuners_utils import BaseTunerLayer
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:

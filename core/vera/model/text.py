@@ -26,7 +26,14 @@ import struct
 import sys
 from pathlib import Path
 
+import ftfy
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+from tokenizers.models import WordLevel
+from transformers import AutoTokenizer, PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
+from transformers.utils import logging as hf_logging
 
 from vera.atomic import atomic_path
 from vera.errors import BadInput
@@ -48,8 +55,6 @@ def default_cache_dir() -> Path:
 def clean_prompt(prompt: str) -> str:
     """Clean a prompt as Wan2.1 does before tokenising: ftfy's fix_text (mojibake, curly quotes...), HTML
     entities unescaped twice, whitespace runs collapsed to one space, ends stripped."""
-    import ftfy
-
     text = html.unescape(html.unescape(ftfy.fix_text(prompt)))
     return re.sub(r"\s+", " ", text).strip()
 
@@ -86,7 +91,6 @@ def encoder_fingerprint(folder: str | Path, tokenizer_folder: str | Path, dtype:
 
 def _quiet_transformers() -> None:
     # weight-loading progress bars are noise in farm logs and Nuke's progress reader
-    from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
 
@@ -128,9 +132,6 @@ class TextEncoder:
     def _load(self) -> None:
         if self._model is not None:
             return
-        from transformers import AutoTokenizer, UMT5EncoderModel
-
-        from safetensors import SafetensorError
 
         _quiet_transformers()
         try:
@@ -154,8 +155,6 @@ class TextEncoder:
         return self.cache_dir / f"{key}.safetensors"
 
     def _read_cache(self, prompt: str) -> torch.Tensor | None:
-        from safetensors import SafetensorError, safe_open
-
         path = self.cache_path(prompt)
         if not path.is_file():
             return None
@@ -168,8 +167,6 @@ class TextEncoder:
             return None  # a damaged entry is re-encoded and rewritten
 
     def _write_cache(self, prompt: str, embeddings: torch.Tensor) -> None:
-        from safetensors.torch import save_file
-
         try:
             with atomic_path(self.cache_path(prompt)) as tmp:
                 save_file({"embeddings": embeddings.contiguous()}, tmp,
@@ -216,10 +213,6 @@ def build_tiny_text_encoder(folder: str | Path, vocab_words, d_model: int = 32, 
     The tokenizer lower-cases, splits on whitespace and punctuation, and maps each of `vocab_words` (plus common
     punctuation) to its own id; other words become <unk>. Returns the folder.
     """
-    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
-    from tokenizers.models import WordLevel
-    from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
-
     _quiet_transformers()
     folder = Path(folder)
     vocab: dict[str, int] = {}

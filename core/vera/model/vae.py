@@ -20,6 +20,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from diffusers import AutoencoderKLWan
+from diffusers.utils import logging as diffusers_logging
+from safetensors import SafetensorError
 
 from vera.errors import BadInput
 
@@ -111,13 +114,9 @@ class WanVAE(VideoVAE):
     @classmethod
     def from_folder(cls, folder: str | Path, device="cpu", dtype=torch.float32, **options) -> "WanVAE":
         """Load from a local diffusers folder (config.json + safetensors). Never touches the network."""
-        from diffusers import AutoencoderKLWan
-        from safetensors import SafetensorError
-
         folder = Path(folder)
         if not (folder / "config.json").is_file():
             raise BadInput(f"{folder}: not a diffusers AutoencoderKLWan folder (no config.json)")
-        from diffusers.utils import logging as diffusers_logging
 
         verbosity = diffusers_logging.get_verbosity()
         diffusers_logging.set_verbosity_error()  # its loading notes (accelerate, ...) are not ours to print
@@ -135,8 +134,6 @@ class WanVAE(VideoVAE):
     @classmethod
     def from_config(cls, config: dict, seed: int = 0, device="cpu", dtype=torch.float32, **options) -> "WanVAE":
         """A randomly initialised VAE from a config dict (tests, and bundles made from scratch)."""
-        from diffusers import AutoencoderKLWan
-
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = AutoencoderKLWan(**config)

@@ -10,9 +10,13 @@ import json
 import sys
 
 from vera import __version__
-from vera.cli import frame_size
+from vera.cli import frame_size, run_command, working_directory_gone
 from vera.errors import EXIT_BAD_INPUT, EXIT_OK, BadInput
 from vera.progress import Progress, add_progress_argument
+from vera.shot import TASKS
+from vera.train.data import check_dataset, find_samples
+from vera.train.loader import cache_prompts, dataset_prompts, open_text_encoder
+from vera.train.synth import generate, generate_public_test
 
 SUBCOMMAND_MODULES = [
     "vera.train.fit_cmd",   # fit (the training loop)
@@ -23,8 +27,6 @@ SUBCOMMAND_MODULES = [
 
 
 def register_data_commands(sub) -> None:
-    from vera.shot import TASKS
-
     synth = sub.add_parser("synth", help="write procedural layered clips (layered EXR format)",
                            description="Write N procedural layered clips as layered EXR sample folders "
                                        "(docs/training.md). Sample i depends only on (seed, i).")
@@ -66,14 +68,10 @@ def register_data_commands(sub) -> None:
 
 
 def run_synth(args) -> int:
-    from vera.train.synth import generate
-
     if args.frames < 1 or (args.frames - 1) % 4:
         raise BadInput(f"--frames must be 4k+1 (1, 5, 9, 13, ...), got {args.frames}")
     with Progress(args.n, "synth", args.progress) as progress:
         if args.format == "public-test":
-            from vera.train.synth import generate_public_test
-
             path = generate_public_test(args.out, args.n, args.seed, args.size, args.frames, args.tasks,
                                         progress=progress)
             print(f"wrote {args.n} test records to {path}", file=sys.stderr)
@@ -84,8 +82,6 @@ def run_synth(args) -> int:
 
 
 def run_check_data(args) -> int:
-    from vera.train.data import check_dataset
-
     report = check_dataset(args.dataset, full=args.full)
     if args.json:
         print(json.dumps(report, indent=2))
@@ -97,9 +93,6 @@ def run_check_data(args) -> int:
 
 
 def run_cache_prompts(args) -> int:
-    from vera.train.data import find_samples
-    from vera.train.loader import cache_prompts, dataset_prompts, open_text_encoder
-
     _, samples, problems = find_samples(args.data)
     if problems:
         where, what = problems[0]
@@ -130,8 +123,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vera.cli import run_command, working_directory_gone
-
     return working_directory_gone("vera-train") or run_command(build_parser(), argv)
 
 

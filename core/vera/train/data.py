@@ -20,10 +20,19 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import av
 import numpy as np
+import torch
 from torch.utils.data import Dataset as _TorchDataset
 
+from vera.atomic import atomic_path
+from vera.colour import model_range, resolve_colorspace, to_model
+from vera.comp import over as comp_over
 from vera.errors import BadInput, read_json_object
+from vera.exr import write_exr
+from vera.frames import compact_frames
+from vera.plates import open_sequence
+from vera.rebuild import Fit
 from vera.shot import TASKS
 
 EXR_FORMAT = "layered-exr"
@@ -57,8 +66,6 @@ SEQUENCE_CHANNELS = {"plate": "RGB", "element": "RGBA", "mask": "RGBA", "comp": 
 def write_exr_frame(path, pixels: np.ndarray, channels: str, compression: str = "zip") -> None:
     """(H,W,C) pixels (or (H,W) for a matte, copied into every channel) -> half EXR, channels named by the
     letters of `channels`, data window = display window."""
-    from vera.exr import write_exr
-
     pixels = np.asarray(pixels, np.float32)
     if pixels.ndim == 2:
         pixels = np.repeat(pixels[..., None], len(channels), axis=-1)
@@ -70,8 +77,6 @@ def write_exr_frame(path, pixels: np.ndarray, channels: str, compression: str = 
 def open_exr_sequence(pattern, first: int, last: int):
     """The sequence through vera.plates (BadInput naming the file/frames on missing, corrupt or
     mismatched frames)."""
-    from vera.plates import open_sequence
-
     return open_sequence(str(pattern), first=first, last=last)
 
 
@@ -79,8 +84,6 @@ def open_exr_sequence(pattern, first: int, last: int):
 def to_model_colour(rgb: np.ndarray, colorspace: str, where="") -> np.ndarray:
     """Plate-space RGB (..., 3) -> display-referred [0,1] (the model's space); an unknown colour space is
     BadInput naming the sample."""
-    from vera.colour import to_model
-
     try:
         return to_model(rgb, colorspace)
     except BadInput as exc:
@@ -90,8 +93,6 @@ def to_model_colour(rgb: np.ndarray, colorspace: str, where="") -> np.ndarray:
 def fit_to_model(frames: np.ndarray, width: int, height: int) -> np.ndarray:
     """Resize (F,H,W,C) frames into a (F,height,width,C) model frame (vera.rebuild.Fit: aspect kept, centred,
     zero padding)."""
-    from vera.rebuild import Fit
-
     frames = np.asarray(frames, np.float32)
     fit = Fit.compute(frames.shape[2], frames.shape[1], width, height)
     return np.stack([fit.to_model(frame) for frame in frames])
@@ -129,8 +130,6 @@ def edit_in_model_space(element_rgba: np.ndarray, colorspace: str, fill: float =
 
 def over(element_rgba: np.ndarray, plate_rgb: np.ndarray) -> np.ndarray:
     """Premultiplied element over the (opaque) plate, A + B(1 - a), through vera.comp.over: RGB out."""
-    from vera.comp import over as comp_over
-
     plate_rgba = np.concatenate([plate_rgb[..., :3], np.ones_like(plate_rgb[..., :1])], axis=-1)
     return comp_over(element_rgba, plate_rgba)[..., :3]
 
@@ -315,8 +314,6 @@ def read_jsonl(path) -> tuple[list[JsonlRecord], list[tuple[str, str]]]:
 
 def probe_video(path) -> dict:
     """Frame count and size of a video, decoding its first frame to prove it is readable."""
-    import av
-
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
@@ -333,8 +330,6 @@ def probe_video(path) -> dict:
 def read_video(path, start: int = 0, count: int | None = None, gray: bool = False) -> np.ndarray:
     """Decode frames [start, start+count) with PyAV: (F,H,W,3) float32 in [0,1], or (F,H,W) when `gray`
     (mattes stored as grey video: the mean of the decoded RGB)."""
-    import av
-
     out = []
     try:
         with av.open(str(path)) as container:
@@ -357,10 +352,6 @@ def read_video(path, start: int = 0, count: int | None = None, gray: bool = Fals
 def write_video(path, frames01) -> None:
     """Write (F,H,W,3) or (F,H,W) frames in [0,1] as an H.264 MP4 (the public format's container) with PyAV:
     4:4:4 chroma and crf 0, so 8-bit values survive the round trip nearly exactly. Atomic."""
-    import av
-
-    from vera.atomic import atomic_path
-
     frames = np.clip(np.round(np.asarray(frames01) * 255), 0, 255).astype(np.uint8)
     if frames.ndim == 3:
         frames = np.repeat(frames[..., None], 3, axis=-1)
@@ -493,10 +484,6 @@ class LayeredDataset(_TorchDataset):
 
     def item(self, index: int, frames: int | None = None, size: tuple[int, int] | None = None) -> dict:
         """Sample `index` as `frames` frames at `size` (default: the dataset's): a training bucket's shape."""
-        import torch
-
-        from vera.colour import model_range
-
         frames = self.frames if frames is None else int(frames)
         ref = self.samples[index]
         start = 0
@@ -576,8 +563,6 @@ def check_exr_sample(folder) -> list[str]:
     if not isinstance(colorspace, str):
         problems.append("colorspace must be a string (an OCIO colour space name)")
     else:
-        from vera.colour import resolve_colorspace
-
         try:
             resolve_colorspace(colorspace)
         except BadInput as exc:
@@ -617,8 +602,6 @@ def _check_frames_readable(kind: str, sequence) -> list[str]:
 def _check_matte_frames(kind: str, sequence) -> list[str]:
     """Element: RGBA with alpha in [0,1] and premultiplied RGB (RGB <= alpha where alpha < 1).
     Mask: values in [0,1]. Frames with the same fault are reported together."""
-    from vera.plates import compact_frames
-
     faults: dict[str, list[int]] = {}
     extremes: dict[str, list[float]] = {}
     problems = []

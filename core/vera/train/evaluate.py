@@ -18,11 +18,23 @@ frame, grown by the training margin: vera.train.fit.placement_mask) as the shot'
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
+from vera.colour import to_model
+from vera.comp import Pair, qc_frame
 from vera.errors import BadInput
+from vera.model.bundle import load_bundle
+from vera.pipeline import render_frames
+from vera.plates import open_sequence
+from vera.progress import Progress
+from vera.shot import MaskSpec, ModelSpec, OutputSpec, PlateSpec, SamplerSpec, ShotSpec
+from vera.train.data import (EXR_FORMAT, find_samples, read_exr_frames, read_sample_meta, sequence_pattern,
+                             write_exr_frame)
+from vera.train.masks import placement_mask
+from vera.train.synth import nearest_colour, parse_instruction
 
 # Bars of the demo model (issue 4); a report says whether each is met.
 BARS = {"object_addition_iou": 0.6, "background_change_iou": 0.8, "colour_match": 0.8}
@@ -39,8 +51,6 @@ def matte_iou(pred: np.ndarray, truth: np.ndarray, threshold: float = MATTE_THRE
 
 def edit_colour(layers: list[np.ndarray], colorspace: str, threshold: float = MATTE_THRESHOLD):
     """Mean straight colour (model space, [0,1]) of premultiplied RGBA frames where alpha > threshold, or None."""
-    from vera.colour import to_model
-
     rgb_sum, alpha_sum = np.zeros(3, np.float64), 0.0
     for rgba in layers:
         inside = rgba[..., 3] > threshold
@@ -54,8 +64,6 @@ def edit_colour(layers: list[np.ndarray], colorspace: str, threshold: float = MA
 
 def untouched_exact(rgba: np.ndarray, plate_rgb: np.ndarray, pixel_type: str) -> tuple[bool, int]:
     """(all untouched pixels exact, how many changed) for one frame, with vera.comp's over and QC."""
-    from vera.comp import Pair, qc_frame
-
     h, w = plate_rgb.shape[:2]
     plate = np.concatenate([plate_rgb, np.ones((h, w, 1), np.float32)], axis=-1)
     window = (0, 0, w - 1, h - 1)
@@ -66,9 +74,6 @@ def untouched_exact(rgba: np.ndarray, plate_rgb: np.ndarray, pixel_type: str) ->
 
 
 def _shot_for(folder: Path, meta: dict, frames: list[int], bundle, work: Path, mask_pattern):
-    from vera.shot import MaskSpec, ModelSpec, OutputSpec, PlateSpec, SamplerSpec, ShotSpec
-    from vera.train.data import sequence_pattern
-
     return ShotSpec(name=folder.name, task=meta["task"], instruction=meta["instruction"],
                     plate=PlateSpec(path=str(sequence_pattern(folder, "plate")), first=frames[0], last=frames[-1],
                                     colorspace=str(meta.get("colorspace", "sRGB - Texture"))),
@@ -81,9 +86,6 @@ def write_placement_masks(folder: Path, frames: list[int], alpha: np.ndarray, bu
     """The placement boxes the demo model is trained with (vera.train.fit.placement_mask around the element's
     alpha (F,H,W), the training margin scaled from model to plate pixels) as `folder/mask.####.exr`, the shot's
     mask; returns that pattern."""
-    from vera.train.data import write_exr_frame
-    from vera.train.fit import placement_mask
-
     scale = alpha.shape[1] / bundle.resolution[1]
     boxes = placement_mask(alpha, int(round(PLACEMENT_MARGIN_MODEL_PX * scale)))
     for frame, box in zip(frames, boxes):
@@ -94,13 +96,8 @@ def write_placement_masks(folder: Path, frames: list[int], alpha: np.ndarray, bu
 def evaluate_shot(bundle, folder: Path, seed: int = 0, steps: int | None = None, placement: bool = True,
                   speed: str = "quality", guidance: float | None = None, keep_layers: bool = False) -> dict:
     """Render one held-out sample folder through the pipeline and measure it (see the module docstring).
-    `speed`: the vera.speed preset (default quality: the model's full recipe); `keep_layers` adds the rendered
+    `speed`: the vera.presets preset (default quality: the model's full recipe); `keep_layers` adds the rendered
     {frame: (rgba, matte)} as result["layers"] (not JSON: for benchmarks comparing presets)."""
-    from vera.pipeline import render_frames
-    from vera.plates import open_sequence
-    from vera.train.data import read_exr_frames, read_sample_meta, sequence_pattern
-    from vera.train.synth import nearest_colour, parse_instruction
-
     meta = read_sample_meta(folder)
     window = int(bundle.defaults["window"])
     frames = list(range(meta["first"], min(meta["last"], meta["first"] + window - 1) + 1))
@@ -162,12 +159,6 @@ def evaluate(bundle: str = "demo", data: str | Path = "", limit: int | None = No
              steps: int | None = None, placement: bool = True, progress: str = "auto",
              speed: str = "quality") -> dict:
     """The report {"bundle", "data", "seed", "shots": [...], "summary": {...}} for held-out shots in `data`."""
-    import time
-
-    from vera.model.bundle import load_bundle
-    from vera.progress import Progress
-    from vera.train.data import EXR_FORMAT, find_samples
-
     fmt, samples, problems = find_samples(data)
     if fmt != EXR_FORMAT:
         raise BadInput(f"{data}: evaluation needs layered EXR shots (vera-train synth), found {fmt}")

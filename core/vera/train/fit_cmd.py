@@ -4,11 +4,28 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
+
+from vera.atomic import atomic_write_text
+
+from vera.errors import BadInput
+
+from vera.progress import add_progress_argument
+
+from vera.train.checkpoints import list_checkpoints
+
+from vera.train.config import load_config
+
+from vera.train.evaluate import evaluate, format_report
+
+from vera.train.export import export
+
+from vera.train.fit import fit
+
+from vera.train.paper_metrics import evaluate_paper, format_markdown, to_json
 
 
 def register(subparsers) -> None:
-    from vera.progress import add_progress_argument
-
     fit = subparsers.add_parser(
         "fit", help="train a Vera bundle on a layered dataset (flow matching on edit, alpha and composite)",
         description="Train a Vera bundle. Under torchrun every process trains on its own slice of each global "
@@ -49,7 +66,7 @@ def register(subparsers) -> None:
     ev.add_argument("--seed", type=int, default=0, help="sampling seed")
     ev.add_argument("--steps", type=int, help="sampling steps (default: the bundle's)")
     ev.add_argument("--speed", choices=("quality", "balanced", "preview", "turbo"), default="quality",
-                    help="vera.speed preset to render with (default quality: the full recipe)")
+                    help="vera.presets preset to render with (default quality: the full recipe)")
     ev.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     ev.add_argument("--out", help="also write the report (JSON) here")
     ev.add_argument("--metrics", choices=("demo", "paper"), default="demo",
@@ -63,8 +80,6 @@ def register(subparsers) -> None:
 
 
 def run_fit(args) -> int:
-    from vera.train.fit import fit, load_config
-
     cfg = load_config(args.config)
     summary = fit(cfg, args.data, args.out, device=args.device, max_minutes=args.max_minutes,
                   max_steps=args.max_steps, resume=not args.no_resume, bundle_out=args.bundle_out,
@@ -76,11 +91,6 @@ def run_fit(args) -> int:
 
 
 def run_export(args) -> int:
-    from pathlib import Path
-
-    from vera.errors import BadInput
-    from vera.train.fit import export, list_checkpoints
-
     checkpoint = Path(args.checkpoint)
     if (checkpoint / "config.json").is_file():  # a run folder: its newest checkpoint
         found = list_checkpoints(checkpoint)
@@ -93,12 +103,7 @@ def run_export(args) -> int:
 
 
 def run_eval(args) -> int:
-    from vera.atomic import atomic_write_text
-    from vera.train.evaluate import evaluate, format_report
-
     if args.metrics == "paper":
-        from vera.train.paper_metrics import evaluate_paper, format_markdown, to_json
-
         report = evaluate_paper(args.bundle, args.data, limit=args.limit, seed=args.seed, steps=args.steps,
                                 lpips_weights=args.lpips_weights, progress=args.progress)
         text, table = to_json(report), format_markdown(report)

@@ -19,13 +19,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from vera.errors import BadInput
-from vera.train.fit import dataset_index, rank_positions, sample_seed
+from vera.model.bundle import resolve_device
+from vera.model.bundle_manifest import bundle_folder, read_manifest
+from vera.model.configs import VeraConfig
+from vera.model.text import TextEncoder
+from vera.train.streams import dataset_index, rank_positions, sample_seed
 
 BUCKET_SCHEDULE = 8  # purpose ids of sample_seed (fit.py uses 1, 2, 3 and 7)
 FETCH_SEED = 3
@@ -226,12 +231,6 @@ def open_text_encoder(bundle, device: str = "auto", cache_dir=None):
     """The text encoder of a bundle ("demo" or a folder), nothing else of it loaded (no transformer, no VAE),
     on `device`'s compute dtype as load_bundle uses it (the cache key holds the dtype, so cache with the same
     device type as training)."""
-    from pathlib import Path
-
-    from vera.model.bundle import bundle_folder, read_manifest, resolve_device
-    from vera.model.configs import VeraConfig
-    from vera.model.text import TextEncoder
-
     folder = bundle_folder(bundle)
     manifest = read_manifest(folder)
     dev, dtype = resolve_device(device)

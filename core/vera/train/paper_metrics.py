@@ -23,8 +23,16 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from vera.comp import over
 from vera.errors import BadInput
+from vera.model.bundle import load_bundle
+from vera.pipeline import render_frames
+from vera.progress import Progress
+from vera.shot import MaskSpec, ModelSpec, OutputSpec, PlateSpec, SamplerSpec, ShotSpec
+from vera.train.data import read_jsonl, read_jsonl_sample
+from vera.train.evaluate import matte_iou as iou, write_placement_masks
 
 UNTOUCHED_ALPHA = 1.0 / 255.0
 TASK_NAMES = {"background_change": "background change", "object_addition": "object addition"}
@@ -43,8 +51,6 @@ def keep_region(task: str, mask: np.ndarray | None, ref_alpha: np.ndarray | None
 
 def psnr(reference: np.ndarray, test: np.ndarray, region: np.ndarray) -> float:
     """PSNR in dB over the region's pixels (all channels), data range 1; inf for identical pixels."""
-    from skimage.metrics import peak_signal_noise_ratio
-
     if not region.any():
         return float("nan")
     with np.errstate(divide="ignore"):
@@ -53,8 +59,6 @@ def psnr(reference: np.ndarray, test: np.ndarray, region: np.ndarray) -> float:
 
 def ssim(reference: np.ndarray, test: np.ndarray, region: np.ndarray) -> float:
     """Mean of scikit-image's per-pixel SSIM map (channels averaged) over the region, frame by frame."""
-    from skimage.metrics import structural_similarity
-
     if not region.any():
         return float("nan")
     maps = [structural_similarity(ref, out, channel_axis=-1, data_range=1.0, full=True)[1].mean(axis=-1)
@@ -96,18 +100,11 @@ class Lpips:
 
 
 def matte_iou(pred: np.ndarray, truth: np.ndarray) -> float:
-    from vera.train.evaluate import matte_iou as iou
-
     return iou(pred, truth)
 
 
 def evaluate_record(bundle, record, seed: int, steps: int | None, lpips_metric=None) -> dict:
     """Render one test record through the pipeline and measure it."""
-    from vera.pipeline import render_frames
-    from vera.comp import over
-    from vera.train.data import read_jsonl_sample
-    from vera.train.evaluate import write_placement_masks
-
     window = int(bundle.defaults["window"])
     clip = read_jsonl_sample(record, 0, window)
     frames_count = len(clip.source)
@@ -138,8 +135,6 @@ def evaluate_record(bundle, record, seed: int, steps: int | None, lpips_metric=N
 
 
 def _shot(record, clip, frames, bundle, work: Path, mask_pattern):
-    from vera.shot import MaskSpec, ModelSpec, OutputSpec, PlateSpec, SamplerSpec, ShotSpec
-
     source = record.video_paths()["source"]
     return ShotSpec(name=Path(source).stem, task=clip.task, instruction=clip.instruction,
                     plate=PlateSpec(path=str(source), first=frames[0], last=frames[-1], colorspace="sRGB - Texture"),
@@ -166,10 +161,6 @@ def summarise(records: list[dict]) -> dict:
 def evaluate_paper(bundle: str, data: str | Path, limit: int | None = None, seed: int = 0,
                    steps: int | None = None, lpips_weights: str | Path | None = None, progress: str = "auto") -> dict:
     """The report for test records in `data` (a .jsonl file or a folder holding one)."""
-    from vera.model.bundle import load_bundle
-    from vera.progress import Progress
-    from vera.train.data import read_jsonl
-
     data = Path(data)
     files = [data] if data.suffix == ".jsonl" else sorted(data.glob("*.jsonl"))
     if not files:

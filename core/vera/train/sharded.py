@@ -24,9 +24,17 @@ import warnings
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import HuggingFaceStorageReader, HuggingFaceStorageWriter
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
+from torch.distributed.device_mesh import init_device_mesh
 
 from vera.atomic import atomic_write_text
 from vera.errors import BadInput
+from vera.model.dit import build_on_meta
+from vera.parallel import apply_fsdp, build_mesh, parallelize
+from vera.plan import Strategy
 
 SHARDED_MODES = ("fsdp", "hsdp")
 STATE_FILE = "state.json"
@@ -34,8 +42,6 @@ STATE_FILE = "state.json"
 
 def _options():
     """Optimiser state under flat `state.<parameter FQN>.<name>` keys: resharding-proof, process-count-proof."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions
-
     return StateDictOptions(flatten_optimizer_state_dict=True)
 
 
@@ -43,11 +49,6 @@ def shard_model(model, parallel: str, world: int, device: torch.device, sequence
     """FSDP2-shard `model` in place across the process group (needs world > 1); returns the mesh. With
     `sequence_parallel` > 1 (parallel: fsdp), vera.parallel's Ulysses attention runs over groups of that many
     processes (the inference layout: vera.parallel.build_mesh), and FSDP shards over all of them."""
-    from torch.distributed.device_mesh import init_device_mesh
-
-    from vera.parallel import apply_fsdp, build_mesh, parallelize
-    from vera.plan import Strategy
-
     param_dtype = torch.bfloat16 if device.type == "cuda" else None
     if sequence_parallel > 1:
         strategy = Strategy(devices=world, shard_weights=True, sequence_parallel=sequence_parallel)
@@ -67,8 +68,6 @@ def shard_model(model, parallel: str, world: int, device: torch.device, sequence
 
 def _tensor_state(model, optimizer, ema: dict | None) -> tuple[dict, dict]:
     """(tensors, other): the model, EMA and optimiser state under flat keys; `other` holds what is not a tensor."""
-    from torch.distributed.checkpoint.state_dict import get_state_dict
-
     model_state, optim_state = get_state_dict(model, optimizer, options=_options())
     tensors = {f"model.{k}": v for k, v in model_state.items()}
     tensors.update({f"optim.{k}": v for k, v in optim_state.items() if torch.is_tensor(v)})
@@ -80,9 +79,6 @@ def _tensor_state(model, optimizer, ema: dict | None) -> tuple[dict, dict]:
 
 def save(folder: Path, step: int, model, optimizer, ema: dict | None, meta: dict, *, rank: int, world: int) -> None:
     """Every rank calls this; each writes its shards, rank 0 the state file and the final rename."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint import HuggingFaceStorageWriter
-
     partial = folder.with_name(folder.name + ".partial")
     if rank == 0:
         shutil.rmtree(partial, ignore_errors=True)
@@ -112,8 +108,6 @@ def read_state(folder: Path) -> dict:
 
 def load(folder: Path, model, optimizer, ema: dict | None, *, world: int) -> dict:
     """Restore a sharded checkpoint into `model` (sharded or not), `optimizer` and `ema`; returns its state.json."""
-    from torch.distributed.checkpoint.state_dict import set_state_dict
-
     state = read_state(folder)
     tensors, _ = _tensor_state(model, optimizer, ema)
     if ema is None:
@@ -133,9 +127,6 @@ def load(folder: Path, model, optimizer, ema: dict | None, *, world: int) -> dic
 def read_tensors(folder: Path, template: dict, world: int = 1) -> dict:
     """Fill `template` (key -> tensor or DTensor of the right shape) from a sharded checkpoint; with world > 1
     every rank calls it and reads its own slices."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint import HuggingFaceStorageReader
-
     try:
         with _single_process_quiet():
             dcp.load(template, storage_reader=HuggingFaceStorageReader(str(folder)), no_dist=world == 1)
@@ -151,8 +142,6 @@ def full_state(state: dict) -> dict:
 
 def plain_model(cfg, state: dict):
     """A VeraMoT holding `state` (whole tensors), for export."""
-    from vera.model.dit import build_on_meta
-
     model = build_on_meta(cfg)
     model.load_state_dict(state, assign=True)
     return model
@@ -168,6 +157,4 @@ def _single_process_quiet():
 
 def _barrier(world: int) -> None:
     if world > 1:
-        import torch.distributed as dist
-
         dist.barrier()

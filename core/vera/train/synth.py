@@ -27,8 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from vera.atomic import atomic_write_text
 from vera.errors import BadInput
 from vera.shot import TASKS
+from vera.train.data import PUBLIC_TASKS, unpremultiply, write_exr_sample, write_video
 
 OBJECT_ADDITION, BACKGROUND_CHANGE = TASKS
 SYNTH_COLORSPACE = "sRGB - Texture"  # an alias known to OCIO's built-in configs; values are sRGB-encoded
@@ -205,9 +207,6 @@ def generate(out_dir, n: int, seed: int = 0, size: tuple[int, int] = (128, 96), 
              tasks=TASKS, first_frame: int = FIRST_FRAME, progress=None) -> list[Path]:
     """Write samples 0..n-1 as layered EXR sample folders `out_dir/sample_#####` (docs/training.md) plus a
     `dataset.json` describing the run. Each folder appears complete or not at all. Returns the folders."""
-    from vera.atomic import atomic_write_text
-    from vera.train.data import write_exr_sample  # imports torch: only when writing
-
     if int(n) < 1:
         raise BadInput(f"--n must be at least 1, got {n}")
     out_dir = Path(out_dir)
@@ -233,9 +232,6 @@ def write_public_train(out_dir, samples: list[SynthSample]) -> Path:
     """Write `samples` in the public Vera-Layered-Video training format: `train.jsonl` (edit_instruction,
     input_video_path, edit_rgb_path, edit_alpha_path, mask_path, composite_path) and the MP4s it names under
     videos/. Returns the JSONL path."""
-    from vera.atomic import atomic_write_text
-    from vera.train.data import unpremultiply, write_video
-
     out_dir = Path(out_dir)
     lines = []
     for i, sample in enumerate(samples):
@@ -258,9 +254,6 @@ def generate_public_test(out_dir, n: int, seed: int = 0, size: tuple[int, int] =
     input_path, subject_type, prompt_id, prompt, target_caption, source_caption for obj_add, edit_type,
     mask_path, alpha_path) and the MP4s it names under videos/ (the source, the preserved subject's mask, the
     reference edit alpha). Returns the JSONL path."""
-    from vera.atomic import atomic_write_text
-    from vera.train.data import PUBLIC_TASKS, write_video
-
     if int(n) < 1:
         raise BadInput(f"--n must be at least 1, got {n}")
     out_dir = Path(out_dir)
