@@ -22,7 +22,7 @@ from vera.model.student import STUDENT_FILE
 from vera.sampling import sample
 from vera.stepcache import layer_count
 from vera.train.distill import DistillConfig, Recipe, distill, distill_loss, export_student, adapters_off
-from vera.train.fit import list_checkpoints
+from vera.train.checkpoints import list_checkpoints
 from vera.train.synth import vocabulary
 
 TINY = {"student_steps": 2, "teacher_steps": 4, "guidance": 4.0, "frames": 5, "steps": 4, "global_batch": 2,

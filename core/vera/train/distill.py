@@ -58,9 +58,12 @@ from vera.progress import Progress
 from vera.sampling import make_scheduler, model_input
 from vera.train import sharded as sharded_checkpoints
 from vera.train.data import open_dataset
-from vera.train.fit import (PARALLEL_MODES, PromptEmbeddings, _barrier, _block_first, _checkpoint,
-                            _clock_says_stop, _mean_across, collate, conditioning_mask, init_distributed,
-                            list_checkpoints, load_checkpoint, lr_at, pick_device, rank_positions, sample_seed)
+from vera.train.checkpoints import block_first, list_checkpoints, load_checkpoint, save_run_checkpoint
+from vera.train.config import PARALLEL_MODES
+from vera.train.distributed import barrier, clock_says_stop, init_distributed, mean_across, pick_device
+from vera.train.fit import PromptEmbeddings, collate, lr_at
+from vera.train.masks import conditioning_mask
+from vera.train.streams import rank_positions, sample_seed
 from vera.train.loader import BatchPlan, cache_prompts, dataset_prompts, plan_buckets, training_batches
 
 RECIPE_KEYS = ("steps", "shift")
@@ -297,7 +300,7 @@ def distill(cfg: DistillConfig, data_dir: str | Path, out_dir: str | Path, *, de
         raise BadInput(f"{data_dir}: no samples to distill on")
     if dist.main:
         cache_prompts(bundle.text, sorted(set(dataset_prompts(dataset.samples)) | {recipe.negative_prompt}))
-    _barrier(dist)
+    barrier(dist)
     prompts = PromptEmbeddings(bundle.text, dev)
     buckets, bucket_of = plan_buckets(dataset.samples, None, cfg.frames, width, height)
     plan = BatchPlan(cfg.seed, buckets, bucket_of, batch_size * dist.world)
@@ -329,7 +332,7 @@ def distill(cfg: DistillConfig, data_dir: str | Path, out_dir: str | Path, *, de
                                     cfg.num_workers, keep=cfg.cache_data))
     negative = None
     while step < last_step:
-        if max_minutes is not None and _clock_says_stop(started, max_minutes, dist):
+        if max_minutes is not None and clock_says_stop(started, max_minutes, dist):
             stopped_by_clock = True
             break
         positions = rank_positions(step, batch_size, dist.rank, dist.world)
@@ -359,17 +362,17 @@ def distill(cfg: DistillConfig, data_dir: str | Path, out_dir: str | Path, *, de
         losses.append(float(loss.detach()))
         bar.advance(1, f"loss {losses[-1]:.4f}")
         if step % cfg.log_every == 0 or step == last_step:
-            mean_loss = _mean_across(losses[-cfg.log_every:], dist)
+            mean_loss = mean_across(losses[-cfg.log_every:], dist)
             if dist.main:
                 with open(out_dir / "log.jsonl", "a") as log:
                     log.write(json.dumps({"step": step, "loss": mean_loss, "segment": segment_of(cfg, step - 1),
                                           **{f"loss_{k}": v for k, v in parts.items()}, "grad_norm": grad_norm,
                                           "elapsed_s": round(time.monotonic() - started, 2)}) + "\n")
         if step % cfg.checkpoint_every == 0 and step < last_step:
-            _checkpoint(out_dir, step, model, optimizer, ema and _Shadow(ema), cfg, dist)
+            save_run_checkpoint(out_dir, step, model, optimizer, ema and _Shadow(ema), cfg, dist)
     bar.close()
     del batches
-    _checkpoint(out_dir, step, model, optimizer, ema and _Shadow(ema), cfg, dist)
+    save_run_checkpoint(out_dir, step, model, optimizer, ema and _Shadow(ema), cfg, dist)
 
     summary = {"steps": step, "steps_this_run": step - start_step, "final_loss": losses[-1] if losses else None,
                "wall_s": round(time.monotonic() - started, 1), "stopped_by_clock": stopped_by_clock, "bundle": None}
@@ -437,7 +440,7 @@ def export_student(checkpoint: str | Path, out: str | Path, *, use_ema: bool = T
         tensors = sharded_checkpoints.read_tensors(checkpoint, {f"{group}.{k}": torch.empty_like(v)
                                                                 for k, v in held.items()})
     else:
-        tensors = {_block_first(k): v for k, v in load_file(str(checkpoint)).items()}
+        tensors = {block_first(k): v for k, v in load_file(str(checkpoint)).items()}
     state = {k[len(group) + 1:]: v for k, v in tensors.items() if k.startswith(f"{group}.")}
     return write_student(out, state, lora=cfg.lora and lora_settings(**cfg.lora), recipe=recipe.entry(cfg),
                          base=cfg.bundle, dtype=getattr(torch, cfg.export_dtype))

@@ -49,7 +49,7 @@ def run_export(args) -> int:
 
     from vera.errors import BadInput
     from vera.train.distill import export_student
-    from vera.train.fit import list_checkpoints
+    from vera.train.checkpoints import list_checkpoints
 
     checkpoint = Path(args.checkpoint)
     if (checkpoint / "config.json").is_file():
