@@ -105,8 +105,8 @@ def test_guidance_schedule_runs_the_negative_branch_only_early_and_the_cache_fol
 
 def test_magnitude_ratios_follow_the_calibrated_curve_on_any_grid():
     curve = [[1000.0, 0.0], [500.0, -0.5], [0.0, 0.0]]
-    assert presets.magnitude_ratios(curve, [1000.0, 500.0, 0.0]) == pytest.approx([1.0, np.exp(-0.5), np.exp(0.5)])
-    fine = presets.magnitude_ratios(curve, [1000.0, 750.0, 500.0])
+    assert stepcache.magnitude_ratios(curve, [1000.0, 500.0, 0.0]) == pytest.approx([1.0, np.exp(-0.5), np.exp(0.5)])
+    fine = stepcache.magnitude_ratios(curve, [1000.0, 750.0, 500.0])
     assert np.prod(fine) == pytest.approx(np.exp(-0.5))  # a finer grid splits the same change
 
 
@@ -134,6 +134,7 @@ def test_speed_and_guidance_until_are_validated(tmp_path):
     assert "sampler.guidance_until: 1.5 must be in (0, 1]" in problems
 
 
+@pytest.mark.slow
 def test_calibrate_writes_the_curve_into_the_bundle_and_balanced_then_caches(tmp_path):
     from bundles import make_shot, random_bundle, write_plate
 
@@ -157,6 +158,7 @@ def test_calibrate_writes_the_curve_into_the_bundle_and_balanced_then_caches(tmp
 # ------------------------------------------------------------------------------------------------ demo
 
 
+@pytest.mark.slow
 def test_demo_presets_keep_untouched_pixels_and_count_fewer_layer_evaluations(tmp_path):
     import OpenEXR
 
