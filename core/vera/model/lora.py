@@ -76,8 +76,6 @@ def save_lora(state: dict, settings: dict, path: str | Path) -> Path:
 
 def is_vera_lora(path: str | Path) -> bool:
     """Whether `path` is a Vera adapter file (its settings in the metadata), not another tool's LoRA."""
-    from safetensors import SafetensorError, safe_open
-
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             return METADATA_KEY in (f.metadata() or {})

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+from vera.errors import BadInput
+from vera.progress import add_progress_argument
+from vera.train.checkpoints import list_checkpoints
+from vera.train.distill import DistillConfig, distill, export_student, load_config, report
+
 
 def register(subparsers) -> None:
-    from vera.progress import add_progress_argument
-
     d = subparsers.add_parser(
         "distill", help="distill a bundle into a few-step student (guidance folded in) for speed turbo",
         description="Train a few-step student of a bundle against the teacher's guided sampling trajectory "
@@ -34,8 +40,6 @@ def register(subparsers) -> None:
 
 
 def run_distill(args) -> int:
-    from vera.train.distill import DistillConfig, distill, load_config, report
-
     cfg = load_config(args.config) if args.config else DistillConfig()
     report(distill(cfg, args.data, args.out, device=args.device, max_minutes=args.max_minutes,
                    max_steps=args.max_steps, resume=not args.no_resume, bundle_out=args.bundle_out,
@@ -44,13 +48,6 @@ def run_distill(args) -> int:
 
 
 def run_export(args) -> int:
-    import sys
-    from pathlib import Path
-
-    from vera.errors import BadInput
-    from vera.train.distill import export_student
-    from vera.train.checkpoints import list_checkpoints
-
     checkpoint = Path(args.checkpoint)
     if (checkpoint / "config.json").is_file():
         found = list_checkpoints(checkpoint)
