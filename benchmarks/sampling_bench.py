@@ -14,7 +14,12 @@ the machine's load hits every preset alike) under two recipes:
 Per preset: joint-layer evaluations per clip (full and skipped, counted by vera.stepcache's hooks), the transformer
 FLOPs that many evaluations cost vera-1.3b at 81 frames of 832x480 (analytic, benchmarks/model_bench.py), wall
 time as a ratio to `quality` of the same recipe in the same run, matte IoU / colour / untouched pixels (as
-`vera-train eval`), and the PSNR of its layers (premultiplied RGBA, all frames) against `quality`'s.
+`vera-train eval`), the PSNR of its layers (premultiplied RGBA, all frames) against `quality`'s, and the
+matte leak: the share of the frames where its matte is > 1/255 and `quality`'s is not.
+
+`turbo` renders with the bundle's distilled student (`vera-train distill`) on the student's own recipe, so its
+row is the same under both recipes; it is compared with each recipe's `quality`. `--presets` leaves presets
+out (a bundle without a student: `--presets quality,balanced,preview`).
 """
 
 from __future__ import annotations
@@ -59,16 +64,23 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
-def run_recipe(bundle, clips: list[Path], recipe: dict, seed: int) -> dict:
+def leak(matte: np.ndarray, reference: np.ndarray, threshold: float = 1.0 / 255.0) -> float:
+    """The fraction of the frames where this matte shows something (> 1/255) and the reference's does not: a
+    cache or student that ignored the mask would paint there (cf. cache-dit issue 401)."""
+    return float(np.mean((matte > threshold) & (reference <= threshold)))
+
+
+def run_recipe(bundles: dict, clips: list[Path], recipe: dict, seed: int) -> dict:
+    """bundles: preset -> the loaded bundle it renders with (turbo's is the student)."""
     from vera.train.evaluate import evaluate_shot, summarise
 
-    layers_per_forward = bundle.config.num_layers
+    layers_per_forward = bundles["quality"].config.num_layers
     per_layer, per_call = flops_per_evaluation()
-    rows = {p: {"shots": [], "full": [], "skipped": [], "seconds": [], "psnr": []} for p in PRESETS}
-    count = layer_count(bundle.transformer)
+    rows = {p: {"shots": [], "full": [], "skipped": [], "seconds": [], "psnr": [], "leak": []} for p in bundles}
     for clip in clips:
         reference = None
-        for preset in PRESETS:
+        for preset, bundle in bundles.items():
+            count = layer_count(bundle.transformer)
             before = count.as_dict()
             start = time.perf_counter()
             shot = evaluate_shot(bundle, clip, seed=seed, steps=recipe["steps"], guidance=recipe["guidance"],
@@ -78,9 +90,11 @@ def run_recipe(bundle, clips: list[Path], recipe: dict, seed: int) -> dict:
             rows[preset]["skipped"].append(count.skipped - before["skipped"])
             layers = shot.pop("layers")
             stacked = np.stack([layers[f][0] for f in sorted(layers)])
+            mattes = np.stack([layers[f][1] for f in sorted(layers)])
             if reference is None:
-                reference = stacked
+                reference, reference_mattes = stacked, mattes
             rows[preset]["psnr"].append(psnr(stacked, reference))
+            rows[preset]["leak"].append(leak(mattes, reference_mattes))
             rows[preset]["shots"].append(shot)
     result = {}
     full_seconds = sum(rows["quality"]["seconds"])
@@ -100,6 +114,7 @@ def run_recipe(bundle, clips: list[Path], recipe: dict, seed: int) -> dict:
             "colour_match": summary.get("colour_match"), "untouched_exact": summary["untouched_exact_all"],
             "psnr_vs_quality_mean": round(statistics.mean(finite), 2) if finite else math.inf,
             "psnr_vs_quality_min": round(min(r["psnr"]), 2),
+            "leak_mean": round(statistics.mean(r["leak"]), 5), "leak_max": round(max(r["leak"]), 5),
         }
     return result
 
@@ -188,6 +203,9 @@ def main(argv=None) -> int:
     parser.add_argument("--ablation", type=int, default=0, metavar="N",
                         help="only run the ABLATION variants of balanced on the first N clips (paper-like recipe)")
     parser.add_argument("--json", help="write every number here")
+    parser.add_argument("--bundle", default="demo", help='bundle folder or "demo" (default)')
+    parser.add_argument("--presets", default=",".join(PRESETS),
+                        help="comma-separated presets (quality first; turbo needs a bundle with a student)")
     args = parser.parse_args(argv)
 
     from vera.model.bundle import load_bundle
@@ -196,17 +214,22 @@ def main(argv=None) -> int:
     report = {"clips": args.clips, "data_seed": DATA_SEED, "threads": torch.get_num_threads(), "recipes": {}}
     with tempfile.TemporaryDirectory(prefix="vera-sampling-bench-") as tmp:
         clips = generate(Path(tmp) / "heldout", args.clips, seed=DATA_SEED, size=(128, 96), frames=5)
-        bundle = load_bundle("demo", device="cpu")
+        bundle = load_bundle(args.bundle, device="cpu")
+        presets = [p for p in args.presets.split(",") if p]
+        if presets[0] != "quality":
+            parser.error("--presets: quality comes first (the others are measured against it)")
+        bundles = {p: load_bundle(args.bundle, device="cpu", student=True) if p == "turbo" else bundle
+                   for p in presets}
         if args.ablation:
             print(f"ablation of balanced, paper-like recipe, {args.ablation} clips:")
             report["ablation"] = run_ablation(bundle, clips[:args.ablation], args.seed)
             args.recipes, args.no_compile = "", True
         for name in filter(None, args.recipes.split(",")):
             report["recipes"][name] = {"recipe": RECIPES[name],
-                                       "presets": run_recipe(bundle, clips, RECIPES[name], args.seed)}
+                                       "presets": run_recipe(bundles, clips, RECIPES[name], args.seed)}
             print_recipe(name, report["recipes"][name])
         if not args.no_compile:
-            report["compile"] = measure_compile(load_bundle("demo", device="cpu"))
+            report["compile"] = measure_compile(load_bundle(args.bundle, device="cpu"))
             c = report["compile"]
             print(f"\ntorch.compile (regional, {c['depths']} depths -> {c['graphs_compiled']} graph(s)): first "
                   f"forward {c['first_forward_with_compile_s']} s; forward eager {c['eager_forward_s']} s, "
@@ -219,13 +242,19 @@ def main(argv=None) -> int:
 def print_recipe(name: str, block: dict) -> None:
     print(f"\n{name}: {block['recipe']}")
     print("  preset    full/clip skipped/clip  TFLOPs(1.3b,81f)  fewer  wall  obj IoU  bg IoU  colour  "
-          "untouched  PSNR mean/min")
+          "untouched  PSNR mean/min  leak mean/max")
     for preset, r in block["presets"].items():
         print(f"  {preset:9s} {r['layer_evaluations_full']:9.1f} {r['layer_evaluations_skipped']:12.1f} "
               f"{r['tflops_vera_1.3b_81f']:17.1f} {r['flops_reduction']:5.2f}x {r['wall_ratio']:5.2f} "
               f"{r['object_iou']!s:>8} {r['background_iou']!s:>7} {r['colour_match']!s:>7} "
               f"{'exact' if r['untouched_exact'] else 'CHANGED':>10}  {r['psnr_vs_quality_mean']}/"
-              f"{r['psnr_vs_quality_min']}")
+              f"{r['psnr_vs_quality_min']}  {100 * r['leak_mean']:.3f}%/{100 * r['leak_max']:.3f}%")
+    if "turbo" in block["presets"]:
+        q, t = block["presets"]["quality"], block["presets"]["turbo"]
+        diff = lambda key: None if q[key] is None or t[key] is None else round(t[key] - q[key], 3)  # noqa: E731
+        print(f"  turbo against quality: {t['flops_reduction']}x fewer FLOPs (target >= 10x); object IoU "
+              f"{diff('object_iou'):+}, background IoU {diff('background_iou'):+} (targets within 0.03); matte leak "
+              f"{100 * t['leak_mean']:.3f}% of the frame mean, {100 * t['leak_max']:.3f}% worst clip")
 
 
 if __name__ == "__main__":

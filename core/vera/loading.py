@@ -24,18 +24,19 @@ from vera.plan import Strategy
 
 def load_placed_bundle(name_or_path: str | Path = "demo", device: str | torch.device = "auto",
                        cache_dir: str | Path | None = None, strategy: Strategy | None = None, mesh=None,
-                       attention: str = "auto") -> Bundle:
+                       attention: str = "auto", student: bool = False) -> Bundle:
     """Load a bundle ("demo" or a folder) for `strategy` (default: every part resident on `device`). With a
     `mesh` (vera.parallel.build_mesh; one process of several) the transformer gets the strategy's
     parallelism, and with sharded weights each process reads only its share of the file. `attention` names the
     joint attention's kernel (vera.model.attention: auto, native, flash, ...); BadInput if it cannot run here,
-    before any weight is read."""
+    before any weight is read. `student`: the bundle's distilled student (speed turbo) in place of its
+    transformer."""
     strategy = strategy or Strategy()
-    bundle, path, lora = load_parts(name_or_path, device, cache_dir, memory=strategy.memory)
+    bundle, path, lora = load_parts(name_or_path, device, cache_dir, memory=strategy.memory, student=student)
     cfg = bundle.config
     bundle.attention = resolve_kernel(attention, bundle.device, bundle.dtype, cfg.num_heads, cfg.head_dim)
     if mesh is not None and strategy.shard_weights:
-        if lora:
+        if lora or student:
             raise BadInput(f"{bundle.path}: a bundle with LoRA adapters cannot be loaded with sharded weights; "
                            "merge them first (load and save_bundle it on one machine) or render without sharding")
         transformer = load_sharded(path, bundle.config, mesh, strategy, bundle.device, bundle.dtype)

@@ -12,7 +12,7 @@ windows; this module knows nothing of windows or files written.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -20,13 +20,14 @@ import torch
 from vera import colour
 from vera.errors import BadInput
 from vera.model.dit import pack_mask
+from vera.model.student import turbo_recipe
 from vera.model.vae import decode_matte
 from vera.offload import on_device
 from vera.rebuild import feather_inside
 from vera.sampling import sample
 from vera.presets import plan_steps, read_calibration
 from vera.rebuild import Fit, rebuild_layer
-from vera.shot import MASK_CHANNELS, ShotSpec
+from vera.shot import MASK_CHANNELS, SamplerSpec, ShotSpec
 
 
 class NonFiniteOutput(BadInput):
@@ -62,6 +63,8 @@ class SamplerSettings:
 def sampler_settings(bundle, spec: ShotSpec) -> SamplerSettings:
     """The spec's sampler choices, falling back to the bundle's defaults, with the speed preset applied."""
     d = bundle.defaults
+    if spec.speed == "turbo":  # the student's own recipe: the shot's steps, guidance and shift do not apply
+        d, spec = {**d, **turbo_recipe(bundle)}, replace(spec, sampler=SamplerSpec())
     pick = lambda value, key: d[key] if value is None else value  # noqa: E731
     calibration = read_calibration(getattr(bundle, "path", None)) or {}
     plan = plan_steps(spec.speed, int(pick(spec.sampler.steps, "steps")), spec.sampler.guidance_until,

@@ -1,8 +1,10 @@
-"""Speed presets an artist picks (`quality | balanced | preview`) as pure data, and the step plan each makes
+"""Speed presets an artist picks (`quality | balanced | preview | turbo`) as pure data, and the step plan each makes
 of a shot's recipe (its steps and guidance, from the spec or the bundle). No torch: the spec validates against
 these names, and the sampler (vera.sampling) and its hooks (vera.stepcache) carry the plan out.
 
-A preset changes three things of the recipe:
+`turbo` is different in kind: it samples with the bundle's distilled student (`vera-train distill`,
+vera.model.student) on the student's own few-step recipe, one forward per step. The other presets change three
+things of the recipe:
 
 - **steps**: `preview` samples with fewer steps;
 - **guidance schedule**: classifier-free guidance runs the negative branch only for the first
@@ -34,7 +36,7 @@ from vera.errors import BadInput
 from vera.model.bundle_check import SPEED_FILE, read_speed_file
 
 SAMPLERS = ("unipc", "euler")  # vera.sampling
-PRESETS = ("quality", "balanced", "preview")  # the shot spec's default is balanced (vera.shot.ShotSpec.speed)
+PRESETS = ("quality", "balanced", "preview", "turbo")  # the shot spec's default is balanced (vera.shot.ShotSpec.speed)
 CALIBRATION_FILE = SPEED_FILE  # a bundle's step-cache calibration, checked with the bundle
 
 
@@ -59,6 +61,10 @@ PRESET_TABLE = {
     # A first look: 7.7x fewer FLOPs than the 50-step guided recipe, 4.0x than the demo's 12 steps.
     "preview": Preset(steps_fraction=0.4, guidance_until=0.3, cache_threshold=0.3, cache_max_skip=3,
                       cache_retention=0.2),
+    # The bundle's distilled student (vera.model.student): its own few steps, guidance folded in, no cache.
+    # Its steps and shift come from the bundle (vera.model.student.turbo_recipe), not from the shot's recipe.
+    "turbo": Preset(steps_fraction=1.0, guidance_until=1.0, cache_threshold=0.0, cache_max_skip=0,
+                    cache_retention=1.0),
 }
 MIN_STEPS = 4
 

@@ -36,7 +36,7 @@ from vera.windows import Window, blend_weights, window_seed
 
 def _load_bundle(spec: ShotSpec, strategy=None, mesh=None, compile: bool = False):
     bundle = load_placed_bundle(bundle_path(spec), device=spec.model.device, strategy=strategy, mesh=mesh,
-                                attention=spec.model.attention)
+                                attention=spec.model.attention, student=spec.speed == "turbo")
     if compile:
         compile_blocks(bundle.transformer)
     return bundle

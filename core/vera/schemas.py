@@ -148,6 +148,16 @@ class LoraEntry(BaseModel):
     model_config = _CLOSED
     path: Annotated[str, StringConstraints(min_length=1)]  # adapter file (vera.model.lora), merged at load
     scale: float = 1.0
+    # a Wan2.1 LoRA (vera.model.wan_lora): the streams it is merged into (null: all three)
+    streams: list[Literal["edit", "alpha", "composite"]] | None = None
+
+
+class StudentEntry(BaseModel):
+    model_config = _OPEN  # the teacher recipe and training notes ride along
+    path: Annotated[str, StringConstraints(min_length=1)]  # the distilled student (vera.model.student)
+    kind: Literal["lora", "full"]
+    steps: Positive
+    shift: Annotated[float, Field(gt=0)]
 
 
 class BundleManifest(BaseModel):
@@ -158,5 +168,6 @@ class BundleManifest(BaseModel):
     vae: Annotated[Union[PatchVAEEntry, WanVAEEntry], Field(discriminator="type")]
     text_encoder: Annotated[str, StringConstraints(min_length=1)]
     defaults: dict | None = None
-    lora: LoraEntry | None = None
+    lora: LoraEntry | list[LoraEntry] | None = None
+    student: StudentEntry | None = None
     fp8_storage: bool = False  # the transformer's weights may be float8 (F8_E4M3 / F8_E5M2): vera.model.bundle_check

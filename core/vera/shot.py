@@ -106,7 +106,7 @@ class ShotSpec:
     model: ModelSpec = field(default_factory=ModelSpec)
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
     seed: int = 0
-    speed: str = "balanced"        # quality | balanced | preview (vera.presets)
+    speed: str = "balanced"        # quality | balanced | preview | turbo (vera.presets)
     window: WindowSpec = field(default_factory=WindowSpec)
     matte: MatteSpec = field(default_factory=MatteSpec)
     vera_shot: int = SCHEMA_VERSION

@@ -79,7 +79,8 @@ def register(subparsers) -> None:
 def add_speed_arguments(p, default: str) -> None:
     p.add_argument("--speed", choices=PRESETS,
                    help=f"quality: the full recipe; balanced: step caching with a negligible measured loss; "
-                        f"preview: fewer steps, guidance schedule, stronger caching (default: {default})")
+                        f"preview: fewer steps, guidance schedule, stronger caching; turbo: the bundle's distilled "
+                        f"few-step student, one forward per step (`vera-train distill`) (default: {default})")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the joint layer once (regional) and reuse it at every depth; the first "
                         "forward's time, compile included, is printed")

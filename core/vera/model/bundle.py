@@ -9,6 +9,8 @@
     vae/                      diffusers AutoencoderKLWan folder (only for "wan")
     text_encoder/             UMT5 encoder + tokenizer (transformers folder)
     lora.safetensors          optional: LoRA adapters (vera.model.lora), named by "lora": {"path": ..., "scale": 1.0}
+                              or a list [{"path", "streams", "scale"}] of those and Wan2.1 LoRAs (vera.model.wan_lora)
+    student.safetensors       optional: the distilled few-step student of speed turbo (vera.model.student)
                               in bundle.json and merged into the transformer at load
 
 `load_bundle("demo")` loads the model embedded in the package (core/vera/assets/demo). Paths inside bundle.json
@@ -33,7 +35,8 @@ from vera.model.bundle_manifest import BUNDLE_FILE, DEFAULTS, TRANSFORMER_FILE, 
 from vera.model.checkpoint import load_vera, save_vera
 from vera.model.configs import VeraConfig, get_config
 from vera.model.dit import VeraMoT
-from vera.model.lora import apply_lora
+from vera.model.student import apply_student, no_student
+from vera.model.wan_lora import merge_lora_file
 from vera.model.text import TextEncoder, build_tiny_text_encoder
 from vera.model.vae import PatchVAE, VideoVAE, WanVAE, build_vae
 
@@ -57,6 +60,8 @@ class Bundle:
     dtype: torch.dtype = torch.float32
     memory: str = "resident"  # vera.plan.MEMORY_MODES: where the parts live between uses (vera.offload)
     attention: str = "native"  # the joint attention's kernel (vera.model.attention)
+    student: dict | None = None   # bundle.json's distilled student entry (vera.model.student), if any
+    student_loaded: bool = False  # the transformer is that student (speed turbo), not the teacher
 
     @property
     def resolution(self) -> tuple[int, int]:
@@ -107,11 +112,13 @@ def _load_transformer(path: Path, cfg: VeraConfig, device: torch.device, dtype: 
 
 
 def load_parts(name_or_path: str | Path = "demo", device: str | torch.device = "auto",
-               cache_dir: str | Path | None = None, memory: str = "resident") -> tuple[Bundle, Path, str | None]:
+               cache_dir: str | Path | None = None, memory: str = "resident",
+               student: bool = False) -> tuple[Bundle, Path, str | None]:
     """A bundle's parts without the transformer's weights: (bundle with transformer None, the weight file, its
     LoRA entry or None). The VAE lives on the CPU between uses unless `memory` is resident (vera.offload);
     the text encoder loads lazily, on a prompt-cache miss. How the weights are loaded, placed and parallelized
-    is the caller's (vera.loading)."""
+    is the caller's (vera.loading). `student`: the weights are to be the bundle's distilled student
+    (vera.model.student, speed turbo); a bundle without one is refused here."""
     folder = bundle_folder(name_or_path)
     manifest = read_manifest(folder)
     check_bundle(folder, manifest)  # every file it names, by header: BadInput before anything loads
@@ -125,8 +132,11 @@ def load_parts(name_or_path: str | Path = "demo", device: str | torch.device = "
     if text.d_model != cfg.text_dim:
         raise BadInput(f"{folder}: text encoder width {text.d_model} != config text_dim {cfg.text_dim}")
     name = "demo" if str(name_or_path) == "demo" else manifest.get("name", folder.name)
+    if student and not manifest.get("student"):
+        raise no_student(folder)
     bundle = Bundle(name=name, path=folder, config=cfg, transformer=None, vae=vae, text=text,
-                    defaults=manifest["defaults"], device=dev, dtype=dtype, memory=memory)
+                    defaults=manifest["defaults"], device=dev, dtype=dtype, memory=memory,
+                    student=manifest.get("student"), student_loaded=student)
     return bundle, inside(folder, manifest["transformer"]), manifest.get("lora")
 
 
@@ -134,16 +144,20 @@ def load_weights(bundle: Bundle, path: Path, lora: dict | None, device: torch.de
     """The transformer of `bundle` from its weight file onto `device`, its LoRA adapters (if any) merged into
     the weights before any offload hook or parallel wrapper sees them."""
     transformer = _load_transformer(path, bundle.config, device, bundle.dtype)
-    if lora:
-        apply_lora(transformer, inside(bundle.path, lora["path"]), lora.get("scale", 1.0))
+    for entry in [lora] if isinstance(lora, dict) else lora or []:
+        merge_lora_file(transformer, inside(bundle.path, entry["path"]), entry.get("streams"),
+                        entry.get("scale", 1.0))
+    if bundle.student_loaded:
+        apply_student(transformer, bundle.path, bundle.student)
     return transformer
 
 
 def load_bundle(name_or_path: str | Path = "demo", device: str | torch.device = "auto",
-                cache_dir: str | Path | None = None) -> Bundle:
+                cache_dir: str | Path | None = None, student: bool = False) -> Bundle:
     """Load a bundle ("demo" or a folder) onto `device`, every part resident; the text encoder loads lazily, on
-    a prompt-cache miss. vera.loading loads one for a Strategy (memory tiers, fp8, a device mesh)."""
-    bundle, path, lora = load_parts(name_or_path, device, cache_dir)
+    a prompt-cache miss. vera.loading loads one for a Strategy (memory tiers, fp8, a device mesh). `student`:
+    the bundle's distilled student in place of its transformer (speed turbo)."""
+    bundle, path, lora = load_parts(name_or_path, device, cache_dir, student=student)
     bundle.transformer = load_weights(bundle, path, lora, bundle.device)
     return bundle
 

@@ -262,9 +262,28 @@ def _transformer_problems(folder: Path, manifest: dict, cfg: VeraConfig) -> list
 
 
 def _lora_problems(folder: Path, manifest: dict, cfg: VeraConfig) -> list[str]:
-    if not manifest.get("lora"):
-        return []
-    header = read_header(inside(folder, manifest["lora"]["path"]))
+    """Each LoRA entry (one, or a list: vera.model.wan_lora): a Vera LoRA (metadata vera_lora) is compared tensor
+    by tensor with the config; a Wan2.1 ecosystem LoRA (diffusers, kohya/ComfyUI, musubi keys) by header and
+    dtypes here, and its keys when it is merged (keys matching nothing are refused there)."""
+    entries = manifest.get("lora") or []
+    problems = []
+    for entry in [entries] if isinstance(entries, dict) else entries:
+        header = read_header(inside(folder, entry["path"]))
+        if "vera_lora" in header.metadata:
+            problems += _vera_lora_problems(header, cfg)
+        else:
+            problems += compare_tensors(header, {}, optional=None)
+    student = manifest.get("student")
+    if student:  # the distilled student of speed turbo (vera.model.student): a Vera LoRA or a whole transformer
+        header = read_header(inside(folder, student["path"]))
+        if student.get("kind") == "full":
+            problems += compare_tensors(header, transformer_shapes(cfg))
+        else:
+            problems += _vera_lora_problems(header, cfg)
+    return problems
+
+
+def _vera_lora_problems(header: Header, cfg: VeraConfig) -> list[str]:
     try:
         settings = json.loads(header.metadata["vera_lora"])
         rank, alpha, targets = settings["rank"], settings["alpha"], settings["targets"]

@@ -75,6 +75,15 @@ def save_lora(state: dict, settings: dict, path: str | Path) -> Path:
     return path
 
 
+def is_vera_lora(path: str | Path) -> bool:
+    """Whether `path` is a Vera adapter file (its settings in the metadata), not another tool's LoRA."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return METADATA_KEY in (f.metadata() or {})
+    except (OSError, SafetensorError) as exc:
+        raise BadInput(f"{path}: not a readable LoRA file ({exc})") from None
+
+
 def apply_lora(model: torch.nn.Module, path: str | Path, scale: float = 1.0) -> torch.nn.Module:
     """Merge the adapters in `path` into `model`'s weights in place (W + scale * alpha/rank * B A)."""
     path = Path(path)

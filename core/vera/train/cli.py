@@ -22,6 +22,7 @@ SUBCOMMAND_MODULES = [
     "vera.train.fit_cmd",   # fit (the training loop)
     "vera.train.eval_cmd",  # eval
     "vera.train.plan_cmd",  # plan (the same planner as `vera-render plan`)
+    "vera.train.distill_cmd",  # distill, distill-export (a few-step student for speed turbo)
 ]
 
 

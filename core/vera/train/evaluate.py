@@ -198,7 +198,7 @@ def evaluate(bundle: str = "demo", data: str | Path = "", limit: int | None = No
     samples = samples[:limit] if limit else samples
     if not samples:
         raise BadInput(f"{data}: no samples to evaluate")
-    loaded = load_bundle(bundle, device="auto")
+    loaded = load_bundle(bundle, device="auto", student=speed == "turbo")
     started = time.monotonic()
     shots = []
     with Progress(len(samples), "eval", progress) as bar:

@@ -65,7 +65,7 @@ def register(subparsers) -> None:
     ev.add_argument("--limit", type=int, help="evaluate only the first N shots")
     ev.add_argument("--seed", type=int, default=0, help="sampling seed")
     ev.add_argument("--steps", type=int, help="sampling steps (default: the bundle's)")
-    ev.add_argument("--speed", choices=("quality", "balanced", "preview"), default="quality",
+    ev.add_argument("--speed", choices=("quality", "balanced", "preview", "turbo"), default="quality",
                     help="vera.presets preset to render with (default quality: the full recipe)")
     ev.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     ev.add_argument("--out", help="also write the report (JSON) here")
