@@ -22,7 +22,7 @@ Items (random weights; vera-1.3b is the full three-stream model, 3 x 1.42B param
   env          GPU, versions, packages; a bf16 8192^3 matmul (the peer the model's throughput is compared to);
   attention    every attention kernel on the joint attention at the real token counts (3 streams x 49 / 81
                frames of 832x480), and the one `auto` picks [diffusers for all but native];
-  cuda_tests   `pytest -m cuda tests/test_gpu.py` (the CUDA-only tests; skipped on a CPU);
+  cuda_tests   `pytest -m cuda tests/engine/test_gpu.py` (the CUDA-only tests; skipped on a CPU);
   tier_*       seconds per sampling step (one forward of both guidance branches, batch 2, after one warm-up) and
                peak memory, per memory tier (resident / parts / layers: vera.offload, `vera-render plan`) at 49
                and 81 frames, beside vera.plan's estimate for the same tier; MFU from vera.plan's FLOP model

@@ -12,7 +12,7 @@ int8 (and P.V to fp8 on some GPUs), which changes the numbers beyond rounding; a
 
 diffusers is one of Vera's dependencies. Without it (a bare GPU machine running benchmarks/gpu_proof.py with
 torch alone) the network still imports and runs, with one kernel: `native`, PyTorch's SDPA called as diffusers'
-native kernel calls it (tests/test_attention.py checks the two are bit-identical).
+native kernel calls it (tests/model/test_attention.py checks the two are bit-identical).
 
 A kernel is usable when diffusers finds its package (diffusers' own requirement check, with its install hint)
 and a probe call at the model's head size and dtype runs on the device (e.g. `_native_efficient` has no CPU

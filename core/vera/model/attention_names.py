@@ -1,7 +1,7 @@
 """The names of the joint attention's kernels, without torch (the spec, the CLI's options and `validate` need
 them; vera.model.attention runs them).
 
-The names are diffusers' `AttentionBackendName` values (tests/test_attention.py checks this list against the
+The names are diffusers' `AttentionBackendName` values (tests/model/test_attention.py checks this list against the
 installed diffusers), less its `*_hub` kernels, which download code from the Hub when first used: Vera never uses
 the network at run time.
 """

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "gpu_proof.py"
 ITEMS = ["env", "attention", "cuda_tests", "tier_5_resident", "tier_5_parts", "tier_9_resident", "tier_9_parts",
          "tier_5_layers", "tier_9_layers", "block_14b", "bf16_error", "vae_decode", "presets", "fp8", "compile"]

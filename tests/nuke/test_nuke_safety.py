@@ -19,7 +19,7 @@ import fake_nuke
 from test_nuke_layers import press, rendered_node, vera_stack
 from vera_nuke import actions, engine, jobs, layers, prefs, shot
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Free text an artist may type: Python and shell through TCL, a variable, braces, a backslash
 EVIL = "add a [python {nuke.tcl_log.append(('PWNED', 'python ran'))}] ball [exec touch pwned] $env(HOME) { \\ end"
 # the `[` falls at the label's 60-character cut

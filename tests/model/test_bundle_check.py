@@ -31,7 +31,7 @@ from vera.model.dit import build_on_meta, file_state_dict
 from vera.model.text import TextEncoder
 from vera.model.vae import WanVAE
 
-# diffusers' AutoencoderKLWan at its smallest that still has Wan's 4x8x8 strides (as tests/test_vae.py)
+# diffusers' AutoencoderKLWan at its smallest that still has Wan's 4x8x8 strides (as tests/model/test_vae.py)
 TINY_WAN = dict(base_dim=8, z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=1, temperal_downsample=[False, True, True],
                 latents_mean=[0.5, -1.0, 2.0, 0.0], latents_std=[2.0, 0.5, 4.0, 1.0])
 
