@@ -7,7 +7,7 @@ import stat
 import pytest
 
 from vera.cli import main
-from vera.farm import submit
+from vera.farm.submission import submit
 from vera.farm.deadline import read_info
 
 from bundles import base_spec, write_plates, write_spec

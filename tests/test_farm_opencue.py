@@ -7,7 +7,7 @@ import xml.etree.ElementTree as Et
 import pytest
 
 from vera.cli import main
-from vera.farm import submit
+from vera.farm.submission import submit
 
 from bundles import base_spec, write_plates, write_spec
 

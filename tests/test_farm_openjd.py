@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from vera.cli import main
-from vera.farm import BACKENDS, submit
+from vera.farm import BACKENDS
+from vera.farm.submission import submit
 from vera.status import status
 
 from bundles import FIRST, LAST, base_spec, write_plates, write_spec

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from vera.cli import main
-from vera.farm import submit
+from vera.farm.submission import submit
 from vera.farm.deadline import read_info
 from vera.farm.openjd import check_template
 

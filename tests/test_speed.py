@@ -105,8 +105,8 @@ def test_guidance_schedule_runs_the_negative_branch_only_early_and_the_cache_fol
 
 def test_magnitude_ratios_follow_the_calibrated_curve_on_any_grid():
     curve = [[1000.0, 0.0], [500.0, -0.5], [0.0, 0.0]]
-    assert presets.magnitude_ratios(curve, [1000.0, 500.0, 0.0]) == pytest.approx([1.0, np.exp(-0.5), np.exp(0.5)])
-    fine = presets.magnitude_ratios(curve, [1000.0, 750.0, 500.0])
+    assert stepcache.magnitude_ratios(curve, [1000.0, 500.0, 0.0]) == pytest.approx([1.0, np.exp(-0.5), np.exp(0.5)])
+    fine = stepcache.magnitude_ratios(curve, [1000.0, 750.0, 500.0])
     assert np.prod(fine) == pytest.approx(np.exp(-0.5))  # a finer grid splits the same change
 
 

@@ -8,7 +8,7 @@ import vera.render as render
 from vera import exr
 from vera.cli import main
 from vera.errors import EXIT_QC_FAILED
-from vera.farm import submit
+from vera.farm.submission import submit
 
 from bundles import base_spec, write_plates, write_spec
 from test_render import FakeRenderer

@@ -7,6 +7,7 @@ with a recorder on the joint layers.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 import vera
@@ -15,7 +16,6 @@ from vera.layout import load_shot
 from vera.model.bundle import load_bundle
 from vera.model.bundle_manifest import bundle_folder
 from vera.pipeline import render_frames, sampler_settings
-from vera.presets import curve_from_steps
 
 
 class ResidualMagnitudes:
@@ -84,3 +84,12 @@ def calibrate(spec_paths, steps: int | None = None, seed: int = 0, progress=None
             "calibrated": dict(recipe, shots=[s.spec.name for s in shots], seed=int(seed)),
             "vera": vera.__version__}
     return str(bundle_folder(name)), data
+
+
+def curve_from_steps(timesteps, magnitudes: list[list[float]]) -> list[list[float]]:
+    """Average several runs' per-step mean residual magnitudes (same grid) into [[t, log magnitude], ...].
+
+    Each run is normalised to its first step, so clips of different content weigh the same."""
+    logs = np.log(np.asarray(magnitudes, dtype=np.float64))
+    mean = (logs - logs[:, :1]).mean(axis=0)
+    return [[round(float(t), 4), round(float(m), 6)] for t, m in zip(timesteps, mean)]

@@ -16,10 +16,10 @@ A preset changes three things of the recipe:
   bundle without it renders uncached (the other levers still apply).
 
 `quality` is the full recipe with nothing changed: no hooks act on the numbers, so its pixels are bit-identical
-to a render without presets. What no library does for us, and is written here: the calibration as data
-(diffusers only prints the ratios), ratios for any step grid from one calibration (the curve is stored against
-the timestep); vera.stepcache keeps the cached residual valid when the guidance schedule drops the negative
-branch (the batch halves).
+to a render without presets. What no library does for us: the calibration as data (here; diffusers only prints
+the ratios), ratios for any step grid from one calibration (the curve is stored against the timestep;
+vera.stepcache.magnitude_ratios), and keeping the cached residual valid when the guidance schedule drops the
+negative branch (the batch halves; vera.stepcache).
 """
 
 from __future__ import annotations
@@ -28,8 +28,6 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from vera.atomic import atomic_write_text
 from vera.errors import BadInput
@@ -123,19 +121,3 @@ def write_calibration(bundle_folder, data: dict) -> None:
     atomic_write_text(Path(bundle_folder) / CALIBRATION_FILE, f'{{"curve": [\n  {curve}\n ],{rest}\n}}\n')
 
 
-def magnitude_ratios(curve, timesteps) -> list[float]:
-    """MagCache's per-step ratios |residual_i| / |residual_i-1| for this grid of timesteps, from the calibrated
-    curve of log residual magnitude against the timestep (1.0 for the first step)."""
-    points = np.asarray(sorted(curve), dtype=np.float64)
-    ts = np.asarray([float(t) for t in timesteps], dtype=np.float64)
-    log_mag = np.interp(ts, points[:, 0], points[:, 1])
-    return [1.0] + [float(r) for r in np.exp(np.diff(log_mag))]
-
-
-def curve_from_steps(timesteps, magnitudes: list[list[float]]) -> list[list[float]]:
-    """Average several runs' per-step mean residual magnitudes (same grid) into [[t, log magnitude], ...].
-
-    Each run is normalised to its first step, so clips of different content weigh the same."""
-    logs = np.log(np.asarray(magnitudes, dtype=np.float64))
-    mean = (logs - logs[:, :1]).mean(axis=0)
-    return [[round(float(t), 4), round(float(m), 6)] for t, m in zip(timesteps, mean)]

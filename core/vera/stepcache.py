@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch
 from diffusers.hooks import HookRegistry, MagCacheConfig, ModelHook, apply_mag_cache
 from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
 
-from vera.presets import StepPlan, magnitude_ratios
+from vera.presets import StepPlan
 
 _COUNT_HOOK = "vera_layer_count"
 _REGISTERED = []
@@ -144,3 +145,12 @@ def compile_blocks(model, report=print) -> None:
                "(compile included)")
 
     handles = [model.register_forward_pre_hook(start), model.register_forward_hook(stop)]
+
+
+def magnitude_ratios(curve, timesteps) -> list[float]:
+    """MagCache's per-step ratios |residual_i| / |residual_i-1| for this grid of timesteps, from the calibrated
+    curve of log residual magnitude against the timestep (1.0 for the first step)."""
+    points = np.asarray(sorted(curve), dtype=np.float64)
+    ts = np.asarray([float(t) for t in timesteps], dtype=np.float64)
+    log_mag = np.interp(ts, points[:, 0], points[:, 1])
+    return [1.0] + [float(r) for r in np.exp(np.diff(log_mag))]

@@ -37,7 +37,6 @@ def model_info(name: str) -> dict:
     }
 
 
-
 def print_model_info(args) -> int:
     info = model_info(args.config)
     if args.json:
@@ -53,7 +52,6 @@ def print_model_info(args) -> int:
           f"layers {values['num_layers']}, z_dim {values['z_dim']}, mask channels {values['mask_channels']}, "
           f"text_dim {values['text_dim']}")
     return 0
-
 
 
 def convert(args) -> int:

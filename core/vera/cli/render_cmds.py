@@ -1,27 +1,22 @@
 """Subcommands of the farm side: validate, run, assemble, status, calibrate, submit (docs/farm.md,
-docs/shot-spec.md). validate, status and submit run here, without torch; run, assemble and calibrate load the
-model, in vera.cli.render_run."""
+docs/shot-spec.md). Declarations only: each handler is imported when its subcommand runs (vera.cli.later): validate and submit
+(vera.cli.shot_run) and status (vera.cli.status_run) without torch; run, assemble and calibrate load the model
+(vera.cli.render_run)."""
 
 from __future__ import annotations
 
-import json
-import sys
-
 from vera.cli import later
-from vera.errors import EXIT_BAD_INPUT, EXIT_QC_FAILED
-from vera.farm import BACKENDS, submit
+from vera.farm import BACKENDS
 from vera.plan import MEMORY_CHOICES
 from vera.presets import PRESETS
 from vera.progress import add_progress_argument
-from vera.shot import validate
-from vera.status import format_status, status
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("validate", help="check a shot spec and report every problem at once")
     p.add_argument("spec", metavar="SHOT.json")
     p.add_argument("--json", action="store_true", help="print {valid, problems} as JSON")
-    p.set_defaults(func=_validate)
+    p.set_defaults(func=later("vera.cli.shot_run:validate_spec"))
 
     p = subparsers.add_parser("run", help="render a shot (every window, then assemble) or one window (--window)")
     p.add_argument("spec", metavar="SHOT.json")
@@ -42,7 +37,7 @@ def register(subparsers) -> None:
     p.add_argument("out_dir", metavar="OUTDIR")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--verify", action="store_true", help="also check every final frame's sha256")
-    p.set_defaults(func=_status)
+    p.set_defaults(func=later("vera.cli.status_run:report_status"))
 
     p = subparsers.add_parser("calibrate", help="measure a bundle's step-cache curve on shots and write speed.json",
                               description="Render the first window of each shot at the full recipe, measure how "
@@ -52,9 +47,6 @@ def register(subparsers) -> None:
     p.add_argument("specs", metavar="SHOT.json", nargs="+")
     p.add_argument("--steps", type=int, help="sampler steps for the calibration (default: the recipe's)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--out", metavar="BUNDLE", help="write speed.json into this bundle folder, made as a copy of the "
-                                                   "shots' bundle if it does not exist (needed for a bundle that "
-                                                   "ships with Vera or is read-only)")
     add_progress_argument(p)
     p.set_defaults(func=later("vera.cli.render_run:calibrate_bundle"))
 
@@ -75,7 +67,7 @@ def register(subparsers) -> None:
                    help="memory per GPU to ask for; the planner (vera-render plan) must fit a window into it")
     p.add_argument("--json", action="store_true", help="print what was written as JSON")
     _add_force(p)
-    p.set_defaults(func=_submit)
+    p.set_defaults(func=later("vera.cli.shot_run:submit_job"))
 
 
 def add_speed_arguments(p, default: str) -> None:
@@ -102,31 +94,3 @@ def _add_device_options(p) -> None:
     p.add_argument("--fp8", action="store_true", help="store the transformer's weights as float8, compute in bf16")
 
 
-def _validate(args) -> int:
-    problems = validate(args.spec)
-    if args.json:
-        print(json.dumps({"spec": args.spec, "valid": not problems, "problems": problems}, indent=2))
-    else:
-        for problem in problems:
-            print(f"vera-render: error: {problem}", file=sys.stderr)
-        count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
-        print(f"{args.spec}: {'valid' if not problems else count}", file=sys.stderr if problems else sys.stdout)
-    return EXIT_BAD_INPUT if problems else 0
-
-
-def _status(args) -> int:
-    report = status(args.out_dir, verify=args.verify)
-    print(json.dumps(report, indent=2) if args.json else format_status(report))
-    # a frame on disk that is not the one rendered (changed or damaged) fails the check: exit 4, as qc
-    return EXIT_QC_FAILED if report["frames"]["checksum_mismatches"] else 0
-
-
-def _submit(args) -> int:
-    options = {"executable": args.executable, "priority": args.priority, "pool": args.pool, "group": args.group,
-               "show": args.show, "gpus": args.gpus, "gpu_memory": args.gpu_memory}
-    info = submit(args.spec, args.farm, args.out, launch=args.launch, force=args.force, **options)
-    if args.json:
-        print(json.dumps(info.to_dict(), indent=2))
-    else:
-        print(info.describe())
-    return 0
