@@ -1,4 +1,14 @@
 import os
+import sys
+from pathlib import Path
+
+# The shared helpers (bundles, images, fake_nuke) live here, the tests in folders that mirror the package; a few
+# tests reuse another's fixtures across folders (test_dit's reference Wan, test_vae's tiny Wan, test_render's
+# fake renderer), so every folder is importable.
+TESTS = Path(__file__).resolve().parent
+for folder in (TESTS, *(TESTS / area for area in ("engine", "model", "train", "farm", "nuke"))):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network at run time, in tests too

@@ -1,6 +1,6 @@
 """Jobs for the monitor: real plates and edit layers on disk, a manifest per job, a job registry.
 
-Used by tests/test_monitor.py, and run as a script to make the screenshot in docs/nuke.md:
+Used by tests/nuke/test_monitor.py, and run as a script to make the screenshot in docs/nuke.md:
 
     QT_QPA_PLATFORM=offscreen python tests/monitor_demo.py docs/images/monitor.png
 """

@@ -1,4 +1,4 @@
-"""One rank of tests/test_parallel.py, started by torchrun: a small seeded VeraMoT run with each strategy, compared
+"""One rank of tests/engine/test_parallel.py, started by torchrun: a small seeded VeraMoT run with each strategy, compared
 with the same model run whole in this process (what one process computes).
 
     python -m torch.distributed.run --standalone --nproc-per-node N tests/parallel_worker.py OUT.json

@@ -74,11 +74,11 @@ class Strategy:
 
 VAE_STRIDE = (4, 8, 8)               # Wan VAE: latent frames = (F-1)/4+1, 8x8 pixels per latent cell
 # umT5-xxl encoder as Wan2.1 uses it (d_model 4096, d_ff 10240, 24 layers, vocab 256384); transformers'
-# UMT5EncoderModel counts this on the meta device (tests/test_plan.py checks it).
+# UMT5EncoderModel counts this on the meta device (tests/engine/test_plan.py checks it).
 TEXT_ENCODER_PARAMS = 5_680_910_336
 TEXT_ENCODER_CONFIG = {"d_model": 4096, "d_ff": 10240, "num_layers": 24, "num_heads": 64, "d_kv": 64,
                        "vocab_size": 256384, "feed_forward_proj": "gated-gelu"}
-# diffusers' AutoencoderKLWan default config (the Wan2.1 VAE); counted on the meta device in tests/test_plan.py.
+# diffusers' AutoencoderKLWan default config (the Wan2.1 VAE); counted on the meta device in tests/engine/test_plan.py.
 WAN_VAE_PARAMS = 126_892_531
 VAE_BYTES_PER_PARAM = 4              # the VAE runs in float32 (as Wan2.1)
 # Wan's decoder runs causally one latent frame (4 video frames) at a time; its widest tensors are the last stage's

@@ -1,4 +1,4 @@
-"""Imported at interpreter start-up by every worker of tests/test_launch.py's failure test (this folder is put first
+"""Imported at interpreter start-up by every worker of tests/engine/test_launch.py's failure test (this folder is put first
 on PYTHONPATH there; Python imports `sitecustomize` from the path when it starts). On rank 1 only, the serving loop
 raises torch's out-of-memory error, as a GPU that runs out of memory does."""
 

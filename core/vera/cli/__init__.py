@@ -6,7 +6,7 @@ the CLI stays one thin layer. Errors become one line on stderr and an exit code 
 Lazy dispatch, the one place vera imports a module inside a function: the modules that declare subcommands are
 light (argparse, the spec, the manifest, the planner), and a subcommand whose work needs torch names its
 handler as "module:function" (`later`), imported only when that subcommand runs. So `--help`, `validate`,
-`status`, `plan` and `submit` start without torch (tests/test_cli_light.py).
+`status`, `plan` and `submit` start without torch (tests/engine/test_cli_light.py).
 """
 
 from __future__ import annotations

@@ -74,6 +74,7 @@ def assert_same_weights(a: dict, b: dict) -> None:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=WEIGHT_ATOL, msg=key)
 
 
+@pytest.mark.slow
 def test_two_process_fsdp_equals_one_process(two_process_run, dataset, tmp_path):
     checkpoints = list_checkpoints(two_process_run)
     assert [p.name for p in checkpoints] == ["step_00000010", "step_00000020"]
@@ -87,6 +88,7 @@ def test_two_process_fsdp_equals_one_process(two_process_run, dataset, tmp_path)
     assert_same_weights(bundle_weights(two_process_run), bundle_weights(tmp_path / "one"))
 
 
+@pytest.mark.slow
 def test_checkpoint_of_two_processes_resumes_on_one(two_process_run, dataset, tmp_path):
     """Stopped at step 10 on two processes, resumed on one: continues as the uninterrupted run."""
     resumed = tmp_path / "resumed"
@@ -102,6 +104,7 @@ def test_checkpoint_of_two_processes_resumes_on_one(two_process_run, dataset, tm
     assert_same_weights(bundle_weights(resumed), bundle_weights(two_process_run))
 
 
+@pytest.mark.slow
 def test_export_of_a_sharded_checkpoint_renders(two_process_run, tmp_path):
     from bundles import base_spec, write_plates, write_spec
 
@@ -117,6 +120,7 @@ def test_export_of_a_sharded_checkpoint_renders(two_process_run, tmp_path):
     assert len(list((shot / "out").glob("*.exr"))) == 13
 
 
+@pytest.mark.slow
 def test_export_without_ema_asks_for_raw(dataset, tmp_path):
     fit(FitConfig.from_dict({**SHARDED, "ema": None, "steps": 2}), dataset, tmp_path / "run", progress="none")
     with pytest.raises(BadInput, match="--raw"):
@@ -137,6 +141,7 @@ def test_global_batch_must_split_over_the_processes():
         FitConfig.from_dict({**SHARDED, "global_batch": 6}).batch_per_process(4)
 
 
+@pytest.mark.slow
 def test_sequence_parallel_training_equals_one_process(dataset, tmp_path):
     """2 processes as one Ulysses group (each holding half of every stream's tokens, FSDP over both) train like
     one process on the same samples; the same tolerance as FSDP alone (reduction order)."""
@@ -154,6 +159,7 @@ def test_sequence_parallel_needs_fsdp():
         FitConfig.from_dict({**SHARDED, "parallel": "ddp", "sequence_parallel": 2})
 
 
+@pytest.mark.slow
 def test_two_nodes_through_rendezvous_train_hybrid_sharded_as_one_process(dataset, tmp_path):
     """Two torchrun launchers (two "nodes" of one process each) meet through the c10d rendezvous; parallel hsdp
     then replicates across the nodes and shards inside each (here: 1 process per node). Same result as one."""

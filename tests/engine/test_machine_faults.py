@@ -24,7 +24,7 @@ from vera.cli import main
 
 from bundles import FIRST, LAST, SMALL_HEIGHT, SMALL_WIDTH, base_spec, write_plate, write_plates, write_spec
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # setpriv (util-linux): drop the capabilities that let root ignore file modes, for the child and its execs.
 NO_OVERRIDE = ["setpriv", "--inh-caps", "-dac_override,-dac_read_search",
                "--bounding-set", "-dac_override,-dac_read_search", "--"]

@@ -10,7 +10,7 @@ import pytest
 
 import fake_nuke
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

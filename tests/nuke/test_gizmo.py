@@ -9,7 +9,7 @@ import pytest
 import fake_nuke
 import vera_nuke.actions
 
-GIZMO = Path(__file__).resolve().parents[1] / "gizmos" / "VeraEdit.gizmo"
+GIZMO = Path(__file__).resolve().parents[2] / "gizmos" / "VeraEdit.gizmo"
 # addUserKnob type ids: REFERENCE.md's list, plus 43 (Multiline_Eval_String_Knob) for the instruction.
 KNOWN_KNOB_TYPES = {1: "String", 2: "File", 3: "Int", 4: "Enumeration", 6: "Bool", 7: "Double", 20: "Tab",
                     22: "PyScript", 26: "Text", 41: "Link", 43: "Multiline_Eval_String"}

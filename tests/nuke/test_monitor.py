@@ -13,7 +13,7 @@ from vera_nuke import engine, jobs, monitor
 from vera_nuke.monitor import MonitorPanel
 from vera_nuke.qt import QtCore, QtGui
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -240,8 +240,8 @@ def test_checkpoint_written_before_the_joint_block_restructure_loads():
 
     from vera.model.checkpoint import load_vera
 
-    recorded = load_file(Path(__file__).parent / "data" / "demo_transformer_forward.safetensors")
-    model = load_vera(Path(__file__).parents[1] / "core" / "vera" / "assets" / "demo" / "transformer.safetensors")
+    recorded = load_file(Path(__file__).parents[1] / "data" / "demo_transformer_forward.safetensors")
+    model = load_vera(Path(__file__).parents[2] / "core" / "vera" / "assets" / "demo" / "transformer.safetensors")
     with torch.no_grad():
         out = model(recorded["x"], recorded["t"], recorded["context"])
         isolated = model(recorded["x"], recorded["t"], recorded["context"], isolate_streams=True)

@@ -27,6 +27,7 @@ def test_demo_bundle_is_committed_and_small():
     assert all(not p.suffix in (".bin", ".pt", ".pth", ".pkl") for p in files)  # safetensors only
 
 
+@pytest.mark.slow
 def test_demo_writes_a_real_shot_that_run_repeats(tmp_path):
     import OpenImageIO as oiio
 
@@ -57,6 +58,7 @@ def test_demo_writes_a_real_shot_that_run_repeats(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
 
 
+@pytest.mark.slow
 def test_demo_background_change_and_bad_prompt(tmp_path):
     out = tmp_path / "bg"
     result = vera_render("demo", "--out", out, "--frames", 5, "--prompt",
@@ -77,6 +79,7 @@ def heldout(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_demo_model_meets_relaxed_bars_on_heldout_shots(heldout):
     from vera.train.evaluate import evaluate
 

@@ -95,6 +95,7 @@ def test_buckets_never_mix_shapes_in_a_batch(public_set):
     assert len(seen) >= 3  # the schedule visits the buckets, not just one
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("data", ["public_set", "exr_set"])
 def test_two_workers_give_the_same_batches_as_in_process(data, request):
     dataset = open_dataset(request.getfixturevalue(data), frames=5, width=32, height=32, random_clip=True)
@@ -161,6 +162,7 @@ def final_tensors(run: Path) -> dict:
     return load_file(str(list_checkpoints(run)[-1]))
 
 
+@pytest.mark.slow
 def test_fit_with_workers_and_buckets_equals_in_process_and_resumes_exactly(public_set, tmp_path):
     cfg = FitConfig.from_dict({**TINY, "steps": 4})
     fit(cfg, public_set, tmp_path / "in_process", progress="none")
@@ -208,6 +210,7 @@ def test_fit_never_loads_the_text_encoder_when_cache_prompts_ran_first(public_se
         open_text_encoder(bundle, "cpu", cache).encode(["a prompt no record has"])
 
 
+@pytest.mark.slow
 def test_two_processes_with_workers_and_buckets_train_as_one(public_set, tmp_path):
     """torchrun, 2 gloo processes x batch 1, each with a worker, == 1 in-process reader x batch 2 (same samples
     per bucket and step; DDP's averaged gradients equal the whole batch's to float rounding)."""

@@ -11,20 +11,21 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def torchrun(nproc: int, tmp_path) -> dict:
     out = tmp_path / f"parallel{nproc}.json"
-    path = [str(HERE.parent / "core"), str(HERE.parent), os.environ.get("PYTHONPATH", "")]
+    path = [str(ROOT / "core"), str(ROOT), os.environ.get("PYTHONPATH", "")]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(path))
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-                           str(HERE / "parallel_worker.py"), str(out)], env=env, capture_output=True, text=True,
+                           str(ROOT / "tests" / "parallel_worker.py"), str(out)], env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("nproc", [2, 4])
 def test_sharded_sequence_and_cfg_parallel_equal_one_process(nproc, tmp_path):
     results = torchrun(nproc, tmp_path)

@@ -44,6 +44,7 @@ def checkpoint_tensors(out: Path) -> dict:
     return load_file(str(list_checkpoints(out)[-1]))
 
 
+@pytest.mark.slow
 def test_loss_falls_on_a_tiny_run(dataset, tmp_path):
     summary = fit(tiny(steps=40, prompt_drop=0.0), dataset, tmp_path / "run", progress="none")
     log = read_log(tmp_path / "run")
@@ -63,6 +64,7 @@ def test_loss_falls_on_a_tiny_run(dataset, tmp_path):
     assert not all(torch.equal(ckpt[f"ema.{k}"], ckpt[f"model.{k}"]) for k in bundle.transformer.state_dict())
 
 
+@pytest.mark.slow
 def test_resume_continues_to_identical_weights(dataset, tmp_path):
     cfg = tiny(steps=6, prompt_drop=0.5, random_clip=True)
     fit(cfg, dataset, tmp_path / "straight", progress="none")
@@ -77,6 +79,7 @@ def test_resume_continues_to_identical_weights(dataset, tmp_path):
     assert read_log(tmp_path / "straight")[-1]["loss"] == read_log(tmp_path / "resumed")[-1]["loss"]
 
 
+@pytest.mark.slow
 def test_two_process_gloo_ddp_matches_one_process(dataset, tmp_path):
     """torchrun, 2 CPU processes x batch 1 == 1 process x batch 2: the same samples, noise and update."""
     config = tmp_path / "ddp.json"

@@ -17,7 +17,7 @@ from vera.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_TRANSIENT, BadInput
 from vera.launch import _farm_code, _first_failure, default_strategy
 from vera.plan import Strategy
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def vera_render(*argv, cwd, path_first=()) -> subprocess.CompletedProcess:
@@ -101,7 +101,7 @@ def test_a_worker_out_of_memory_fails_the_task_as_transient(demo):
     """Rank 1 runs out of memory while rank 0 sends it work: the task exits 3 (retry elsewhere), it does not hang."""
     shot = copy_shot(demo, "oom")
     result = vera_render("run", str(shot), "--devices", "2", "--progress", "none", cwd=demo,
-                         path_first=[Path(__file__).parent / "inject_rank1_oom"])
+                         path_first=[ROOT / "tests" / "inject_rank1_oom"])
     assert result.returncode == EXIT_TRANSIENT, result.stderr
     assert "out of memory" in result.stderr and "CUDA out of memory (raised by the test on rank 1)" in result.stderr
     assert "worker 1 of 2 failed with exit code 3" in result.stderr

@@ -242,7 +242,7 @@ def test_farm_progress_lines(shot, fake, capsys):
 # A task in its own process, as the farm runs it, with the fake renderer and optional slowdowns.
 HARNESS = textwrap.dedent('''
     import os, sys, time
-    sys.path.insert(0, {tests!r})
+    sys.path[:0] = [{tests!r}, {helpers!r}]
     import vera.render as render
     import vera.manifest as manifest
     import vera.atomic
@@ -274,7 +274,7 @@ HARNESS = textwrap.dedent('''
 @pytest.fixture
 def harness(tmp_path):
     path = tmp_path / "harness.py"
-    path.write_text(HARNESS.format(tests=str(Path(__file__).parent)))
+    path.write_text(HARNESS.format(tests=str(Path(__file__).parent), helpers=str(Path(__file__).parents[1])))
     return path
 
 
@@ -284,6 +284,7 @@ def _task(harness, *args, mode="", **env):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_two_concurrent_window_tasks_both_land(tmp_path, shot, harness):
     tasks = [_task(harness, "run", str(shot), "--window", str(i), "--progress", "log", mode="slow-manifest")
              for i in (0, 1)]
@@ -297,6 +298,7 @@ def test_two_concurrent_window_tasks_both_land(tmp_path, shot, harness):
     assert status(tmp_path / "out", verify=True)["complete"]
 
 
+@pytest.mark.slow
 def test_killed_task_leaves_no_partial_frame_and_rerun_completes(tmp_path, shot, harness):
     signal_file = tmp_path / "mid-write"
     task = _task(harness, "run", str(shot), "--window", "0", "--progress", "log", mode="hang-mid-write",
@@ -330,6 +332,7 @@ def test_killed_task_leaves_no_partial_frame_and_rerun_completes(tmp_path, shot,
 
 # ----------------------------------------------------------------------------------------------- the model
 
+@pytest.mark.slow
 def test_end_to_end_with_a_random_model(tmp_path, shot):
     """The real pipeline (tiny random model, 2 steps): `run` renders windows and assembles frames."""
     assert main(["run", str(shot), "--progress", "none"]) == 0
@@ -358,6 +361,7 @@ def test_status_verify_catches_a_damaged_frame(tmp_path, shot, fake):
     assert "frame 1008 failed: checksum mismatch" in format_status(report)
 
 
+@pytest.mark.slow
 def test_farm_tasks_then_assemble_equal_one_run_with_the_real_model(tmp_path, shot):
     """What a farm does (each window its own task, then assemble) gives exactly what one `run` gives:
     per-window seeds come from the shot seed, so where a window runs does not change its pixels."""

@@ -134,6 +134,7 @@ def test_speed_and_guidance_until_are_validated(tmp_path):
     assert "sampler.guidance_until: 1.5 must be in (0, 1]" in problems
 
 
+@pytest.mark.slow
 def test_calibrate_writes_the_curve_into_the_bundle_and_balanced_then_caches(tmp_path):
     from bundles import make_shot, random_bundle, write_plate
 
@@ -157,6 +158,7 @@ def test_calibrate_writes_the_curve_into_the_bundle_and_balanced_then_caches(tmp
 # ------------------------------------------------------------------------------------------------ demo
 
 
+@pytest.mark.slow
 def test_demo_presets_keep_untouched_pixels_and_count_fewer_layer_evaluations(tmp_path):
     import OpenEXR
 

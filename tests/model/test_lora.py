@@ -32,6 +32,7 @@ def lora_run(tmp_path_factory):
     return root / "run", summary
 
 
+@pytest.mark.slow
 def test_adapter_file_is_small_and_base_weights_unchanged(lora_run):
     run, summary = lora_run
     bundle = run / "bundle"
@@ -49,6 +50,7 @@ def test_adapter_file_is_small_and_base_weights_unchanged(lora_run):
     assert all(torch.equal(base[k].float(), exported[k].float()) for k in base)
 
 
+@pytest.mark.slow
 def test_render_with_the_adapter_differs_from_without(lora_run):
     from bundles import base_spec, write_plates, write_spec
 
@@ -69,6 +71,7 @@ def test_render_with_the_adapter_differs_from_without(lora_run):
     assert diff > 1e-3
 
 
+@pytest.mark.slow
 def test_merged_adapter_equals_the_adapted_network(lora_run):
     """load_bundle merges W + B A into the weights: the same function as the unmerged adapted model."""
     from vera.model.lora import add_lora
