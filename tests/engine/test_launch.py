@@ -152,7 +152,7 @@ def test_two_devices_send_no_pickles(demo):
     """The leader's control messages are tensors: with torch's object collectives (pickles) refused in every
     worker, the two-process render still writes the one-process frames."""
     result = vera_render("run", str(copy_shot(demo, "tensors")), "--devices", "2", "--progress", "none", cwd=demo,
-                         path_first=[Path(__file__).parent / "no_pickles"])
+                         path_first=[ROOT / "tests" / "no_pickles"])
     assert result.returncode == 0, result.stderr
     one, two = layers(demo / "layers", "edit.*.exr"), layers(demo / "tensors", "edit.*.exr")
     assert len(one) == 9 and one.keys() == two.keys()
