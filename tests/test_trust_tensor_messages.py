@@ -12,12 +12,13 @@ _G = torch.Generator().manual_seed(0)  # the same values in the test and in each
 SENT = [torch.randn(2, 3, 4, 5, 6, generator=_G), torch.tensor(0.5, dtype=torch.float64), torch.arange(7, dtype=torch.int64),
         torch.randn(3, 8, generator=_G).to(torch.bfloat16),
         torch.randn(4, generator=_G).half(), torch.tensor([True, False, True]),
-        torch.zeros(0, 2)]
+        torch.zeros(0, 2), torch.tensor(2.5).expand(1), torch.tensor([1.5]).expand(3, 2)]  # expanded: stride 0
 
 
 def _bits(t: torch.Tensor) -> tuple:
     """dtype, shape and bytes: what "bit for bit" compares (plain values, so the test's queue carries no tensor)."""
-    return str(t.dtype), tuple(t.shape), t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+    dense = torch.empty(t.numel(), dtype=t.dtype).copy_(t.reshape(-1))
+    return str(t.dtype), tuple(t.shape), dense.view(torch.uint8).numpy().tobytes()
 
 
 def _exchange(rank, store_file, results):

@@ -44,9 +44,9 @@ def send(message: Message, group=None, device=torch.device("cpu")) -> None:
         header[at:at + 2 + tensor.dim()] = torch.tensor([DTYPES.index(tensor.dtype), tensor.dim(), *tensor.shape])
     dist.broadcast(header.to(device), src=_source(group), group=group)
     for tensor in message.tensors:
-        data = tensor.detach().contiguous().reshape(-1)
-        if data.dtype == torch.bool:
-            data = data.to(torch.uint8)
+        # a fresh dense copy: an expanded tensor (stride 0) cannot be viewed as bytes
+        data = torch.empty(tensor.numel(), dtype=torch.uint8 if tensor.dtype == torch.bool else tensor.dtype)
+        data.copy_(tensor.detach().reshape(-1))
         if data.numel():  # the receiver knows the size from the header
             dist.broadcast(data.view(torch.uint8).to(device), src=_source(group), group=group)
 
