@@ -1,4 +1,4 @@
-"""Imported at interpreter start-up by every worker of tests/test_launch.py's no-pickle test (this folder is put
+"""Imported at interpreter start-up by every worker of the no-pickle tests (tests/engine/test_launch.py, tests/train/test_train_loader.py) (this folder is put
 first on PYTHONPATH there). In a worker, torch's object collectives (which pickle on one side and unpickle on the
 other) raise, so a --devices run passes only if its control messages are plain tensors."""
 
