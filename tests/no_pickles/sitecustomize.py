@@ -1,6 +1,7 @@
-"""Imported at interpreter start-up by every worker of the no-pickle tests (tests/engine/test_launch.py, tests/train/test_train_loader.py) (this folder is put
-first on PYTHONPATH there). In a worker, torch's object collectives (which pickle on one side and unpickle on the
-other) raise, so a --devices run passes only if its control messages are plain tensors."""
+"""Imported at interpreter start-up by every worker of the no-pickle tests (tests/engine/test_launch.py,
+tests/train/test_train_loader.py put this folder first on PYTHONPATH). In a worker, torch's object collectives
+(which pickle on one side and unpickle on the other) raise, so a run passes only if what its ranks exchange is
+plain tensors."""
 
 import os
 
