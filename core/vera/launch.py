@@ -1,14 +1,16 @@
 """`vera-render run SHOT.json --devices N`: one render on N worker processes (one GPU each), torchrun-style.
 
     parent   `launch_workers` starts N copies of the same `vera-render run` with torch's elastic launcher (what
-             torchrun runs: a local rendezvous on a free port, RANK / WORLD_SIZE / LOCAL_RANK set for each) and
-             waits. If any worker fails, the launcher stops the others and the task fails with that worker's exit
+             torchrun runs, RANK / WORLD_SIZE / LOCAL_RANK set for each) and waits. The rendezvous store listens
+             on 127.0.0.1 only (`LoopbackRendezvous`), and gloo / NCCL are pointed at the loopback interface:
+             a single-node run opens nothing to the network. If any worker fails, the launcher stops the others and the task fails with that worker's exit
              code (the farm's: 1 internal, 2 bad input, 3 transient).
     workers  `run_shot` sees the launcher's environment: each joins the process group (NCCL on CUDA, gloo on the
              CPU), builds the DeviceMesh of the Strategy and loads the model with its parallelism applied
              (vera.parallel). Rank 0 is the leader: it runs the normal shot code (vera.render: manifest, VAE, text
              encoder, files) and, at every transformer call, first sends the call's inputs to the other ranks,
-             which only serve transformer calls (`_follow`) until the leader says stop. So the files are written
+             which only serve transformer calls (`_follow`) until the leader says stop. Those control messages are
+             fixed-schema tensors (vera.tensor_messages), never pickles. So the files are written
              by rank 0 alone, and vera.render / vera.pipeline are the same code as for one device.
 
 The same `vera-render run` also works under torchrun directly (`torchrun --nproc-per-node 8 -m vera.cli run SHOT`).
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 import time
 import uuid
@@ -29,6 +32,9 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.elastic.rendezvous import RendezvousParameters
+from torch.distributed.elastic.rendezvous import rendezvous_handler_registry as rendezvous_handlers
+from torch.distributed.elastic.rendezvous.static_tcp_rendezvous import StaticTCPRendezvous
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
 import vera.plan
@@ -40,11 +46,17 @@ from vera.model.bundle_manifest import read_manifest
 from vera.model.configs import VeraConfig
 from vera.parallel import build_mesh
 from vera.plan import MEMORY_CHOICES, Strategy
+from vera.presets import StepPlan
 from vera.stepcache import step_cache
+from vera.tensor_messages import Message, receive, send
 
 GIB = 2**30
 PEER_LOST = ("Connection closed by peer", "Connection reset by peer")  # gloo, when another worker's process ends
 PEER_LOST_GRACE_S = 10.0
+LOOPBACK = "127.0.0.1"
+RENDEZVOUS = "vera-loopback"  # the rendezvous backend of a single-node --devices run (LoopbackRendezvous)
+# the leader's control messages (vera.tensor_messages kinds)
+FORWARD, STEP_CACHE, STEP_CACHE_END, STOP = 1, 2, 3, 4
 
 
 class WorkerFailed(VeraError):
@@ -115,8 +127,10 @@ def launch_workers(devices: int, argv: list[str]) -> int:
         raise BadInput(f"--devices {devices} asked for, but this machine has {torch.cuda.device_count()} GPU(s)")
     # N processes share the CPU's cores (torchrun sets 1; we split them) unless the user chose
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // devices)))
+    _use_loopback()
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=devices, run_id=f"vera-{uuid.uuid4().hex[:8]}",
-                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1)
+                          rdzv_backend=RENDEZVOUS, rdzv_endpoint=f"{LOOPBACK}:0", rdzv_configs={"rank": 0},
+                          max_restarts=0, monitor_interval=0.1, local_addr=LOOPBACK)
     try:
         elastic_launch(config, sys.executable)("-m", "vera.cli", *argv)
     except ChildFailedError as exc:
@@ -124,6 +138,48 @@ def launch_workers(devices: int, argv: list[str]) -> int:
         raise WorkerFailed(f"worker {rank} of {devices} failed with exit code {code} (its error is above)",
                            _farm_code(code)) from None
     return 0
+
+
+class LoopbackRendezvous(StaticTCPRendezvous):
+    """One node's rendezvous: the TCPStore the agent and its workers share listens on 127.0.0.1 only.
+
+    torch's TCPStore binds every interface whatever host name it is given; only a socket handed to it
+    (`master_listen_fd`) decides the address. So this rendezvous binds a loopback socket on a free port and
+    gives it to the store; the workers find it through MASTER_ADDR / MASTER_PORT (the agent's store, shared)."""
+
+    def __init__(self, run_id: str):
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind((LOOPBACK, 0))
+        self.listener.listen()
+        super().__init__(LOOPBACK, self.listener.getsockname()[1], rank=0, world_size=1, run_id=run_id, timeout=600)
+
+    def get_backend(self) -> str:
+        return RENDEZVOUS
+
+    def next_rendezvous(self):
+        if self._store is None:
+            self._store = dist.TCPStore(LOOPBACK, self.master_port, 1, True, self.timeout, multi_tenant=True,
+                                        master_listen_fd=self.listener.fileno())
+        return super().next_rendezvous()
+
+
+def _loopback_rendezvous(params: RendezvousParameters) -> LoopbackRendezvous:
+    if params.max_nodes != 1:
+        raise BadInput("a --devices run is one node; use torchrun on a private network for more")
+    return LoopbackRendezvous(params.run_id)
+
+
+rendezvous_handlers.register(RENDEZVOUS, _loopback_rendezvous)
+
+
+def _use_loopback() -> None:
+    """gloo and NCCL open their own sockets on the interface of the host name: keep them on the loopback
+    interface too (unless the user chose one)."""
+    names = [name for _, name in socket.if_nameindex()]
+    loopback = next((name for name in ("lo", "lo0") if name in names), None)
+    if loopback:
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", loopback)
+        os.environ.setdefault("NCCL_SOCKET_IFNAME", loopback)
 
 
 def _first_failure(failures: dict) -> tuple[int, int]:
@@ -167,38 +223,51 @@ class _Leader(nn.Module):
         return self.model.blocks
 
     def forward(self, x, t, context, isolate_streams: bool = False):
-        dist.broadcast_object_list([("forward", x.cpu(), t.cpu(), context.cpu(), isolate_streams)], src=0,
-                                   group=self.control)
+        send(Message(FORWARD, isolate_streams, [x.cpu(), t.cpu(), context.cpu()]), self.control)
         return self.model(x, t, context, isolate_streams)
 
     def step_cache_started(self, plan, timesteps) -> None:  # called by vera.stepcache.StepCache
-        dist.broadcast_object_list([("step_cache", plan, timesteps.cpu())], src=0, group=self.control)
+        send(Message(STEP_CACHE, 0, [_plan_tensor(plan), _curve_tensor(plan), timesteps.cpu()]), self.control)
 
     def step_cache_ended(self) -> None:
-        dist.broadcast_object_list([("step_cache_end",)], src=0, group=self.control)
+        send(Message(STEP_CACHE_END), self.control)
+
+
+def _plan_tensor(plan: StepPlan) -> torch.Tensor:
+    """A StepPlan's numbers (float64 holds its ints and floats exactly); the curve travels beside it."""
+    return torch.tensor([plan.steps, plan.guidance_until, plan.cache_threshold, plan.cache_max_skip,
+                         plan.cache_retention], dtype=torch.float64)
+
+
+def _curve_tensor(plan: StepPlan) -> torch.Tensor:
+    return torch.tensor(plan.curve, dtype=torch.float64).reshape(-1, 2)
+
+
+def _plan_from(numbers: torch.Tensor, curve: torch.Tensor) -> StepPlan:
+    steps, until, threshold, max_skip, retention = numbers.tolist()
+    return StepPlan(steps=int(steps), guidance_until=until, cache_threshold=threshold, cache_max_skip=int(max_skip),
+                    cache_retention=retention, curve=tuple(tuple(point) for point in curve.tolist()))
 
 
 def _follow(load, control, device) -> None:
     """Ranks > 0: load the model at the first call, run every call the leader sends, until it says stop."""
     model = cache = None
     while True:
-        box = [None]
-        dist.broadcast_object_list(box, src=0, group=control)
-        command, *payload = box[0]
-        if command == "stop":
+        message = receive((FORWARD, STEP_CACHE, STEP_CACHE_END, STOP), control)
+        if message.kind == STOP:
             return
         model = model or load().transformer
-        if command == "step_cache":
-            plan, timesteps = payload
-            cache = step_cache(model, plan, timesteps).__enter__()
-        elif command == "step_cache_end":
+        if message.kind == STEP_CACHE:
+            numbers, curve, timesteps = message.tensors
+            cache = step_cache(model, _plan_from(numbers, curve), timesteps).__enter__()
+        elif message.kind == STEP_CACHE_END:
             cache, _ = None, cache.__exit__(None, None, None)
         else:
-            x, t, context, isolate = payload
+            x, t, context = message.tensors
             if cache is not None:
                 cache.before_step(x.shape[0])
             with torch.no_grad():
-                model(x.to(device), t.to(device), context.to(device), isolate)
+                model(x.to(device), t.to(device), context.to(device), bool(message.flag))
 
 
 def run_shot(shot, window=None, force: bool = False, progress: str = "auto", memory: str = "auto",
@@ -218,7 +287,7 @@ def run_shot(shot, window=None, force: bool = False, progress: str = "auto", mem
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
-        control = dist.new_group(backend="gloo")  # python objects between ranks, whatever the compute backend
+        control = dist.new_group(backend="gloo")  # control messages on the CPU, whatever the compute backend
         strategy = choose_strategy(shot, world, memory, fp8)
         mesh = _mesh(strategy, device)
         if rank == 0:
@@ -238,7 +307,7 @@ def run_shot(shot, window=None, force: bool = False, progress: str = "auto", mem
             return bundle
 
         result = render.run(shot, window, force, progress, load_bundle=load_leader)
-        dist.broadcast_object_list([("stop",)], src=0, group=control)  # on failure the launcher stops them
+        send(Message(STOP), control)  # on failure the launcher stops them
         return result
     except RuntimeError as exc:
         if any(sign in str(exc) for sign in PEER_LOST):

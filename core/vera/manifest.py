@@ -22,9 +22,10 @@ from vera.errors import BadInput
 from vera.jsonio import read_json_object
 from vera.layout import Shot, bundle_path
 from vera.model.bundle_manifest import bundle_files
-from vera.outputs import MANIFEST_NAME, MANIFEST_VERSION, DamagedManifest, final_frames_on_disk, read_manifest, sha256_file
+from vera.outputs import MANIFEST_NAME, MANIFEST_VERSION, DamagedManifest, read_manifest, sha256_file
 from vera.frames import compact_frames
 from vera.shot import ShotSpec
+from vera.takes import SUPERSEDED, supersede
 
 _PARTIAL_HEAD_TAIL = 1 << 20  # bytes of a big weight file that go into the bundle identity (head and tail)
 _SMALL_FILE = 4 << 20  # bundle files up to this size are hashed whole
@@ -223,20 +224,18 @@ def _reconcile(manifest: dict | None, shot: Shot, settings: dict, inputs: dict, 
     if not force:
         raise BadInput(f"{where}: the outputs there were rendered differently: {'; '.join(reasons)}. "
                        "Use --force to discard them and re-render, or set another output.dir")
-    _say_what_force_leaves(shot)
+    _set_aside(shot, manifest)
     return _new_manifest(shot, settings, inputs)
 
 
-def _say_what_force_leaves(shot: Shot) -> None:
-    """--force starts a new manifest: final frames outside the new range keep the old settings' layers. They
-    are not deleted (they may be someone's delivered frames); `status` and `qc` flag them as other settings."""
-    spec = shot.spec
-    outside = [f for f in final_frames_on_disk(shot.out_dir, spec.output.name, spec.output.padding)
-               if not spec.plate.first <= f <= spec.plate.last]
-    if outside:
-        print(f"vera-render: warning: --force leaves {len(outside)} frames made with other settings in "
-              f"{shot.out_dir}, outside the new range {spec.plate.first}-{spec.plate.last}: "
-              f"{compact_frames(outside)} (delete or re-render them; `status` and `qc` flag them)", file=sys.stderr)
+def _set_aside(shot: Shot, manifest: dict) -> None:
+    """--force starts a new take: the old take's final frames leave the sequence (a Read must not mix two
+    takes) for OUT/superseded/<take>/ (vera.takes), never deleted: they may be someone's delivered frames."""
+    moved = supersede(shot.out_dir, manifest)
+    if moved:
+        folder, frames = moved
+        print(f"vera-render: --force: the earlier take's {len(frames)} frames ({compact_frames(frames)}) moved "
+              f"out of the sequence to {SUPERSEDED}/{folder.name} in {shot.out_dir}", file=sys.stderr)
 
 
 def prepare_manifest(shot: Shot, force: bool = False) -> tuple[dict, dict]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from vera.errors import BadInput
 from vera.outputs import MANIFEST_NAME, final_frames_on_disk, read_manifest, sha256_file
 from vera.frames import compact_frames
+from vera.takes import SUPERSEDED, superseded_takes
 
 
 def _pid_alive(pid) -> bool:
@@ -82,6 +83,7 @@ def status(out_dir: str | Path, verify: bool = False) -> dict:
                    "failed_count": _runs_count(failed), "errors": frame_errors,
                    "other_settings": compact_frames(other), "other_settings_count": len(other),
                    "checksum_mismatches": compact_frames(sorted(mismatches))},
+        "superseded": superseded_takes(out_dir),  # earlier takes set aside by --force (vera.takes)
         "windows": {"total": len(manifest["windows"]), **windows, "errors": {str(k): v for k, v in errors.items()}},
         "layer_evaluations": evaluations,
         "settings_fingerprint": manifest["settings_fingerprint"], "updated": manifest.get("updated"),
@@ -146,6 +148,12 @@ def _runs_count(runs) -> int:
     return sum(b - a + 1 for a, b in runs)
 
 
+def superseded_lines(takes: dict) -> list[str]:
+    """The takes set aside beside a sequence, in words (status and qc)."""
+    return [f"        superseded take {SUPERSEDED}/{take}: {frames or 'no frames'} (an earlier take, out of the "
+            "sequence)" for take, frames in takes.items()]
+
+
 def format_status(report: dict) -> str:
     f, w = report["frames"], report["windows"]
     lines = [f"shot {report['shot']} in {report['out_dir']}: "
@@ -155,6 +163,7 @@ def format_status(report: dict) -> str:
              f"        failed {f['failed_count']}" + (f": {f['failed']}" if f["failed"] else ""),
              *([f"        other settings {f['other_settings_count']}: {f['other_settings']} (files here not made "
                 "by this render: an earlier one with other settings)"] if f.get("other_settings") else []),
+             *superseded_lines(report.get("superseded", {})),
              f"windows {len(w['done'])}/{w['total']} done"
              + (f", running: {compact_frames(w['running'])}" if w["running"] else "")
              + (f", missing: {compact_frames(w['missing'])}" if w["missing"] else "")]

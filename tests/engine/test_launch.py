@@ -3,6 +3,7 @@ rank 0 writes the files, and a failure on a worker fails the task with the farm'
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import subprocess
@@ -144,3 +145,57 @@ def test_the_first_worker_error_decides_the_exit_code():
     # rank 0 stopped by the launcher (SIGTERM) because rank 1 failed: rank 1 is the cause
     assert _first_failure({0: Failure(timestamp=9, exitcode=-15), 1: Failure(timestamp=9, exitcode=3)}) == (1, 3)
     assert [_farm_code(c) for c in (2, 3, -9, -11, 7)] == [2, 3, EXIT_TRANSIENT, EXIT_INTERNAL, EXIT_INTERNAL]
+
+
+@pytest.mark.slow
+def test_two_devices_send_no_pickles(demo):
+    """The leader's control messages are tensors: with torch's object collectives (pickles) refused in every
+    worker, the two-process render still writes the one-process frames."""
+    result = vera_render("run", str(copy_shot(demo, "tensors")), "--devices", "2", "--progress", "none", cwd=demo,
+                         path_first=[ROOT / "tests" / "no_pickles"])
+    assert result.returncode == 0, result.stderr
+    one, two = layers(demo / "layers", "edit.*.exr"), layers(demo / "tensors", "edit.*.exr")
+    assert len(one) == 9 and one.keys() == two.keys()
+    assert max(float(np.abs(one[k] - two[k]).max()) for k in one) <= 1e-3  # as test_two_devices_render_the_layers_of_one
+
+
+def _listening_sockets() -> set[tuple[str, int]]:
+    """(address, port) of the TCP sockets this process listens on (Linux: /proc/net/tcp{,6} and /proc/self/fd)."""
+    ours = {os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+            if os.path.islink(f"/proc/self/fd/{fd}")}
+    found = set()
+    for table, size in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, port = fields[1].split(":")
+            if fields[3] == "0A" and f"socket:[{fields[9]}]" in ours:  # 0A: LISTEN
+                raw = bytes.fromhex(address)
+                words = b"".join(raw[i:i + 4][::-1] for i in range(0, size, 4))  # little-endian words
+                found.add((str(ipaddress.ip_address(words)), int(port, 16)))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads Linux's socket tables")
+def test_a_single_node_rendezvous_listens_on_loopback_only(monkeypatch):
+    """The store of `run --devices N` (the agent's, shared with its workers) listens on 127.0.0.1, not on every
+    interface: the rendezvous torch's launcher would make from vera.launch's config, made here in the test."""
+    import vera.launch
+    from torch.distributed.elastic.rendezvous import RendezvousParameters
+    from torch.distributed.elastic.rendezvous import rendezvous_handler_registry
+
+    configs = []
+    monkeypatch.setattr(vera.launch, "elastic_launch", lambda config, entry: configs.append(config) or (lambda *a: 0))
+    for name in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"):  # unset, and unset again after the test
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    assert vera.launch.launch_workers(2, ["run", "shot.json"]) == 0
+    config = configs[0]
+    before = _listening_sockets()
+    handler = rendezvous_handler_registry.create_handler(RendezvousParameters(
+        backend=config.rdzv_backend, endpoint=config.rdzv_endpoint, run_id=config.run_id, min_nodes=config.min_nodes,
+        max_nodes=config.max_nodes, local_addr=config.local_addr, **config.rdzv_configs))
+    info = handler.next_rendezvous()
+    opened = _listening_sockets() - before
+    assert opened and {address for address, _ in opened} == {"127.0.0.1"}, opened
+    assert info.bootstrap_store_info.master_addr == "127.0.0.1"  # where the workers find the store
+    assert os.environ.get("GLOO_SOCKET_IFNAME") == "lo"  # gloo's own sockets on the loopback interface too

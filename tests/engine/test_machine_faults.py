@@ -190,7 +190,7 @@ def test_read_only_filesystem_status_works_and_run_is_bad_input(tmpfs, shot_on, 
     assert main(["status", str(disk / "out"), "--verify"]) == 0
     assert "complete" in capsys.readouterr().out
     assert main(["run", str(spec), "--progress", "none"]) == 2
-    assert "read-only file system" in _one_line(capsys.readouterr().err)
+    assert "read-only file system" in _one_line(capsys.readouterr().err).lower()
 
 
 def test_status_of_a_render_the_user_cannot_write(tmp_path, shot_on, no_override):

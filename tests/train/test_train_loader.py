@@ -224,7 +224,11 @@ def test_two_processes_with_workers_and_buckets_train_as_one(public_set, tmp_pat
     result = subprocess.run(
         [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "vera.train.cli", "fit",
          "--config", str(config), "--data", str(public_set), "--out", str(tmp_path / "ddp"), "--progress", "none"],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+        capture_output=True, text=True, timeout=300,
+        # tests/no_pickles: torch's object collectives (pickles) raise in the workers; the bucket layout is tensors
+        env={**os.environ, "OMP_NUM_THREADS": "1",
+             "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1] / "no_pickles"),
+                                            os.environ.get("PYTHONPATH", "")])})
     assert result.returncode == 0, result.stderr[-3000:]
     fit(FitConfig.from_dict({**TINY, "steps": 3, "batch": 2}), public_set, tmp_path / "one", progress="none")
     # the loss (mean over both ranks) is the one process's at every step: the same samples, noise and drops

@@ -14,6 +14,8 @@ from vera.files import refuse_overwrite
 from vera.layout import edit_pattern, load_spec_named
 from vera.plates import open_sequence
 from vera.progress import Progress
+from vera.status import superseded_lines
+from vera.takes import superseded_takes
 
 
 def _inputs(args):
@@ -52,6 +54,8 @@ def run_qc(args) -> int:
     with Progress(len(inputs.frames), "qc", args.progress) as progress:
         report = qc_sequence(inputs, comp=args.comp, progress=progress)
     s = report["summary"]
+    # takes a --force moved out of this sequence (vera.takes): not QC'd, named so nobody is surprised
+    report["superseded"] = superseded_takes(Path(args.edit).parent)
     to_stdout = args.json == "-"
     human = sys.stderr if to_stdout else sys.stdout
     if not to_stdout:
@@ -67,6 +71,8 @@ def run_qc(args) -> int:
           f"max {100 * s['touched_max']:.2f}%, max untouched diff {s['max_untouched_diff']:g}{_comp_text(s)}: "
           f"{verdict}",
           file=human)
+    for line in superseded_lines(report["superseded"]):
+        print(f"qc: {line.strip()}", file=human)
     text = json.dumps(report, indent=2) + "\n"
     if to_stdout:
         sys.stdout.write(text)

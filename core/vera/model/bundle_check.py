@@ -238,9 +238,9 @@ def bundle_problems(folder, manifest: dict) -> list[str]:
 def check_bundle(folder, manifest: dict) -> None:
     """BadInput (exit 2) with the first problem of `bundle_problems`, before anything is loaded."""
     problems = bundle_problems(folder, manifest)
-    if problems:
-        more = f" (and {len(problems) - 1} more: `vera-render validate` lists them)" if len(problems) > 1 else ""
-        raise BadInput(problems[0] + more)
+    if problems:  # one line: the first few problems, all of them with `vera-render validate`
+        more = f" (and {len(problems) - 3} more: `vera-render validate` lists them)" if len(problems) > 3 else ""
+        raise BadInput("; ".join(problems[:3]) + more)
 
 
 def _transformer_problems(folder: Path, manifest: dict, cfg: VeraConfig) -> list[str]:
@@ -347,6 +347,9 @@ def _compatible(folder: Path, manifest: dict, cfg: VeraConfig, z_dim: int, tempo
     if width % step or height % step:
         problems.append(f"{where}: defaults.resolution {width}x{height} is not a multiple of {step} "
                         "(VAE stride x patch)")
+    window = manifest["defaults"].get("window")
+    if window is not None and (int(window) - 1) % 4:
+        problems.append(f"{where}: defaults.window {window} is not 4k+1")
     return problems
 
 

@@ -43,7 +43,8 @@ from vera.progress import Progress
 from vera.sampling import model_input
 from vera.train import sharded as sharded_checkpoints
 from vera.train.data import open_dataset
-from vera.train.loader import BatchPlan, cache_prompts, dataset_prompts, plan_buckets, training_batches
+from vera.train.loader import (BatchPlan, cache_prompts, dataset_prompts, plan_buckets, share_buckets,
+                               training_batches)
 from vera.train.checkpoints import list_checkpoints, load_checkpoint, save_run_checkpoint
 from vera.train.config import FitConfig
 from vera.train.distributed import barrier, clock_says_stop, init_distributed, mean_across, pick_device
@@ -247,10 +248,10 @@ def fit(cfg: FitConfig, data_dir: str | Path, out_dir: str | Path, *, device: st
     barrier(dist)
     prompts = PromptEmbeddings(bundle.text, dev)
     # rank 0 reads the samples' headers for the buckets; the others take its answer
-    layout = [plan_buckets(dataset.samples, cfg.buckets, cfg.frames, cfg.width, cfg.height) if dist.main else None]
+    layout = plan_buckets(dataset.samples, cfg.buckets, cfg.frames, cfg.width, cfg.height) if dist.main else None
     if dist.world > 1:
-        tdist.broadcast_object_list(layout, src=0, device=dev)
-    buckets, bucket_of = layout[0]
+        layout = share_buckets(layout, dist.main, dev)
+    buckets, bucket_of = layout
     plan = BatchPlan(cfg.seed, buckets, bucket_of, batch_size * data_world)
 
     trainable = [p for p in model.parameters() if p.requires_grad]

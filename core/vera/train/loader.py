@@ -30,6 +30,7 @@ from vera.model.bundle import resolve_device
 from vera.model.bundle_manifest import bundle_folder, read_manifest
 from vera.model.configs import VeraConfig
 from vera.model.text import TextEncoder
+from vera.tensor_messages import Message, receive, send
 from vera.train.streams import dataset_index, rank_positions, sample_seed
 
 BUCKET_SCHEDULE = 8  # purpose ids of sample_seed (fit.py uses 1, 2, 3 and 7)
@@ -100,6 +101,21 @@ def plan_buckets(samples, spec, frames: int, width: int, height: int) -> tuple[l
         index = {b: i for i, b in enumerate(buckets)}
         return buckets, [index[Bucket(floor_4k1(n), w, h)] for n, w, h in shapes]
     return buckets, [assign_bucket(shape, buckets) for shape in shapes]
+
+
+_LAYOUT = 1  # the one kind of message share_buckets sends
+
+
+def share_buckets(layout, main: bool, device) -> tuple[list[Bucket], list[int]]:
+    """Rank 0's (buckets, bucket of every sample) for every process of the default group, as two int64 tensors
+    (vera.tensor_messages: never a pickle, whatever network the processes share)."""
+    if main:
+        buckets, bucket_of = layout
+        table = torch.tensor([[b.frames, b.width, b.height] for b in buckets], dtype=torch.int64).reshape(-1, 3)
+        send(Message(_LAYOUT, 0, [table, torch.tensor(bucket_of, dtype=torch.int64)]), device=device)
+        return layout
+    table, bucket_of = receive((_LAYOUT,), device=device).tensors
+    return [Bucket(*row) for row in table.tolist()], bucket_of.tolist()
 
 
 class BatchPlan:
