@@ -232,8 +232,10 @@ def test_bf16_recipe_matches_wans_float32_residual_at_depth():
 
 
 def test_checkpoint_written_before_the_joint_block_restructure_loads():
-    """The embedded demo transformer was written stream-first by the model code before JointBlock existed; its
-    outputs on fixed inputs were recorded then (tests/data/demo_transformer_forward.safetensors)."""
+    """The embedded demo transformer is stored stream-first, the layout of the model code before JointBlock
+    existed; its outputs on fixed inputs were recorded by that code (commit 223dfa8's parent, run from a
+    checkout of it on core/vera/assets/demo/transformer.safetensors; re-recorded when the demo was retrained)
+    in tests/data/demo_transformer_forward.safetensors."""
     from pathlib import Path
 
     from safetensors.torch import load_file

@@ -23,6 +23,8 @@ REC709_TO_AP1 = np.array([[0.6131, 0.3395, 0.0474],
 @pytest.fixture
 def nuke(tmp_path, monkeypatch):
     n = fake_nuke.setup(tmp_path, monkeypatch)
+    # an OCIO-managed project (ACES): Read/Write colorspaces are then the config's names, not Nuke's own LUTs
+    n.use_ocio_config([WORKING, "Linear Rec.709 (sRGB)", "sRGB - Texture", "ACES2065-1"])
     n.root()["workingSpaceLUT"].setValue(WORKING)
     return n
 

@@ -50,6 +50,9 @@ def register(subparsers) -> None:
     p.add_argument("specs", metavar="SHOT.json", nargs="+")
     p.add_argument("--steps", type=int, help="sampler steps for the calibration (default: the recipe's)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--out", metavar="BUNDLE", help="write speed.json into this bundle folder, made as a copy of the "
+                                                   "shots' bundle if it does not exist (needed for a bundle that "
+                                                   "ships with Vera or is read-only)")
     add_progress_argument(p)
     p.set_defaults(func=later("vera.cli.render_run:calibrate_bundle"))
 
