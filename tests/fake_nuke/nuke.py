@@ -1549,11 +1549,13 @@ def _read_header_into(read):
         tcl("add_layer", "{" + channel.split(".")[0] + " " + channel + "}")
 
 
-def read_exr_as_nuke(path, window):
+def read_exr_as_nuke(path, window, auto_alpha=False):
     """Pixels (H, W, 4) over `window` (x0, y0, x1, y1 inclusive) as Nuke's EXR reader gives them: inside the
     data window the file's values; outside it black, except that when the data window equals the display
     window exactly, edge pixels repeat outside it (the reader's edge mode "plate": Foundry Read node,
-    "edge pixels" / EXR bounding box). Missing alpha is 1 inside the data window (auto alpha)."""
+    "edge pixels" / EXR bounding box). A file without alpha reads alpha 0, or 1 inside the data window with the
+    Read's `auto_alpha` on (Nuke 17.0v3 scan: auto_alpha, a Boolean_Knob, default off; Foundry Read node:
+    "assume the alpha should be 1 if it's requested")."""
     import numpy as np
     import OpenEXR
 
@@ -1565,7 +1567,7 @@ def read_exr_as_nuke(path, window):
     h, w = data[3] - data[1] + 1, data[2] - data[0] + 1
     pixels = np.zeros((h, w, 4), np.float32)
     for i, name in enumerate("RGBA"):
-        pixels[..., i] = chans[name].pixels if name in chans else (1.0 if name == "A" else 0.0)
+        pixels[..., i] = chans[name].pixels if name in chans else (1.0 if name == "A" and auto_alpha else 0.0)
     x0, y0, x1, y1 = window
     ys, xs = np.arange(y0, y1 + 1), np.arange(x0, x1 + 1)
     if data == display:
@@ -1662,7 +1664,8 @@ def _pixels(node, frame, window):
     """A node's pixels over `window`, in the working space. Only what the Vera stack needs; anything else
     fails loudly."""
     if node.Class() == "Read":
-        pixels = read_exr_as_nuke(node["file"].evaluate(_file_frame(node, frame)), window)
+        pixels = read_exr_as_nuke(node["file"].evaluate(_file_frame(node, frame)), window,
+                                  auto_alpha=bool(node["auto_alpha"].value()))
         return _convert(pixels, _file_colorspace(node), _working_space())
     if (node.knob("disable") is not None and node["disable"].value()) or node.Class() in ("Dot", "NoOp", "Output"):
         return _pixels(node.input(0), frame, window)

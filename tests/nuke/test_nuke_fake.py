@@ -219,3 +219,27 @@ def test_waiting_on_the_main_thread_fails_under_the_guard(nuke):
         worker.start()
         worker.join(0.05)
     worker.join()
+
+
+def test_an_rgb_file_has_alpha_only_with_auto_alpha(tmp_path):
+    """Nuke 17.0v3 scan: Read auto_alpha is off by default, so an RGB-only file's alpha is 0 in a Merge over
+    (the plate would vanish under the edit); with auto_alpha on it is 1. Vera's Reads set it (layers.py,
+    selftest.py)."""
+    fake_nuke.install()
+    import nuke
+
+    value = np.full((3, 4), 0.5, np.float32)
+    write_exr(tmp_path / "rgb.0001.exr", {"R": value, "G": value, "B": value}, (0, 0, 3, 2))
+    read = nuke.nodes.Read()
+    read["file"].fromUserText(f"{tmp_path}/rgb.####.exr 1-1")
+    assert read["auto_alpha"].value() is False or read["auto_alpha"].value() == 0
+    write = nuke.nodes.Write(file=str(tmp_path / "off.%04d.exr"), channels="rgba", raw=True)
+    write.setInput(0, read)
+    nuke.execute(write, 1, 1)
+    read["auto_alpha"].setValue(True)
+    write["file"].setValue(str(tmp_path / "on.%04d.exr"))
+    nuke.execute(write, 1, 1)
+    off = nuke.read_exr_as_nuke(tmp_path / "off.0001.exr", (0, 0, 3, 2), auto_alpha=False)
+    on = nuke.read_exr_as_nuke(tmp_path / "on.0001.exr", (0, 0, 3, 2), auto_alpha=False)
+    assert (off[..., 3] == 0).all() and (on[..., 3] == 1).all()
+    assert (off[..., :3] == 0.5).all() and (on[..., :3] == 0.5).all()
