@@ -14,7 +14,7 @@ from pathlib import Path
 
 from vera.errors import BadInput
 from vera.model.bundle_manifest import read_manifest as read_bundle_manifest
-from vera.outputs import MANIFEST_NAME, frame_file_name
+from vera.outputs import MANIFEST_NAME, SPEC_NAME, frame_file_name, output_folder, shot_spec_file  # noqa: F401 (re-exported)
 from vera.shot import ShotSpec, fitted_overlap, load_valid
 from vera.windows import Window, plan_windows
 
@@ -73,35 +73,6 @@ def bundle_path(spec: ShotSpec) -> str:
 def _bundle_window_frames(spec: ShotSpec) -> int:
     """The bundle's default window (from bundle.json; no weights loaded), for specs without window.frames."""
     return int(read_bundle_manifest(bundle_path(spec))["defaults"]["window"])
-
-
-# What a user may name when asking about a render: its output folder (holding the manifest), the shot's spec
-# file, or the folder holding that spec as SPEC_NAME (what `vera-render demo --out DIR` writes). `status` and
-# `qc` accept all three.
-SPEC_NAME = "shot.json"
-
-
-def shot_spec_file(path: str | Path) -> Path | None:
-    """The shot spec `path` names: a spec file, or a folder with SPEC_NAME in it; None when it names neither."""
-    path = Path(path)
-    if path.is_file() and path.suffix == ".json" and path.name != MANIFEST_NAME:
-        return path
-    if path.is_dir() and (path / SPEC_NAME).is_file():
-        return path / SPEC_NAME
-    return None
-
-
-def output_folder(path: str | Path) -> Path:
-    """The output folder of the render `path` names: the folder itself when it holds the manifest, else the
-    output.dir of the shot spec it names. Anything else is returned as it is (the caller names what is missing)."""
-    path = Path(path)
-    if (path / MANIFEST_NAME).is_file():
-        return path
-    spec_file = shot_spec_file(path)
-    if spec_file is None:
-        return path
-    spec = ShotSpec.load(spec_file)
-    return Path(spec.resolve(spec.output.dir))
 
 
 def edit_pattern(spec: ShotSpec) -> str:

@@ -82,3 +82,38 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+# What a user may name when asking about a render: its output folder (holding the manifest), the shot's spec
+# file, or the folder holding that spec as SPEC_NAME (what `vera-render demo --out DIR` writes). `status` and
+# `qc` accept all three.
+SPEC_NAME = "shot.json"
+
+
+def shot_spec_file(path: str | Path) -> Path | None:
+    """The shot spec `path` names: a spec file, or a folder with SPEC_NAME in it; None when it names neither."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".json" and path.name != MANIFEST_NAME:
+        return path
+    if path.is_dir() and (path / SPEC_NAME).is_file():
+        return path / SPEC_NAME
+    return None
+
+
+def output_folder(path: str | Path) -> Path:
+    """The output folder of the render `path` names: the folder itself when it holds the manifest, else the
+    output.dir of the shot spec it names. Anything else is returned as it is (the caller names what is missing)."""
+    path = Path(path)
+    if (path / MANIFEST_NAME).is_file():
+        return path
+    spec_file = shot_spec_file(path)
+    if spec_file is None:
+        return path
+    # the spec's output.dir alone, read without the shot module (status stays light: no plate readers); a
+    # relative dir starts at the spec's folder, as vera.shot.ShotSpec.resolve
+    output = read_json_object(spec_file, "shot spec").get("output")
+    folder = output.get("dir") if isinstance(output, dict) else None
+    if not isinstance(folder, str) or not folder:
+        raise BadInput(f"{spec_file}: field output.dir: a folder name is required")
+    folder = Path(folder).expanduser()
+    return folder if folder.is_absolute() else spec_file.resolve().parent / folder

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from vera.errors import EXIT_QC_FAILED
-from vera.layout import output_folder
+from vera.outputs import output_folder
 from vera.status import format_status, status
 
 
