@@ -90,6 +90,7 @@ def test_eval_paper_metrics_on_a_synthetic_public_test_split(tmp_path, capsys, m
     # the same numbers from scikit-image on the layers the render produced (captured on their way out), the
     # composite done here by hand (A + B(1-a)) and the region from the record's own files
     assert len(seen) == 2
+    untouched_seen = 0
     for (clip, layers), row in zip(seen, report["records"]):
         frames = sorted(layers)
         source = clip.source[:len(frames)]
@@ -106,7 +107,10 @@ def test_eval_paper_metrics_on_a_synthetic_public_test_split(tmp_path, capsys, m
                               for s_, c_ in zip(source, composite.astype(np.float32))]).mean(axis=-1)
         assert row["ssim"] == pytest.approx(float(ssim_maps[region].mean()), abs=1e-4), clip.task
         untouched = alpha[..., 0] == 0  # where the predicted alpha is 0 the source comes through exactly
-        assert untouched.any() and psnr(source, composite.astype(np.float32), untouched) == math.inf
+        if untouched.any():  # (a background change's matte may cover its whole small frame)
+            untouched_seen += 1
+            assert psnr(source, composite.astype(np.float32), untouched) == math.inf, clip.task
+    assert untouched_seen, "no render left any pixel at alpha 0: the exactness check never ran"
     assert any("LPIPS skipped" in note for note in report["notes"])
     markdown = table.read_text()
     assert markdown.startswith("| task | method | PSNR | SSIM | LPIPS | IS |") and "object addition" in markdown

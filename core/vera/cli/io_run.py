@@ -55,7 +55,7 @@ def run_qc(args) -> int:
         report = qc_sequence(inputs, comp=args.comp, progress=progress)
     s = report["summary"]
     # takes a --force moved out of this sequence (vera.takes): not QC'd, named so nobody is surprised
-    report["superseded"] = superseded_takes(Path(args.edit).parent)
+    report["superseded"] = superseded_takes(Path(inputs.edit.pattern).parent)
     to_stdout = args.json == "-"
     human = sys.stderr if to_stdout else sys.stdout
     if not to_stdout:
