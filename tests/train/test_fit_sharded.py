@@ -106,6 +106,25 @@ def test_checkpoint_of_two_processes_resumes_on_one(two_process_run, dataset, tm
 
 
 @pytest.mark.slow
+def test_checkpoint_of_one_process_resumes_on_two(dataset, tmp_path):
+    """The other direction (docs/training.md: the reader re-slices the shards for whatever number of processes
+    resumes): stopped at step 10 on one process, resumed under torchrun on two, it continues as the uninterrupted
+    one-process run."""
+    one = tmp_path / "one"
+    fit(FitConfig.from_dict(SHARDED), dataset, one, progress="none")
+    resumed = tmp_path / "resumed"
+    (resumed / "checkpoints").mkdir(parents=True)
+    shutil.copy(one / "config.json", resumed)
+    shutil.copytree(one / "init_bundle", resumed / "init_bundle")
+    shutil.copytree(one / "checkpoints" / "step_00000010", resumed / "checkpoints" / "step_00000010")
+    fit_on_two_processes(SHARDED, dataset, resumed)
+    tail = losses(resumed)
+    assert len(tail) == 10  # steps 11-20 only: it did not start over
+    assert max(abs(a - b) for a, b in zip(tail, losses(one)[10:])) <= LOSS_ATOL
+    assert_same_weights(bundle_weights(resumed), bundle_weights(one))
+
+
+@pytest.mark.slow
 def test_export_of_a_sharded_checkpoint_renders(two_process_run, tmp_path):
     from bundles import base_spec, write_plates, write_spec
 
