@@ -104,6 +104,7 @@ MEASURE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's peak-RSS reset")
 @pytest.mark.parametrize("mode", ["inference", "training"])
 def test_activation_estimate_against_measured_cpu_peak(mode):

@@ -357,6 +357,7 @@ def test_two_concurrent_window_tasks_both_land(tmp_path, shot, harness):
     assert status(tmp_path / "out", verify=True)["complete"]
 
 
+@pytest.mark.slow
 def test_two_tasks_on_the_same_window_render_it_once(tmp_path, shot, harness):
     """docs/farm.md: a second attempt at the same window waits for the first, then finds it done."""
     signals = tmp_path / "signals"

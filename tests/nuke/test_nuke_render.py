@@ -56,6 +56,7 @@ def click(nuke, node, button):
     actions.wait_for_workers(timeout=120)
 
 
+@pytest.mark.slow
 def test_render_locally_drives_a_progress_task_from_vera_render(nuke, tmp_path, bundle_dir):
     """Render Locally on a small random model: the ProgressTask follows the real run to 100%."""
     node = plate_node(nuke, tmp_path)

@@ -11,6 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 @pytest.mark.fake_only  # its "untouched pixels of Nuke's Merge over" check runs the fake's own over formula
 def test_selftest_passes_against_the_fake(tmp_path, engine_on_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "tests" / "fake_nuke"), str(ROOT),

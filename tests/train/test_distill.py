@@ -102,6 +102,7 @@ def test_target_is_the_teachers_guided_solution(teacher):
     assert loss(8, 1.0, 0) > 1e-6    # four teacher sub-steps do not land where one student step does
 
 
+@pytest.mark.slow
 def test_distill_writes_a_student_that_turbo_samples_in_one_forward_per_step(teacher, dataset, tmp_path):
     summary = distill(config(teacher), dataset, tmp_path / "run", device="cpu", progress="none")
     bundle = Path(summary["bundle"])
