@@ -305,9 +305,11 @@ def test_header_reader_refuses_what_safetensors_refuses(pristine, tmp_path):
 
 # ------------------------------------------------------------------------------------------ exit codes
 
-@pytest.mark.slow  # three start-ups of the whole demo's imports
-# (1000 MB: since the light CLI, the demo gets past start-up there and renders)
-@pytest.mark.parametrize("megabytes", [600, 800])
+@pytest.mark.slow  # a start-up of the whole demo's imports
+# 600 MB fails inside Python's imports on every run. At 800 MB a native library sometimes runs out first and
+# aborts the process (C++ "terminate called after throwing an instance of 'std::bad_alloc'", signal 6) before
+# Python can answer, so that limit is not a stable test; at 1000 MB the demo gets past start-up and renders.
+@pytest.mark.parametrize("megabytes", [600])
 def test_out_of_memory_at_start_up_is_transient(tmp_path, megabytes):
     """Under `ulimit -v`, `demo` died in imports: a traceback (MemoryError), "ImportError: ... failed to map
     segment" or diffusers' wrapped import error, all exit 1. The farm must see 3 (retry on a bigger node)."""
