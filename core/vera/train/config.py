@@ -93,11 +93,7 @@ class FitConfig:
         return cfg
 
     def batch_per_process(self, world: int) -> int:
-        if self.global_batch is None:
-            return self.batch
-        if self.global_batch % world:
-            raise BadInput(f"global_batch {self.global_batch} does not split over {world} processes")
-        return self.global_batch // world
+        return batch_per_process(self.batch, self.global_batch, world)
 
     def validate(self, source: str = "config") -> None:
         problems = []
@@ -158,3 +154,12 @@ def load_config(path: str | Path) -> FitConfig:
     if not isinstance(data, dict):
         raise BadInput(f"{path}: config must be a mapping of keys to values")
     return FitConfig.from_dict(data, source=str(path))
+
+
+def batch_per_process(batch: int, global_batch: int | None, world: int) -> int:
+    """One process's batch: `batch`, or its share of `global_batch` over `world` processes (fit and distill)."""
+    if global_batch is None:
+        return batch
+    if global_batch % world:
+        raise BadInput(f"global_batch {global_batch} does not split over {world} processes")
+    return global_batch // world

@@ -59,7 +59,7 @@ from vera.sampling import make_scheduler, model_input
 from vera.train import sharded as sharded_checkpoints
 from vera.train.data import open_dataset
 from vera.train.checkpoints import block_first, list_checkpoints, load_checkpoint, save_run_checkpoint
-from vera.train.config import PARALLEL_MODES
+from vera.train.config import PARALLEL_MODES, batch_per_process
 from vera.train.distributed import barrier, clock_says_stop, init_distributed, mean_across, pick_device
 from vera.train.fit import PromptEmbeddings, collate, lr_at
 from vera.train.masks import conditioning_mask
@@ -142,11 +142,7 @@ class DistillConfig:
         return d
 
     def batch_per_process(self, world: int) -> int:
-        if self.global_batch is None:
-            return self.batch
-        if self.global_batch % world:
-            raise BadInput(f"global_batch {self.global_batch} does not split over {world} processes")
-        return self.global_batch // world
+        return batch_per_process(self.batch, self.global_batch, world)
 
 
 def load_config(path: str | Path) -> DistillConfig:
