@@ -22,7 +22,7 @@ Items (random weights; vera-1.3b is the full three-stream model, 3 x 1.42B param
   env          GPU, versions, packages; a bf16 8192^3 matmul (the peer the model's throughput is compared to);
   attention    every attention kernel on the joint attention at the real token counts (3 streams x 49 / 81
                frames of 832x480), and the one `auto` picks [diffusers for all but native];
-  cuda_tests   `pytest -m cuda tests/engine/test_gpu.py` (the CUDA-only tests; skipped on a CPU);
+  cuda_tests   `pytest -m cuda` on the files holding CUDA-only tests (CUDA_TEST_FILES; skipped on a CPU);
   tier_*       seconds per sampling step (one forward of both guidance branches, batch 2, after one warm-up) and
                peak memory, per memory tier (resident / parts / layers: vera.offload, `vera-render plan`) at 49
                and 81 frames, beside vera.plan's estimate for the same tier; MFU from vera.plan's FLOP model
@@ -96,6 +96,7 @@ SMOKE = dict(model="vera-tiny", big=SMOKE_BIG, frames=(5, 9), size=(64, 48), sho
 # Rough cost of each item on an H200 (seconds): an item starts only if it fits in what is left of the budget.
 # Measured on an H200 (2026-12-04, reps=1 / 20 preset steps) plus a margin: 12, 20, 14 (49 frames) / 17 (81),
 # 20 / 17, 8, 3, 3, 27, 15, 19.
+CUDA_TEST_FILES = ("test_gpu.py", "test_gpus_promises.py")  # tests/test_repo.py checks the list is whole
 FULL_COST_S = {"env": 5, "attention": 25, "cuda_tests": 45, "tier": 35, "tier_layers": 40, "block_14b": 20,
                "bf16_error": 20, "vae_decode": 20, "presets": 90, "fp8": 40, "compile": 90}
 GUIDANCE, SHIFT = 5.0, 5.0  # Wan2.1 T2V's recipe: two branches per step (batch 2)
@@ -353,9 +354,10 @@ def item_attention(proof: Proof) -> dict:
 def item_cuda_tests(proof: Proof) -> dict:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "core"),
                                                                    os.environ.get("PYTHONPATH")])))
-    tests = next(ROOT.glob("tests/**/test_gpu.py"))  # wherever the tests folder keeps it
+    # every file holding `cuda` tests, wherever the tests folder keeps it
+    tests = [next(ROOT.glob(f"tests/**/{name}")) for name in CUDA_TEST_FILES]
     command = [sys.executable, "-m", "pytest", "-q", "-rfE", "-m", "cuda", "-p", "no:cacheprovider",
-               str(tests.relative_to(ROOT))]
+               *(str(path.relative_to(ROOT)) for path in tests)]
     left = max(30.0, proof.budget - proof.elapsed() - 60)
     proof.child = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    text=True)

@@ -1,5 +1,6 @@
 """The repository keeps its promises: CI runs the README's test command."""
 
+import ast
 import re
 from pathlib import Path
 
@@ -86,3 +87,13 @@ def test_no_path_of_a_development_machine():
     for name in ("README.md", "init.py", "menu.py", "pyproject.toml"):
         offenders += [f"{name}: {m.group(0)}" for m in machine_dirs.finditer((ROOT / name).read_text())]
     assert offenders == []
+
+
+def test_the_gpu_proof_runs_every_file_with_cuda_tests():
+    """benchmarks/gpu_proof.py's cuda_tests item is the only place the `cuda` tests run: it must name them all."""
+    tree = ast.parse((ROOT / "benchmarks" / "gpu_proof.py").read_text())
+    named = next(ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+                 and any(getattr(t, "id", None) == "CUDA_TEST_FILES" for t in node.targets))
+    marker = re.compile(r"^(@pytest\.mark\.cuda|pytestmark = pytest\.mark\.cuda)\b", re.M)
+    marked = {path.name for path in (ROOT / "tests").rglob("test_*.py") if marker.search(path.read_text())}
+    assert marked and marked == set(named)

@@ -174,3 +174,16 @@ def test_synth_cli_writes_a_dataset_that_checks_clean(tmp_path, capsys):
     capsys.readouterr()
     assert vera_train(["synth", "--out", str(out), "--n", "1", "--frames", "6"]) == 2
     assert "4k+1" in capsys.readouterr().err
+
+
+def test_parallel_synth_writes_the_same_files_as_one_process(tmp_path):
+    one = vera_train(["synth", "--out", str(tmp_path / "one"), "--n", "5", "--seed", "4", "--size", "48x32",
+                      "--frames", "5", "--progress", "none"])
+    many = vera_train(["synth", "--out", str(tmp_path / "many"), "--n", "5", "--seed", "4", "--size", "48x32",
+                       "--frames", "5", "--progress", "none", "--jobs", "2"])
+    assert one == many == 0
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())
+    assert len(files) > 5
+    for name in files:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "many" / name).read_bytes(), name
+    assert vera_train(["synth", "--out", str(tmp_path / "bad"), "--n", "2", "--jobs", "0"]) == 2

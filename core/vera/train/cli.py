@@ -40,6 +40,8 @@ def register_data_commands(sub) -> None:
     synth.add_argument("--format", choices=("exr", "public-test"), default="exr",
                        help="exr: layered EXR sample folders for training and `eval` (default); public-test: "
                             "the public test split (test.jsonl + MP4s) for `eval --metrics paper`")
+    synth.add_argument("--jobs", type=int, default=1,
+                       help="processes writing samples in parallel (exr format; default 1; the files are the same)")
     add_progress_argument(synth)
     synth.set_defaults(func=run_synth)
 
@@ -76,7 +78,8 @@ def run_synth(args) -> int:
                                         progress=progress)
             print(f"wrote {args.n} test records to {path}", file=sys.stderr)
             return EXIT_OK
-        folders = generate(args.out, args.n, args.seed, args.size, args.frames, args.tasks, progress=progress)
+        folders = generate(args.out, args.n, args.seed, args.size, args.frames, args.tasks, progress=progress,
+                           jobs=args.jobs)
     print(f"wrote {len(folders)} samples to {args.out}", file=sys.stderr)
     return EXIT_OK
 

@@ -24,7 +24,9 @@ in the model's space.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import re
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -208,28 +210,46 @@ def make_demo_plate(width: int = 128, height: int = 96, frames: int = 17, seed: 
 
 
 def generate(out_dir, n: int, seed: int = 0, size: tuple[int, int] = (128, 96), frames: int = 9,
-             tasks=TASKS, first_frame: int = FIRST_FRAME, progress=None) -> list[Path]:
+             tasks=TASKS, first_frame: int = FIRST_FRAME, progress=None, jobs: int = 1) -> list[Path]:
     """Write samples 0..n-1 as layered EXR sample folders `out_dir/sample_#####` (docs/training.md) plus a
-    `dataset.json` describing the run. Each folder appears complete or not at all. Returns the folders."""
+    `dataset.json` describing the run. Each folder appears complete or not at all. `jobs` processes write
+    them (sample i depends only on (seed, i), so the files are the same for any count). Returns the folders."""
     if int(n) < 1:
         raise BadInput(f"--n must be at least 1, got {n}")
+    if int(jobs) < 1:
+        raise BadInput(f"--jobs must be at least 1, got {jobs}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     width, height = _check_size(size)
+    work = [(out_dir, index, seed, (width, height), frames, tuple(tasks), first_frame) for index in range(int(n))]
+    if int(jobs) == 1:
+        written = map(_write_sample, work)
+    else:
+        pool = ProcessPoolExecutor(int(jobs), mp_context=multiprocessing.get_context("spawn"))
+        written = pool.map(_write_sample, work, chunksize=max(1, len(work) // (8 * int(jobs))))
     folders = []
-    for index in range(int(n)):
-        sample = make_sample(index, seed, (width, height), frames, tasks)
-        folder = out_dir / f"sample_{index:05d}"
-        write_exr_sample(folder, plate=sample.plate, element=sample.element, mask=sample.mask,
-                         instruction=sample.instruction, task=sample.task, fps=SYNTH_FPS,
-                         first=first_frame, colorspace=SYNTH_COLORSPACE, extra={"synthetic": sample.params})
-        folders.append(folder)
-        if progress is not None:
-            progress.advance(1, folder.name)
+    try:
+        for folder in written:
+            folders.append(folder)
+            if progress is not None:
+                progress.advance(1, folder.name)
+    finally:
+        if int(jobs) > 1:
+            pool.shutdown(cancel_futures=True)
     atomic_write_text(out_dir / "dataset.json", json.dumps({
         "format": "vera-layered-exr", "generator": "vera.train.synth", "n": int(n), "seed": int(seed),
         "size": [width, height], "frames": int(frames), "tasks": list(tasks)}, indent=2) + "\n")
     return folders
+
+
+def _write_sample(work) -> Path:
+    out_dir, index, seed, size, frames, tasks, first_frame = work
+    sample = make_sample(index, seed, size, frames, tasks)
+    folder = out_dir / f"sample_{index:05d}"
+    write_exr_sample(folder, plate=sample.plate, element=sample.element, mask=sample.mask,
+                     instruction=sample.instruction, task=sample.task, fps=SYNTH_FPS,
+                     first=first_frame, colorspace=SYNTH_COLORSPACE, extra={"synthetic": sample.params})
+    return folder
 
 
 def write_public_train(out_dir, samples: list[SynthSample]) -> Path:
