@@ -4,6 +4,7 @@
 # into docs/images. VERA_RENDER picks the program that renders, e.g. an older checkout's to show "before":
 #   scripts/demo_sheets.sh after
 #   scripts/demo_sheets.sh before OLD_CHECKOUT/.venv/bin/vera-render
+#   SPEED=turbo scripts/demo_sheets.sh turbo      (the speed preset; default: the demo's own, balanced)
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TAG="${1:?usage: scripts/demo_sheets.sh TAG [VERA_RENDER]}"
@@ -16,7 +17,7 @@ PROMPTS=(
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 for i in "${!PROMPTS[@]}"; do
-  "$VERA_RENDER" demo --out "$WORK/d$i" --prompt "${PROMPTS[$i]}" --progress none 2>&1 | head -1
+  "$VERA_RENDER" demo --out "$WORK/d$i" --prompt "${PROMPTS[$i]}" ${SPEED:+--speed "$SPEED"} --progress none 2>&1 | head -1
   python - "$WORK/d$i" <<'PY'
 import sys
 from pathlib import Path
