@@ -82,9 +82,10 @@ TEXT_ENCODER_CONFIG = {"d_model": 4096, "d_ff": 10240, "num_layers": 24, "num_he
 WAN_VAE_PARAMS = 126_892_531
 VAE_BYTES_PER_PARAM = 4              # the VAE runs in float32 (as Wan2.1)
 # Wan's decoder runs causally one latent frame (4 video frames) at a time; its widest tensors are the last stage's
-# 96 float32 channels at full resolution. The working set is taken as 6 of them (a residual block's input, norm,
-# activation, conv output, and the causal caches): an estimate, not measured on a GPU here.
-VAE_DECODE_CHANNELS, VAE_DECODE_TENSORS, VAE_CHUNK_FRAMES = 96, 6, 4
+# 96 float32 channels at full resolution. The working set is 16 of them: measured by benchmarks/gpu_proof.py on
+# one H200 (docs/numbers/gpu-proof.json, item vae_decode: 832x480x49 untiled, peak 9.146 GiB with 0.526 GiB of
+# weights, i.e. 15.1 such tensors; the 6 first assumed were 2.3x under it).
+VAE_DECODE_CHANNELS, VAE_DECODE_TENSORS, VAE_CHUNK_FRAMES = 96, 16, 4
 OVERHEAD_GIB = 1.0                   # CUDA context + allocator slack per process (allowance)
 BF16, FP8, FP32 = 2, 1, 4
 DEFAULT_TFLOPS = 150.0               # assumed sustained bf16 TFLOP/s per GPU (about half an A100's 312 peak)
