@@ -15,14 +15,14 @@ import numpy as np
 import OpenEXR
 import pytest
 
-from bundles import FIRST, LAST, SMALL_HEIGHT, SMALL_WIDTH, base_spec, write_plate, write_plates, write_spec
+from bundles import FIRST, LAST, SMALL_HEIGHT, SMALL_WIDTH, base_spec, write_plates, write_spec
 from images import pattern_image, rgba_channels, write_exr
 import vera.manifest as manifest
 import vera.render as render
 from test_render import FakeRenderer
-from vera import exr, plates
+from vera import exr, pipeline, plates
 from vera.cli import main
-from vera.shot import validate
+from vera.shot import ShotSpec, validate
 
 # ---------------------------------------------------------------------------------------- output-format.md
 
@@ -193,16 +193,26 @@ def test_outputs_colliding_with_the_spec_file_are_refused(tmp_path, tiny_bundle,
     assert path.read_bytes() == before
 
 
-@pytest.mark.parametrize("channel, ok", [("alpha", True), ("red", True), ("G", True), ("purple", False)])
-def test_long_mask_channel_names(tmp_path, tiny_bundle, channel, ok):
-    """shot-spec.md: mask.channel is R, G, B, A "(or red... alpha)"."""
+@pytest.mark.parametrize("channel, plane, ok", [("alpha", "A", True), ("red", "R", True), ("green", "G", True),
+                                                 ("blue", "B", True), ("G", "G", True), ("purple", None, False)])
+def test_long_mask_channel_names(tmp_path, tiny_bundle, channel, plane, ok):
+    """shot-spec.md: mask.channel is R, G, B, A "(or red... alpha)": a long name is accepted and reads the plane of
+    its short name (each plane of the mask holds its own value)."""
     write_plates(tmp_path)
-    write_plate(tmp_path, FIRST, LAST, SMALL_WIDTH, SMALL_HEIGHT, name="mask", channels="RGBA")
+    values = {"R": 0.125, "G": 0.25, "B": 0.375, "A": 0.5}  # exact in half
+    for frame in range(FIRST, LAST + 1):
+        write_exr(tmp_path / f"mask.{frame}.exr",
+                  {c: np.full((SMALL_HEIGHT, SMALL_WIDTH), v, np.float32) for c, v in values.items()},
+                  (0, 0, SMALL_WIDTH - 1, SMALL_HEIGHT - 1))
     spec = dict(base_spec(tiny_bundle), mask={"path": "mask.####.exr", "channel": channel})
     problems = "\n".join(validate(spec, base_dir=tmp_path))
     assert (problems == "") == ok, problems
     if not ok:
         assert "mask.channel" in problems
+        return
+    shot = ShotSpec.from_dict(spec, base_dir=str(tmp_path))
+    garbage = shot.open_mask(FIRST, FIRST).read(FIRST).pixels[..., pipeline._mask_channel(shot)]
+    assert np.all(garbage == values[plane]), (channel, np.unique(garbage))
 
 
 # ---------------------------------------------------------------------------------------- farm.md
