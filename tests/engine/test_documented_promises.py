@@ -246,21 +246,25 @@ def fake_render(monkeypatch):
     return renderer
 
 
-def test_a_moved_bundle_is_the_same_model_and_one_changed_in_place_is_refused(tmp_path, tiny_bundle, fake_render,
-                                                                               capsys):
-    """"the model bundle's content identity in place of its path (a moved bundle is the same model ...)"; a
-    re-run whose fingerprint differs is refused (exit 2) unless --force."""
+def test_a_moved_or_renamed_bundle_is_the_same_model_and_one_changed_in_place_is_refused(tmp_path, tiny_bundle,
+                                                                                          fake_render, capsys):
+    """"the model bundle's content identity in place of its path (a bundle moved to another parent folder or
+    renamed is the same model ...)"; a re-run whose fingerprint differs is refused (exit 2) unless --force."""
     write_plates(tmp_path)
     shutil.copytree(tiny_bundle, tmp_path / "old_models" / "tiny")
     spec = write_spec(tmp_path, base_spec("old_models/tiny"))
     assert main(["run", str(spec), "--progress", "none"]) == 0
     rendered = len(fake_render.calls)
-    (tmp_path / "old_models").rename(tmp_path / "new_models")  # the bundle moved (its folder keeps its name,
-    write_spec(tmp_path, base_spec("new_models/tiny"))          # which the identity shows as a label)
-    assert main(["run", str(spec), "--progress", "none"]) == 0
-    assert len(fake_render.calls) == rendered  # the same model: nothing rendered again
+    for folder in ("new_models/tiny", "new_models/tiny_v2"):  # moved to another parent, then renamed
+        (tmp_path / folder).parent.mkdir(exist_ok=True)
+        current = json.loads(spec.read_text())["model"]["bundle"]
+        (tmp_path / current).rename(tmp_path / folder)
+        write_spec(tmp_path, base_spec(folder))
+        capsys.readouterr()
+        assert main(["run", str(spec), "--progress", "none"]) == 0, capsys.readouterr().err
+        assert len(fake_render.calls) == rendered, folder  # the same model: nothing rendered again
 
-    weights = next((tmp_path / "new_models" / "tiny").glob("transformer*.safetensors"))
+    weights = next((tmp_path / "new_models" / "tiny_v2").glob("transformer*.safetensors"))
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0x01  # one bit of the last weight, in place
     weights.write_bytes(bytes(data))
