@@ -18,8 +18,6 @@ import pytest
 from bundles import FIRST, LAST, SMALL_HEIGHT, SMALL_WIDTH, base_spec, write_plates, write_spec
 from images import pattern_image, rgba_channels, write_exr
 import vera.manifest as manifest
-import vera.render as render
-from test_render import FakeRenderer
 from vera import exr, pipeline, plates
 from vera.cli import main
 from vera.shot import ShotSpec, validate
@@ -239,22 +237,15 @@ def test_vera_debug_turns_an_internal_error_into_exit_1_with_a_traceback(tmp_pat
 # ---------------------------------------------------------------------------------------- shot-spec.md: sameness
 
 
-@pytest.fixture
-def fake_render(monkeypatch):
-    renderer = FakeRenderer()
-    monkeypatch.setattr(render, "_render_frames", renderer)
-    return renderer
-
-
-def test_a_moved_or_renamed_bundle_is_the_same_model_and_one_changed_in_place_is_refused(tmp_path, tiny_bundle,
-                                                                                          fake_render, capsys):
+def test_a_moved_or_renamed_bundle_is_the_same_model_and_one_changed_in_place_is_refused(tmp_path, tiny_bundle, fake,
+                                                                                          capsys):
     """"the model bundle's content identity in place of its path (a bundle moved to another parent folder or
     renamed is the same model ...)"; a re-run whose fingerprint differs is refused (exit 2) unless --force."""
     write_plates(tmp_path)
     shutil.copytree(tiny_bundle, tmp_path / "old_models" / "tiny")
     spec = write_spec(tmp_path, base_spec("old_models/tiny"))
     assert main(["run", str(spec), "--progress", "none"]) == 0
-    rendered = len(fake_render.calls)
+    rendered = len(fake.calls)
     for folder in ("new_models/tiny", "new_models/tiny_v2"):  # moved to another parent, then renamed
         (tmp_path / folder).parent.mkdir(exist_ok=True)
         current = json.loads(spec.read_text())["model"]["bundle"]
@@ -262,7 +253,7 @@ def test_a_moved_or_renamed_bundle_is_the_same_model_and_one_changed_in_place_is
         write_spec(tmp_path, base_spec(folder))
         capsys.readouterr()
         assert main(["run", str(spec), "--progress", "none"]) == 0, capsys.readouterr().err
-        assert len(fake_render.calls) == rendered, folder  # the same model: nothing rendered again
+        assert len(fake.calls) == rendered, folder  # the same model: nothing rendered again
 
     weights = next((tmp_path / "new_models" / "tiny_v2").glob("transformer*.safetensors"))
     data = bytearray(weights.read_bytes())
@@ -271,10 +262,10 @@ def test_a_moved_or_renamed_bundle_is_the_same_model_and_one_changed_in_place_is
     capsys.readouterr()
     assert main(["run", str(spec), "--progress", "none"]) == 2
     assert "--force" in capsys.readouterr().err
-    assert len(fake_render.calls) == rendered
+    assert len(fake.calls) == rendered
 
 
-def test_input_hashes_are_cached_by_path_size_mtime_and_inode(tmp_path, tiny_bundle, fake_render, monkeypatch):
+def test_input_hashes_are_cached_by_path_size_mtime_and_inode(tmp_path, tiny_bundle, fake, monkeypatch):
     """"A local cache (OUT/.vera/input_hashes.json ...) means a task hashes only inputs it has not seen
     unchanged"."""
     write_plates(tmp_path)
