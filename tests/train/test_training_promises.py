@@ -11,24 +11,10 @@ from safetensors.torch import load_file
 
 import vera.model.dit as dit
 from vera.model.configs import CONFIGS
-from test_fit import TINY, read_log
+from test_fit import TINY, read_log, tiny
 from vera.train.cli import main as vera_train
 from vera.train.checkpoints import list_checkpoints
-from vera.train.config import FitConfig
 from vera.train.fit import fit
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    from vera.train.synth import generate
-
-    root = tmp_path_factory.mktemp("synth")
-    generate(root, 4, seed=5, size=(32, 32), frames=5)
-    return root
-
-
-def tiny(**changes) -> FitConfig:
-    return FitConfig.from_dict({**TINY, **changes})
 
 
 def test_pruning_partial_checkpoints_and_no_resume(dataset, tmp_path):
