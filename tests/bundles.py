@@ -6,7 +6,8 @@
     spec = make_shot(tmp_path, bundle_dir, pattern, 1001, 1009)    # saved as tmp_path/shot.json
 
 The farm tests' small shot (13 frames of 24x16, windows of 9 overlapping by 2) is `write_plates` + `base_spec`
-+ `write_spec`, with the session fixture `tiny_bundle` (conftest.py).
++ `write_spec`, with the session fixture `tiny_bundle` (conftest.py). `FakeRenderer` stands in for the model's
+work in the runner's tests (conftest.py's `fake` fixture puts it in place; `shot` is the small shot's spec).
 """
 
 from __future__ import annotations
@@ -98,3 +99,36 @@ def write_spec(folder, spec: dict, name: str = "shot.json") -> Path:
     path = Path(folder) / name
     path.write_text(json.dumps(spec, indent=1))
     return path
+
+
+# ------------------------------------------------------------------------- the runner's stand-in model
+def frame_layers(frame: int):
+    """A premultiplied RGBA + matte that depends only on the frame (so windows agree where they overlap)."""
+    rng = np.random.default_rng(frame)
+    alpha = rng.random((SMALL_HEIGHT, SMALL_WIDTH), dtype=np.float32)
+    alpha[alpha < 0.3] = 0.0
+    rgb = rng.random((SMALL_HEIGHT, SMALL_WIDTH, 3), dtype=np.float32) * 4.0 * alpha[..., None]
+    return np.dstack([rgb, alpha]), alpha
+
+
+class FakeRenderer:
+    """Stands in for vera.pipeline.render_frames (its signature and its {frame: (rgba, matte)} result, as
+    vera.render._render_frames calls it) for the small shot; records which windows it rendered."""
+
+    def __init__(self, per_window=False):
+        self.calls = []
+        self.per_window = per_window
+
+    def __call__(self, bundle, spec, frames, seed, progress):
+        self.calls.append((frames[0], frames[-1], seed))
+        out = {}
+        for frame in frames:
+            if self.per_window:  # a flat colour per window: shows the blend weights
+                value = np.float32(0.25) if frames[0] == FIRST else np.float32(0.75)
+                rgba = np.full((SMALL_HEIGHT, SMALL_WIDTH, 4), value, np.float32)
+                rgba[..., 3] = 1.0
+                out[frame] = (rgba, rgba[..., 3].copy())
+            else:
+                out[frame] = frame_layers(frame)
+            progress.advance(1)
+        return out

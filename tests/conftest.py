@@ -28,6 +28,27 @@ def tiny_bundle(tmp_path_factory):
 
 
 @pytest.fixture
+def shot(tiny_bundle, tmp_path):
+    """The small shot (bundles.py: 13 frames of 24x16, windows of 9) in tmp_path with the session's tiny bundle:
+    the path of its spec."""
+    from bundles import base_spec, write_plates, write_spec
+
+    write_plates(tmp_path)
+    return write_spec(tmp_path, base_spec(tiny_bundle))
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    """The model's work replaced by bundles.FakeRenderer (cheap, deterministic): the runner's own tests."""
+    import vera.render as render
+    from bundles import FakeRenderer
+
+    renderer = FakeRenderer()
+    monkeypatch.setattr(render, "_render_frames", renderer)
+    return renderer
+
+
+@pytest.fixture
 def engine_on_path(monkeypatch):
     """vera-render found the way an installed Nuke finds it: on PATH (this test environment's scripts folder,
     where pip put it beside the interpreter), with no $VERA_RENDER override."""

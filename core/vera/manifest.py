@@ -37,9 +37,10 @@ def bundle_identity(spec: ShotSpec) -> str:
 
     Small files (configs, tokenizer) are hashed whole; big weight files by name, size and their first and
     last MiB: weights retrained in place change those bytes, while copies on other machines (other mtimes)
-    keep the same id.
+    keep the same id. Contents only: a bundle folder moved or renamed on a file server is the same model (each
+    frame's `vera/model` names the bundle for people).
     """
-    root, files = bundle_files(bundle_path(spec))
+    _, files = bundle_files(bundle_path(spec))
     h = hashlib.sha256()
     for name, path in files:
         size = path.stat().st_size
@@ -51,8 +52,7 @@ def bundle_identity(spec: ShotSpec) -> str:
                 h.update(f.read(_PARTIAL_HEAD_TAIL))
                 f.seek(-_PARTIAL_HEAD_TAIL, os.SEEK_END)
                 h.update(f.read())
-    label = "demo" if spec.model.bundle == "demo" else root.name
-    return f"{label}:{h.hexdigest()[:16]}"
+    return f"sha256:{h.hexdigest()[:16]}"
 
 
 def settings_of(shot: Shot) -> dict:

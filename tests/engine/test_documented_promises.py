@@ -15,14 +15,12 @@ import numpy as np
 import OpenEXR
 import pytest
 
-from bundles import FIRST, LAST, SMALL_HEIGHT, SMALL_WIDTH, base_spec, write_plate, write_plates, write_spec
+from bundles import FIRST, LAST, SMALL_HEIGHT, SMALL_WIDTH, base_spec, write_plates, write_spec
 from images import pattern_image, rgba_channels, write_exr
 import vera.manifest as manifest
-import vera.render as render
-from test_render import FakeRenderer
-from vera import exr, plates
+from vera import exr, pipeline, plates
 from vera.cli import main
-from vera.shot import validate
+from vera.shot import ShotSpec, validate
 
 # ---------------------------------------------------------------------------------------- output-format.md
 
@@ -189,20 +187,33 @@ def test_outputs_colliding_with_the_spec_file_are_refused(tmp_path, tiny_bundle,
     path = write_spec(tmp_path, dict(base_spec(tiny_bundle), output=output), name=spec_name)
     before = path.read_bytes()
     assert main(["run", str(path), "--progress", "none"]) == 2
-    assert spec_name in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # refused as an output over its input (manifest.json is also refused as a damaged manifest, a later check)
+    assert f"{spec_name}: the output would write over this input" in err, err
+    assert main(["run", str(path), "--force", "--progress", "none"]) == 2  # --force does not set the spec aside
     assert path.read_bytes() == before
 
 
-@pytest.mark.parametrize("channel, ok", [("alpha", True), ("red", True), ("G", True), ("purple", False)])
-def test_long_mask_channel_names(tmp_path, tiny_bundle, channel, ok):
-    """shot-spec.md: mask.channel is R, G, B, A "(or red... alpha)"."""
+@pytest.mark.parametrize("channel, plane, ok", [("alpha", "A", True), ("red", "R", True), ("green", "G", True),
+                                                 ("blue", "B", True), ("G", "G", True), ("purple", None, False)])
+def test_long_mask_channel_names(tmp_path, tiny_bundle, channel, plane, ok):
+    """shot-spec.md: mask.channel is R, G, B, A "(or red... alpha)": a long name is accepted and reads the plane of
+    its short name (each plane of the mask holds its own value)."""
     write_plates(tmp_path)
-    write_plate(tmp_path, FIRST, LAST, SMALL_WIDTH, SMALL_HEIGHT, name="mask", channels="RGBA")
+    values = {"R": 0.125, "G": 0.25, "B": 0.375, "A": 0.5}  # exact in half
+    for frame in range(FIRST, LAST + 1):
+        write_exr(tmp_path / f"mask.{frame}.exr",
+                  {c: np.full((SMALL_HEIGHT, SMALL_WIDTH), v, np.float32) for c, v in values.items()},
+                  (0, 0, SMALL_WIDTH - 1, SMALL_HEIGHT - 1))
     spec = dict(base_spec(tiny_bundle), mask={"path": "mask.####.exr", "channel": channel})
     problems = "\n".join(validate(spec, base_dir=tmp_path))
     assert (problems == "") == ok, problems
     if not ok:
         assert "mask.channel" in problems
+        return
+    shot = ShotSpec.from_dict(spec, base_dir=str(tmp_path))
+    garbage = shot.open_mask(FIRST, FIRST).read(FIRST).pixels[..., pipeline._mask_channel(shot)]
+    assert np.all(garbage == values[plane]), (channel, np.unique(garbage))
 
 
 # ---------------------------------------------------------------------------------------- farm.md
@@ -226,38 +237,35 @@ def test_vera_debug_turns_an_internal_error_into_exit_1_with_a_traceback(tmp_pat
 # ---------------------------------------------------------------------------------------- shot-spec.md: sameness
 
 
-@pytest.fixture
-def fake_render(monkeypatch):
-    renderer = FakeRenderer()
-    monkeypatch.setattr(render, "_render_frames", renderer)
-    return renderer
-
-
-def test_a_moved_bundle_is_the_same_model_and_one_changed_in_place_is_refused(tmp_path, tiny_bundle, fake_render,
-                                                                               capsys):
-    """"the model bundle's content identity in place of its path (a moved bundle is the same model ...)"; a
-    re-run whose fingerprint differs is refused (exit 2) unless --force."""
+def test_a_moved_or_renamed_bundle_is_the_same_model_and_one_changed_in_place_is_refused(tmp_path, tiny_bundle, fake,
+                                                                                          capsys):
+    """"the model bundle's content identity in place of its path (a bundle moved to another parent folder or
+    renamed is the same model ...)"; a re-run whose fingerprint differs is refused (exit 2) unless --force."""
     write_plates(tmp_path)
     shutil.copytree(tiny_bundle, tmp_path / "old_models" / "tiny")
     spec = write_spec(tmp_path, base_spec("old_models/tiny"))
     assert main(["run", str(spec), "--progress", "none"]) == 0
-    rendered = len(fake_render.calls)
-    (tmp_path / "old_models").rename(tmp_path / "new_models")  # the bundle moved (its folder keeps its name,
-    write_spec(tmp_path, base_spec("new_models/tiny"))          # which the identity shows as a label)
-    assert main(["run", str(spec), "--progress", "none"]) == 0
-    assert len(fake_render.calls) == rendered  # the same model: nothing rendered again
+    rendered = len(fake.calls)
+    for folder in ("new_models/tiny", "new_models/tiny_v2"):  # moved to another parent, then renamed
+        (tmp_path / folder).parent.mkdir(exist_ok=True)
+        current = json.loads(spec.read_text())["model"]["bundle"]
+        (tmp_path / current).rename(tmp_path / folder)
+        write_spec(tmp_path, base_spec(folder))
+        capsys.readouterr()
+        assert main(["run", str(spec), "--progress", "none"]) == 0, capsys.readouterr().err
+        assert len(fake.calls) == rendered, folder  # the same model: nothing rendered again
 
-    weights = next((tmp_path / "new_models" / "tiny").glob("transformer*.safetensors"))
+    weights = next((tmp_path / "new_models" / "tiny_v2").glob("transformer*.safetensors"))
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0x01  # one bit of the last weight, in place
     weights.write_bytes(bytes(data))
     capsys.readouterr()
     assert main(["run", str(spec), "--progress", "none"]) == 2
     assert "--force" in capsys.readouterr().err
-    assert len(fake_render.calls) == rendered
+    assert len(fake.calls) == rendered
 
 
-def test_input_hashes_are_cached_by_path_size_mtime_and_inode(tmp_path, tiny_bundle, fake_render, monkeypatch):
+def test_input_hashes_are_cached_by_path_size_mtime_and_inode(tmp_path, tiny_bundle, fake, monkeypatch):
     """"A local cache (OUT/.vera/input_hashes.json ...) means a task hashes only inputs it has not seen
     unchanged"."""
     write_plates(tmp_path)

@@ -46,7 +46,14 @@ def test_sharded_weights_with_streamed_layers_or_fp8_are_refused(memory, fp8):
     model = build_on_meta(CONFIGS["vera-1.3b"])
     strategy = Strategy(devices=2, shard_weights=True, memory=memory, fp8_storage=fp8)
     with pytest.raises(BadInput, match="sharded weights do not combine"):
-        parallelize(model, mesh=None, strategy=strategy)
+        parallelize(model, mesh=UntouchedMesh(), strategy=strategy)
+
+
+class UntouchedMesh:
+    """A DeviceMesh that parallelize must not reach: the refusal comes before any parallelism is applied."""
+
+    def __getitem__(self, name):
+        raise AssertionError(f"parallelize went past the refusal and used the mesh's {name!r} dimension")
 
 
 def test_fp8_from_the_command_line_stores_the_weights_as_float8(tmp_path, tiny_bundle, monkeypatch):

@@ -11,12 +11,10 @@ from pathlib import Path
 
 import pytest
 
-import vera.render as render
 from vera.cli import main
 
 from bundles import base_spec, write_plates, write_spec
 from images import write_exr_sequence
-from test_render import FakeRenderer
 
 
 def hashes(folder: Path) -> dict:
@@ -80,13 +78,6 @@ def test_qc_json_report_may_not_replace_an_input(comp_inputs, capsys, target):
 
 
 # ----------------------------------------------------------------------------------------------- run / assemble
-
-@pytest.fixture
-def fake(monkeypatch):
-    renderer = FakeRenderer()
-    monkeypatch.setattr(render, "_render_frames", renderer)
-    return renderer
-
 
 def _spec(tmp_path, tiny_bundle, **output):
     write_plates(tmp_path)

@@ -24,6 +24,7 @@ from images import pattern_image, rgba_channels, write_exr
 
 THRESHOLD = 1 / 255
 OVERLAP = range(1005, 1010)  # windows 1001-1009 and 1005-1013 of the small shot
+NEGATIVE = "blurry, low quality"
 
 
 def _oiio_attributes(path) -> dict:
@@ -41,7 +42,7 @@ def windowed_render(tmp_path_factory, tiny_bundle):
     real pipeline with the tiny random model: resampling and cross-fades both happen."""
     folder = tmp_path_factory.mktemp("windowed")
     write_plate(folder, FIRST, LAST, 4 * SMALL_WIDTH, 4 * SMALL_HEIGHT, channels="RGB")
-    spec = base_spec(tiny_bundle)
+    spec = dict(base_spec(tiny_bundle), negative_prompt=NEGATIVE)
     shot = write_spec(folder, spec)
     assert main(["run", str(shot), "--progress", "none"]) == 0
     return folder
@@ -85,10 +86,9 @@ def test_run_and_assemble_attribute_types(windowed_render):
     settings (strings), vera/steps (int), vera/guidance, vera/shift (float)."""
     for frame in (FIRST, 1007, LAST):
         attrs = _oiio_attributes(windowed_render / "out" / f"edit.{frame}.exr")
-        for key in ("task", "sampler", "model_resolution", "shot", "settings"):
+        for key in ("negative_prompt", "task", "sampler", "model_resolution", "shot", "settings"):
             assert attrs[f"vera/{key}"][0] == "string", (key, attrs[f"vera/{key}"])
-        # vera/negative_prompt only when there is one (this shot and the tiny bundle have none)
-        assert attrs.get("vera/negative_prompt", ("string",))[0] == "string"
+        assert attrs["vera/negative_prompt"][1] == NEGATIVE
         assert attrs["vera/steps"][0] == "int"
         assert attrs["vera/guidance"][0] == "float" and attrs["vera/shift"][0] == "float"
         assert attrs["vera/task"][1] == "object_addition" and attrs["vera/steps"][1] == 2

@@ -10,29 +10,14 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
-
 import vera.render as render
 from vera.status import status
 from vera import exr
 from vera.cli import main
 from vera.errors import EXIT_QC_FAILED
 
-from bundles import FIRST, LAST, SMALL_HEIGHT, SMALL_WIDTH, base_spec, plate_pixels, write_plates, write_spec
-from test_render import FakeRenderer
-
-
-@pytest.fixture
-def fake(monkeypatch):
-    renderer = FakeRenderer()
-    monkeypatch.setattr(render, "_render_frames", renderer)
-    return renderer
-
-
-@pytest.fixture
-def shot(tmp_path, tiny_bundle):
-    write_plates(tmp_path)
-    return write_spec(tmp_path, base_spec(tiny_bundle))
+from bundles import (FIRST, LAST, SMALL_HEIGHT, SMALL_WIDTH, FakeRenderer, base_spec, plate_pixels, write_plates,
+                     write_spec)
 
 
 def _edit_frames(out: Path) -> list[str]:

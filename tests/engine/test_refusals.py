@@ -10,7 +10,6 @@ import pytest
 
 from vera.cli import main
 
-from bundles import base_spec, write_plates, write_spec
 from images import rgba_channels, write_exr, write_exr_sequence, write_oiio
 
 H, W = 16, 32
@@ -25,12 +24,6 @@ def _one_line(text: str) -> str:
 
 
 # ------------------------------------------------------------------------------------ submission and demo
-
-@pytest.fixture
-def shot(tmp_path, tiny_bundle):
-    write_plates(tmp_path)
-    return write_spec(tmp_path, base_spec(tiny_bundle))
-
 
 @pytest.mark.parametrize("options, words", [
     (["--pool", "gpu\nPriority=100"], "--pool"),

@@ -23,53 +23,9 @@ from vera.cli import main
 from vera.errors import BadInput
 from vera.exr import read_layer
 
-from bundles import FIRST, SMALL_HEIGHT, LAST, SMALL_WIDTH, base_spec, write_plates, write_spec
+from bundles import FIRST, SMALL_HEIGHT, LAST, SMALL_WIDTH, FakeRenderer, base_spec, write_plates, write_spec
 
 OVERLAP_FRAMES = set(range(1005, 1010))  # windows 1001-1009 and 1005-1013 (the last one is pulled back)
-
-
-def frame_layers(frame: int):
-    """A premultiplied RGBA + matte that depends only on the frame (so windows agree where they overlap)."""
-    rng = np.random.default_rng(frame)
-    alpha = rng.random((SMALL_HEIGHT, SMALL_WIDTH), dtype=np.float32)
-    alpha[alpha < 0.3] = 0.0
-    rgb = rng.random((SMALL_HEIGHT, SMALL_WIDTH, 3), dtype=np.float32) * 4.0 * alpha[..., None]
-    return np.dstack([rgb, alpha]), alpha
-
-
-class FakeRenderer:
-    """Stands in for vera.pipeline.render_frames; records which windows it rendered."""
-
-    def __init__(self, per_window=False):
-        self.calls = []
-        self.per_window = per_window
-
-    def __call__(self, bundle, spec, frames, seed, progress):
-        self.calls.append((frames[0], frames[-1], seed))
-        out = {}
-        for frame in frames:
-            if self.per_window:  # a flat colour per window: shows the blend weights
-                value = np.float32(0.25) if frames[0] == FIRST else np.float32(0.75)
-                rgba = np.full((SMALL_HEIGHT, SMALL_WIDTH, 4), value, np.float32)
-                rgba[..., 3] = 1.0
-                out[frame] = (rgba, rgba[..., 3].copy())
-            else:
-                out[frame] = frame_layers(frame)
-            progress.advance(1)
-        return out
-
-
-@pytest.fixture
-def shot(tmp_path, tiny_bundle):
-    write_plates(tmp_path)
-    return write_spec(tmp_path, base_spec(tiny_bundle))
-
-
-@pytest.fixture
-def fake(monkeypatch):
-    renderer = FakeRenderer()
-    monkeypatch.setattr(render, "_render_frames", renderer)
-    return renderer
 
 
 def final_frames(out_dir: Path):
@@ -246,7 +202,7 @@ HARNESS = textwrap.dedent('''
     import vera.render as render
     import vera.manifest as manifest
     import vera.atomic
-    from test_render import FakeRenderer
+    from bundles import FakeRenderer
 
     render._render_frames = FakeRenderer()
     mode = os.environ.get("HARNESS_MODE", "")

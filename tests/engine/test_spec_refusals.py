@@ -13,20 +13,11 @@ import time
 import numpy as np
 import pytest
 
-import vera.render as render
 from vera.cli import main
 from vera.exr import write_exr
 from vera.shot import validate
 
 from bundles import FIRST, LAST, base_spec, write_plate, write_plates, write_spec
-from test_render import FakeRenderer
-
-
-@pytest.fixture
-def fake(monkeypatch):
-    renderer = FakeRenderer()
-    monkeypatch.setattr(render, "_render_frames", renderer)
-    return renderer
 
 
 def _cuda_missing():

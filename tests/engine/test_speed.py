@@ -187,13 +187,21 @@ def test_demo_presets_keep_untouched_pixels_and_count_fewer_layer_evaluations(tm
         assert header["vera/speed"] == preset
     assert full["balanced"] < full["quality"] and full["preview"] < full["quality"]
     assert full["quality"] == 12 * 3  # the demo recipe: 12 steps of 3 joint layers, no guidance
+    # performance.md's balanced row: the first 20% of the steps always computed, at most 3 skipped in a row. Of 12
+    # steps (20% rounds to 2, as MagCache's retention does) that computes the first 2 and one after each 3 skipped
+    # of the other 10: 4 steps of 3 layers at least, whatever the threshold lets pass.
+    assert full["balanced"] >= 4 * 3, full
     # performance.md: balanced's loss is negligible. Its layers (premultiplied RGBA, every frame) against
-    # quality's: the measured demo recipe gives 40.5 dB mean, 30.8 worst; 30 dB bounds it. preview is the control.
+    # quality's, on this demo shot: measured 49.9 dB (21 of 36 evaluations; preview, the control, 36.1 dB with 6).
+    # A balanced that skips more measured 40.6 dB (threshold 1.0: 12 evaluations) and 35.1 dB (threshold 1.0,
+    # 8 in a row, nothing retained: 6), so 45 dB lies between; the test prints its numbers (re-measure them when
+    # the demo model is retrained).
     layers = {p: np.stack([read_layer(f).pixels for f in sorted((tmp_path / p / "layers").glob("edit.*.exr"))])
               for p in full}
     psnr = {p: 10 * np.log10(1.0 / np.mean((layers[p].astype(np.float64) - layers["quality"]) ** 2))
             for p in ("balanced", "preview")}
-    assert psnr["balanced"] >= 30.0 and psnr["preview"] < psnr["balanced"], psnr
+    print(f"layer evaluations {full}, PSNR vs quality {psnr}")
+    assert psnr["balanced"] >= 45.0 and psnr["preview"] < psnr["balanced"], psnr
 
 
 @pytest.mark.slow

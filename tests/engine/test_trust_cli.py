@@ -2,28 +2,11 @@
 damaged frame, `qc --comp` says which comp difference failed, a spec path Deadline would split is refused at
 submit, and output or job folders that cannot exist are bad input (exit 2), not internal errors."""
 
-import pytest
-
-import vera.render as render
 from vera import exr
 from vera.cli import main
 from vera.errors import EXIT_QC_FAILED
 
 from bundles import base_spec, write_plates, write_spec
-from test_render import FakeRenderer
-
-
-@pytest.fixture
-def fake(monkeypatch):
-    renderer = FakeRenderer()
-    monkeypatch.setattr(render, "_render_frames", renderer)
-    return renderer
-
-
-@pytest.fixture
-def shot(tmp_path, tiny_bundle):
-    write_plates(tmp_path)
-    return write_spec(tmp_path, base_spec(tiny_bundle))
 
 
 def test_status_verify_fails_on_a_checksum_mismatch(tmp_path, shot, fake, capsys):

@@ -5,21 +5,12 @@ import shutil
 
 import pytest
 
-import vera.render as render
 from vera.cli import main
 from vera.jsonio import MAX_DEPTH, nesting_depth
 
 from bundles import base_spec, write_plates, write_spec
-from test_render import FakeRenderer
 
 DEEP = "[" * 100_000 + "]" * 100_000  # deeper than the interpreter's recursion limit
-
-
-@pytest.fixture
-def fake(monkeypatch):
-    renderer = FakeRenderer()
-    monkeypatch.setattr(render, "_render_frames", renderer)
-    return renderer
 
 
 def _one_line_bad_input(capsys, code, name):

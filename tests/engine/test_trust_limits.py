@@ -5,20 +5,11 @@ before anything is allocated."""
 import numpy as np
 import pytest
 
-import vera.render as render
 from vera.cli import main
 from vera.exr import write_exr
 from vera.limits import MAX_INSTRUCTION_CHARS
 
 from bundles import FIRST, LAST, SMALL_HEIGHT, SMALL_WIDTH, base_spec, write_plates, write_spec
-from test_render import FakeRenderer
-
-
-@pytest.fixture
-def fake(monkeypatch):
-    renderer = FakeRenderer()
-    monkeypatch.setattr(render, "_render_frames", renderer)
-    return renderer
 
 
 def _bomb(path, display=(0, 0, 59_999, 59_999), data=(0, 0, SMALL_WIDTH - 1, SMALL_HEIGHT - 1)):

@@ -9,7 +9,6 @@ from vera.cli import main
 from vera.status import status
 
 from bundles import base_spec, write_plates, write_spec
-from test_quiet_failures import fake, shot  # noqa: F401  (fixtures)
 
 
 def _frames(folder) -> dict:

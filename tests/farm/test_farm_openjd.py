@@ -18,12 +18,6 @@ from bundles import FIRST, LAST, base_spec, write_plates, write_spec
 OPENJD = str(Path(sys.executable).parent / "openjd")
 
 
-@pytest.fixture
-def shot(tmp_path, tiny_bundle):
-    write_plates(tmp_path)
-    return write_spec(tmp_path, base_spec(tiny_bundle))
-
-
 def test_template_is_valid_and_has_one_task_per_window(tmp_path, shot, capsys):
     assert "openjd" in BACKENDS
     assert main(["submit", str(shot), "--farm", "openjd", "--out", str(tmp_path / "job"), "--json"]) == 0

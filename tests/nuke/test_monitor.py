@@ -11,8 +11,7 @@ import pytest
 
 import monitor_demo
 import vera.render as render
-from bundles import FIRST, LAST, base_spec, write_plates, write_spec
-from test_render import FakeRenderer
+from bundles import FIRST, LAST, FakeRenderer, base_spec, write_plates, write_spec
 from vera.cli import main as render_main
 from vera.status import status
 from vera_nuke import engine, jobs, monitor

@@ -64,13 +64,17 @@ def test_the_job_record_and_id_are_read_raw(nuke):
     assert ran(nuke) == []
 
 
+def rendered_node_with_instruction(nuke, tmp_path, text):
+    """A rendered Vera Edit node (and its plate Read) whose job's spec now holds `text` as its instruction."""
+    node, plate = rendered_node(nuke, tmp_path)
+    spec_path = Path(json.loads(node["vera_job"].getText())["spec"])
+    spec_path.write_text(json.dumps(dict(json.loads(spec_path.read_text()), instruction=text)))
+    return node, plate
+
+
 @pytest.mark.parametrize("text", [EVIL, UNBALANCED])
 def test_labels_show_free_text_literally_when_drawn(nuke, tmp_path, text):
-    node, _plate = rendered_node(nuke, tmp_path)
-    spec_path = json.loads(node["vera_job"].getText())["spec"]
-    spec = json.loads(Path(spec_path).read_text())
-    spec["instruction"] = text
-    Path(spec_path).write_text(json.dumps(spec))
+    node, _plate = rendered_node_with_instruction(nuke, tmp_path, text)
     press(node, "import_layers")
     nuke.tcl_log.clear()
     drawn = nuke.draw_all()
@@ -80,11 +84,7 @@ def test_labels_show_free_text_literally_when_drawn(nuke, tmp_path, text):
 
 
 def test_copy_as_nk_pasted_back_runs_nothing_and_shows_the_text(nuke, tmp_path, qapp):
-    node, plate = rendered_node(nuke, tmp_path)
-    spec_path = json.loads(node["vera_job"].getText())["spec"]
-    spec = json.loads(Path(spec_path).read_text())
-    spec["instruction"] = EVIL
-    Path(spec_path).write_text(json.dumps(spec))
+    node, plate = rendered_node_with_instruction(nuke, tmp_path, EVIL)
     text = actions.copy_as_nk(node)
     (tmp_path / "paste.nk").write_text(text)
     plate.setSelected(True)

@@ -27,15 +27,6 @@ TINY = {"bundle": {"from": "random", "model": {"base": "vera-tiny"}, "patch": 8}
         "element_weight": 3.0}
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    from vera.train.synth import generate
-
-    root = tmp_path_factory.mktemp("synth")
-    generate(root, 6, seed=3, size=(32, 32), frames=5)
-    return root
-
-
 def tiny(**changes) -> FitConfig:
     return FitConfig.from_dict({**TINY, **changes})
 

@@ -33,15 +33,6 @@ WEIGHT_ATOL, LOSS_ATOL = 1e-5, 1e-5
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    from vera.train.synth import generate
-
-    root = tmp_path_factory.mktemp("synth")
-    generate(root, 6, seed=3, size=(32, 32), frames=5)
-    return root
-
-
-@pytest.fixture(scope="module")
 def two_process_run(dataset, tmp_path_factory):
     """20 sharded steps on 2 gloo processes (checkpoints at 10 and 20)."""
     folder = tmp_path_factory.mktemp("fsdp")
@@ -75,6 +66,23 @@ def assert_same_weights(a: dict, b: dict) -> None:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=WEIGHT_ATOL, msg=key)
 
 
+def stopped_at_step_10(run: Path, resumed: Path) -> Path:
+    """A run folder holding only what `run` had at step 10 (its config, initial bundle and step-10 checkpoint)."""
+    (resumed / "checkpoints").mkdir(parents=True)
+    shutil.copy(run / "config.json", resumed)
+    shutil.copytree(run / "init_bundle", resumed / "init_bundle")
+    shutil.copytree(run / "checkpoints" / "step_00000010", resumed / "checkpoints" / "step_00000010")
+    return resumed
+
+
+def assert_continues(resumed: Path, uninterrupted: Path) -> None:
+    """The resumed run logged steps 11-20 only (it did not start over), as the uninterrupted run did them."""
+    tail = losses(resumed)
+    assert len(tail) == 10
+    assert max(abs(a - b) for a, b in zip(tail, losses(uninterrupted)[10:])) <= LOSS_ATOL
+    assert_same_weights(bundle_weights(resumed), bundle_weights(uninterrupted))
+
+
 @pytest.mark.slow
 def test_two_process_fsdp_equals_one_process(two_process_run, dataset, tmp_path):
     checkpoints = list_checkpoints(two_process_run)
@@ -92,17 +100,10 @@ def test_two_process_fsdp_equals_one_process(two_process_run, dataset, tmp_path)
 @pytest.mark.slow
 def test_checkpoint_of_two_processes_resumes_on_one(two_process_run, dataset, tmp_path):
     """Stopped at step 10 on two processes, resumed on one: continues as the uninterrupted run."""
-    resumed = tmp_path / "resumed"
-    (resumed / "checkpoints").mkdir(parents=True)
-    shutil.copy(two_process_run / "config.json", resumed)
-    shutil.copytree(two_process_run / "init_bundle", resumed / "init_bundle")
-    shutil.copytree(two_process_run / "checkpoints" / "step_00000010", resumed / "checkpoints" / "step_00000010")
+    resumed = stopped_at_step_10(two_process_run, tmp_path / "resumed")
     summary = fit(FitConfig.from_dict(SHARDED), dataset, resumed, progress="none")
     assert summary["steps"] == 20
-    tail = losses(resumed)
-    assert len(tail) == 10  # steps 11-20 only: it did not start over
-    assert max(abs(a - b) for a, b in zip(tail, losses(two_process_run)[10:])) <= LOSS_ATOL
-    assert_same_weights(bundle_weights(resumed), bundle_weights(two_process_run))
+    assert_continues(resumed, two_process_run)
 
 
 @pytest.mark.slow
@@ -112,16 +113,9 @@ def test_checkpoint_of_one_process_resumes_on_two(dataset, tmp_path):
     one-process run."""
     one = tmp_path / "one"
     fit(FitConfig.from_dict(SHARDED), dataset, one, progress="none")
-    resumed = tmp_path / "resumed"
-    (resumed / "checkpoints").mkdir(parents=True)
-    shutil.copy(one / "config.json", resumed)
-    shutil.copytree(one / "init_bundle", resumed / "init_bundle")
-    shutil.copytree(one / "checkpoints" / "step_00000010", resumed / "checkpoints" / "step_00000010")
+    resumed = stopped_at_step_10(one, tmp_path / "resumed")
     fit_on_two_processes(SHARDED, dataset, resumed)
-    tail = losses(resumed)
-    assert len(tail) == 10  # steps 11-20 only: it did not start over
-    assert max(abs(a - b) for a, b in zip(tail, losses(one)[10:])) <= LOSS_ATOL
-    assert_same_weights(bundle_weights(resumed), bundle_weights(one))
+    assert_continues(resumed, one)
 
 
 @pytest.mark.slow

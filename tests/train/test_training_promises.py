@@ -10,24 +10,11 @@ import torch
 from safetensors.torch import load_file
 
 import vera.model.dit as dit
-from test_fit import TINY, read_log
+from vera.model.configs import CONFIGS
+from test_fit import TINY, read_log, tiny
 from vera.train.cli import main as vera_train
 from vera.train.checkpoints import list_checkpoints
-from vera.train.config import FitConfig
 from vera.train.fit import fit
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    from vera.train.synth import generate
-
-    root = tmp_path_factory.mktemp("synth")
-    generate(root, 4, seed=5, size=(32, 32), frames=5)
-    return root
-
-
-def tiny(**changes) -> FitConfig:
-    return FitConfig.from_dict({**TINY, **changes})
 
 
 def test_pruning_partial_checkpoints_and_no_resume(dataset, tmp_path):
@@ -56,14 +43,25 @@ def test_pruning_partial_checkpoints_and_no_resume(dataset, tmp_path):
 
 
 def test_activation_checkpointing_recomputes_each_block_and_trains_the_same(dataset, tmp_path, monkeypatch):
-    calls = []
-    real = dit.checkpoint
-    monkeypatch.setattr(dit, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k))
+    """training.md: `activation_checkpointing: true` recomputes each joint block in the backward pass: every
+    block runs its forward twice per training forward (once more in backward), and the weights come out the same."""
+    runs = {}  # block -> forwards with autograd on, for the run in progress
+    real = dit.JointBlock.forward
+
+    def counted(self, *args, **kwargs):
+        if torch.is_grad_enabled():
+            runs[self] = runs.get(self, 0) + 1
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(dit.JointBlock, "forward", counted)
     fit(tiny(steps=2, activation_checkpointing=True), dataset, tmp_path / "ckpt", progress="none")
-    assert calls, "activation_checkpointing: true never checkpointed a block"
-    calls.clear()
+    recomputed = sorted(runs.values())
+    runs.clear()
     fit(tiny(steps=2), dataset, tmp_path / "plain", progress="none")
-    assert not calls
+    plain = sorted(runs.values())
+    layers = CONFIGS["vera-tiny"].num_layers
+    assert len(plain) == len(recomputed) == layers and plain[0] > 0, (plain, recomputed)
+    assert recomputed == [2 * n for n in plain], f"block forwards with checkpointing {recomputed}, without {plain}"
     a = load_file(str(list_checkpoints(tmp_path / "ckpt")[-1]))
     b = load_file(str(list_checkpoints(tmp_path / "plain")[-1]))
     for key in (k for k in a if k.startswith("model.")):
