@@ -17,7 +17,10 @@ PROMPTS=(
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 for i in "${!PROMPTS[@]}"; do
-  "$VERA_RENDER" demo --out "$WORK/d$i" --prompt "${PROMPTS[$i]}" ${SPEED:+--speed "$SPEED"} --progress none 2>&1 | head -1
+  # the whole output to a file first: `| head -1` would cut the render off with SIGPIPE
+  "$VERA_RENDER" demo --out "$WORK/d$i" --prompt "${PROMPTS[$i]}" ${SPEED:+--speed "$SPEED"} --progress none \
+    > "$WORK/d$i.log" 2>&1
+  head -1 "$WORK/d$i.log"
   python - "$WORK/d$i" <<'PY'
 import sys
 from pathlib import Path
