@@ -260,8 +260,9 @@ def distill(cfg: DistillConfig, data_dir: str | Path, out_dir: str | Path, *, de
             max_minutes: float | None = None, max_steps: int | None = None, resume: bool = True,
             bundle_out: str | Path | None = None, progress: str = "auto") -> dict:
     """Train the student; returns {steps, final_loss, wall_s, bundle}. Safe under torchrun."""
+    started = time.monotonic()  # the --max-minutes budget and wall_s count from here (this module's clock)
     run = start_run(cfg.seed, out_dir, device, resume)
-    started, out_dir, dist, dev, existing = run.started, run.out_dir, run.dist, run.device, run.existing
+    out_dir, dist, dev, existing = run.out_dir, run.dist, run.device, run.existing
 
     defaults = read_manifest(cfg.bundle)["defaults"]
     recipe = Recipe.of(cfg, defaults)

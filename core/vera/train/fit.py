@@ -203,8 +203,9 @@ def fit(cfg: FitConfig, data_dir: str | Path, out_dir: str | Path, *, device: st
         max_minutes: float | None = None, max_steps: int | None = None, resume: bool = True,
         bundle_out: str | Path | None = None, progress: str = "auto") -> dict:
     """Train; returns a summary {steps, final_loss, wall_s, bundle}. Safe to call under torchrun."""
+    started = time.monotonic()  # the --max-minutes budget and wall_s count from here (this module's clock)
     run = start_run(cfg.seed, out_dir, device, resume)
-    started, out_dir, dist, dev, existing = run.started, run.out_dir, run.dist, run.device, run.existing
+    out_dir, dist, dev, existing = run.out_dir, run.dist, run.device, run.existing
     if dist.world > 1 and not dist.main:
         barrier(dist)  # rank 0 writes the initial bundle first
         bundle = build_bundle(cfg, out_dir, dev, fresh=False)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -23,7 +22,6 @@ from vera.train.distributed import Dist, init_distributed, pick_device
 
 @dataclass
 class RunStart:
-    started: float  # time.monotonic() at the start (wall_s, the --max-minutes clock)
     out_dir: Path
     dist: Dist
     device: torch.device
@@ -32,7 +30,6 @@ class RunStart:
 
 def start_run(seed: int, out_dir: str | Path, device: str, resume: bool) -> RunStart:
     """Join the process group (under torchrun), pick this rank's device, seed every generator, make the folder."""
-    started = time.monotonic()
     out_dir = Path(out_dir)
     dist = init_distributed(pick_device(device))
     dev = pick_device(device, dist.local_rank)
@@ -40,7 +37,7 @@ def start_run(seed: int, out_dir: str | Path, device: str, resume: bool) -> RunS
     np.random.seed(seed % 2**32)
     random.seed(seed)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return RunStart(started, out_dir, dist, dev, list_checkpoints(out_dir) if resume else [])
+    return RunStart(out_dir, dist, dev, list_checkpoints(out_dir) if resume else [])
 
 
 def finish_run(run: RunStart, state: dict, sharded: bool, summary: dict, bundle_out: str | Path | None,
