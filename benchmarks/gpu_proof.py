@@ -238,18 +238,20 @@ def allocated_gib(device) -> float | None:
     return round(torch.cuda.memory_allocated() / GIB, 3)
 
 
+def timed_once(fn, device) -> tuple[float, object]:
+    """(wall seconds, result) of one call, the device synchronised before the clock stops."""
+    start = time.perf_counter()
+    result = fn()
+    sync(device)
+    return time.perf_counter() - start, result
+
+
 def timed(fn, device, warmup: int = 1, reps: int = 1) -> list[float]:
     """Wall seconds of `reps` calls after `warmup` calls, the device synchronised around each."""
     for _ in range(warmup):
         fn()
     sync(device)
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return times
+    return [timed_once(fn, device)[0] for _ in range(reps)]
 
 
 def random_model(cfg: VeraConfig, device, dtype, seed: int = 0) -> VeraMoT:
@@ -470,11 +472,8 @@ def item_vae_decode(proof: Proof) -> dict:
     weights = allocated_gib(proof.device)
     latents = torch.randn(1, vae.z_dim, *vae.latent_shape(frames, height, width), device=proof.device)
     reset_peak(proof.device)
-    start = time.perf_counter()
     with torch.no_grad():
-        video = vae.decode(latents)
-    sync(proof.device)
-    seconds = time.perf_counter() - start
+        seconds, video = timed_once(lambda: vae.decode(latents), proof.device)
     estimated = estimate(proof.cfg, Strategy(memory="parts"), frames, width, height)
     return {"frames": frames, "size": f"{width}x{height}", "output": list(video.shape), "seconds": round(seconds, 2),
             "weights_gib": weights, "peak_gib": peak_gib(proof.device), "plan_vae_gib": estimated["vae"],
@@ -496,10 +495,9 @@ def item_presets(proof: Proof) -> dict:
     def run(step_plan, n):
         count = layer_count(model)
         before = count.full
-        start = time.perf_counter()
-        sample(model, condition, context, negative, steps=n, guidance=GUIDANCE, shift=SHIFT, plan=step_plan)
-        sync(proof.device)
-        return time.perf_counter() - start, count.full - before
+        seconds, _ = timed_once(lambda: sample(model, condition, context, negative, steps=n, guidance=GUIDANCE,
+                                               shift=SHIFT, plan=step_plan), proof.device)
+        return seconds, count.full - before
 
     run(None, 2)  # warm-up: kernels, schedulers
     rows = {}
@@ -565,10 +563,7 @@ def item_compile(proof: Proof) -> dict:
     eager = statistics.median(timed(step, proof.device, warmup=1, reps=reps))
     backend = "eager" if proof.smoke else "inductor"  # the smoke run checks the layer traces as one graph
     compile_blocks(model, report=lambda message: None, backend=backend)
-    start = time.perf_counter()
-    step()
-    sync(proof.device)
-    first = time.perf_counter() - start
+    first, _ = timed_once(step, proof.device)
     compiled = statistics.median(timed(step, proof.device, warmup=0, reps=reps))
     proof.drop_model()
     return {"frames": frames, "size": f"{width}x{height}", "backend": backend, "kernel": kernel_of(model),

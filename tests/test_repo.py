@@ -22,10 +22,12 @@ def test_readme_installs_cpu_torch_first_and_everything_from_the_constraints():
     pins = _constraints()
     for cmd in _readme_commands()[:2]:
         # a fresh virtual environment first, activated in the same shell line, then CPU torch
+        # (--no-compile: Python writes the bytecode of what is imported when it is; pip would compile every file)
         assert cmd.startswith("python3 -m venv .venv && . .venv/bin/activate && "
-                              "pip install -c constraints.txt torch==2.13.0 && ")
+                              "pip install --no-compile -c constraints.txt torch==2.13.0 && ")
         installs = [part.strip() for part in cmd.split("&&") if part.strip().startswith("pip install")]
-        assert len(installs) == 2 and all(part.startswith("pip install -c constraints.txt ") for part in installs)
+        assert len(installs) == 2 and all(part.startswith("pip install --no-compile -c constraints.txt ")
+                                          for part in installs)
     assert pins["torch"] == "2.13.0"  # the public version: pip ignores the CPU wheel's local label (+cpu)
 
 

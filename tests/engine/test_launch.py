@@ -59,9 +59,17 @@ def layers(folder: Path, pattern: str) -> dict:
     return {p.name: read_layer(p, "rgba").pixels for p in sorted(folder.glob(pattern))}
 
 
+@pytest.fixture(scope="module")
+def two_devices(demo):
+    """The demo shot rendered by `run --devices 2`, once for the tests below, with torch's object collectives
+    (pickles) refused in every worker (tests/no_pickles)."""
+    return vera_render("run", str(copy_shot(demo, "two")), "--devices", "2", "--progress", "none", cwd=demo,
+                       path_first=[ROOT / "tests" / "no_pickles"])
+
+
 @pytest.mark.slow
-def test_two_devices_render_the_layers_of_one(demo):
-    result = vera_render("run", str(copy_shot(demo, "two")), "--devices", "2", "--progress", "none", cwd=demo)
+def test_two_devices_render_the_layers_of_one(demo, two_devices):
+    result = two_devices
     assert result.returncode == 0, result.stderr
     assert "2 workers on cpu: Strategy(devices=2, shard_weights=True, sequence_parallel=2" in result.stderr
     assert "2 of 2 windows rendered, 9 frames written" in result.stderr  # rank 0 reports, once
@@ -148,13 +156,12 @@ def test_the_first_worker_error_decides_the_exit_code():
 
 
 @pytest.mark.slow
-def test_two_devices_send_no_pickles(demo):
+def test_two_devices_send_no_pickles(demo, two_devices):
     """The leader's control messages are tensors: with torch's object collectives (pickles) refused in every
     worker, the two-process render still writes the one-process frames."""
-    result = vera_render("run", str(copy_shot(demo, "tensors")), "--devices", "2", "--progress", "none", cwd=demo,
-                         path_first=[ROOT / "tests" / "no_pickles"])
+    result = two_devices
     assert result.returncode == 0, result.stderr
-    one, two = layers(demo / "layers", "edit.*.exr"), layers(demo / "tensors", "edit.*.exr")
+    one, two = layers(demo / "layers", "edit.*.exr"), layers(demo / "two", "edit.*.exr")
     assert len(one) == 9 and one.keys() == two.keys()
     assert max(float(np.abs(one[k] - two[k]).max()) for k in one) <= 1e-3  # as test_two_devices_render_the_layers_of_one
 

@@ -51,6 +51,13 @@ def dataset(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def lora_run(teacher, dataset, tmp_path_factory):
+    """TINY's LoRA student distilled straight through (4 steps): its summary and run folder."""
+    out = tmp_path_factory.mktemp("lora") / "run"
+    return distill(config(teacher), dataset, out, device="cpu", progress="none"), out
+
+
 def config(teacher, **change) -> DistillConfig:
     return DistillConfig.from_dict({**TINY, "bundle": str(teacher), **change})
 
@@ -103,12 +110,12 @@ def test_target_is_the_teachers_guided_solution(teacher):
 
 
 @pytest.mark.slow
-def test_distill_writes_a_student_that_turbo_samples_in_one_forward_per_step(teacher, dataset, tmp_path):
-    summary = distill(config(teacher), dataset, tmp_path / "run", device="cpu", progress="none")
+def test_distill_writes_a_student_that_turbo_samples_in_one_forward_per_step(lora_run):
+    summary, run = lora_run
     bundle = Path(summary["bundle"])
     entry = json.loads((bundle / "bundle.json").read_text())["student"]
     assert entry["kind"] == "lora" and entry["steps"] == 2 and entry["teacher"]["guidance"] == 4.0
-    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    losses = [json.loads(line)["loss"] for line in (run / "log.jsonl").read_text().splitlines()]
     assert len(losses) == 4
 
     student = load_bundle(bundle, device="cpu", student=True)
@@ -123,8 +130,8 @@ def test_distill_writes_a_student_that_turbo_samples_in_one_forward_per_step(tea
     assert count.full == 2 * student.config.num_layers  # 2 steps x 1 row: no negative branch
 
 
-def test_resumed_run_equals_the_straight_run(teacher, dataset, tmp_path):
-    straight = distill(config(teacher), dataset, tmp_path / "straight", device="cpu", progress="none")
+def test_resumed_run_equals_the_straight_run(lora_run, teacher, dataset, tmp_path):
+    straight, _ = lora_run
     distill(config(teacher), dataset, tmp_path / "resumed", device="cpu", progress="none", max_steps=2)
     resumed = distill(config(teacher), dataset, tmp_path / "resumed", device="cpu", progress="none")
     assert resumed["steps"] == 4 and resumed["steps_this_run"] == 2

@@ -39,6 +39,14 @@ def two_process_run(dataset, tmp_path_factory):
     return fit_on_two_processes(SHARDED, dataset, folder / "run")
 
 
+@pytest.fixture(scope="module")
+def one_process_run(dataset, tmp_path_factory):
+    """The same 20 steps in this process (checkpoints at 10 and 20): the reference both directions compare to."""
+    out = tmp_path_factory.mktemp("one") / "run"
+    fit(FitConfig.from_dict(SHARDED), dataset, out, progress="none")
+    return out
+
+
 def fit_on_two_processes(config: dict, dataset: Path, out: Path) -> Path:
     """`vera-train fit` under torchrun with 2 gloo processes; returns the run folder."""
     path = out.with_name(out.name + "_config.json")
@@ -84,17 +92,16 @@ def assert_continues(resumed: Path, uninterrupted: Path) -> None:
 
 
 @pytest.mark.slow
-def test_two_process_fsdp_equals_one_process(two_process_run, dataset, tmp_path):
+def test_two_process_fsdp_equals_one_process(two_process_run, one_process_run):
     checkpoints = list_checkpoints(two_process_run)
     assert [p.name for p in checkpoints] == ["step_00000010", "step_00000020"]
     # each rank wrote its own shard files: the folder is not one consolidated file
     assert len(list(checkpoints[-1].glob("shard-*.safetensors"))) == 2
-    fit(FitConfig.from_dict(SHARDED), dataset, tmp_path / "one", progress="none")
-    two, one = losses(two_process_run), losses(tmp_path / "one")
+    two, one = losses(two_process_run), losses(one_process_run)
     assert len(two) == len(one) == 20
     assert max(abs(a - b) for a, b in zip(two, one)) <= LOSS_ATOL
     assert one[-1] < one[0]  # it trains
-    assert_same_weights(bundle_weights(two_process_run), bundle_weights(tmp_path / "one"))
+    assert_same_weights(bundle_weights(two_process_run), bundle_weights(one_process_run))
 
 
 @pytest.mark.slow
@@ -107,12 +114,11 @@ def test_checkpoint_of_two_processes_resumes_on_one(two_process_run, dataset, tm
 
 
 @pytest.mark.slow
-def test_checkpoint_of_one_process_resumes_on_two(dataset, tmp_path):
+def test_checkpoint_of_one_process_resumes_on_two(one_process_run, dataset, tmp_path):
     """The other direction (docs/training.md: the reader re-slices the shards for whatever number of processes
     resumes): stopped at step 10 on one process, resumed under torchrun on two, it continues as the uninterrupted
     one-process run."""
-    one = tmp_path / "one"
-    fit(FitConfig.from_dict(SHARDED), dataset, one, progress="none")
+    one = one_process_run
     resumed = stopped_at_step_10(one, tmp_path / "resumed")
     fit_on_two_processes(SHARDED, dataset, resumed)
     assert_continues(resumed, one)

@@ -306,11 +306,9 @@ def _vae_problems(folder: Path, manifest: dict, cfg: VeraConfig) -> list[str]:
         z_dim, temporal, spatial = 3 * vae["patch"] ** 2, 1, vae["patch"]
         return _compatible(folder, manifest, cfg, z_dim, temporal, spatial)
     vae_folder = inside(folder, vae["path"])
-    if not vae_folder.is_dir():
+    config_path, config = _part_config(vae_folder, "diffusers VAE config")
+    if config is None:
         return [f"{vae_folder}: the Wan VAE folder bundle.json names (vae.path) is missing"]
-    config_path = vae_folder / "config.json"
-    regular_file(config_path)
-    config = read_json_object(config_path, "diffusers VAE config")
     z_dim = config.get("z_dim")
     if type(z_dim) is not int or z_dim < 1:
         return [f"{config_path}: field z_dim: must be a positive integer, got {str(z_dim)[:40]}"]
@@ -332,6 +330,16 @@ def _vae_problems(folder: Path, manifest: dict, cfg: VeraConfig) -> list[str]:
         problems = _compatible(folder, manifest, cfg, z_dim, strides["scale_factor_temporal"],
                                strides["scale_factor_spatial"])
     return problems
+
+
+def _part_config(part: Path, what: str) -> tuple[Path, dict | None]:
+    """The config.json of a part's folder (the VAE's, the text encoder's) and what it holds; None when the folder
+    is missing."""
+    config_path = part / "config.json"
+    if not part.is_dir():
+        return config_path, None
+    regular_file(config_path)
+    return config_path, read_json_object(config_path, what)
 
 
 def _compatible(folder: Path, manifest: dict, cfg: VeraConfig, z_dim: int, temporal: int, spatial: int):
@@ -389,11 +397,9 @@ def find_tokenizer_folder(folder: Path) -> Path:
 
 def _text_encoder_problems(folder: Path, manifest: dict, cfg: VeraConfig) -> list[str]:
     encoder = inside(folder, manifest["text_encoder"])
-    if not encoder.is_dir():
+    config_path, config = _part_config(encoder, "text encoder config")
+    if config is None:
         return [f"{encoder}: the text encoder folder bundle.json names (text_encoder) is missing"]
-    config_path = encoder / "config.json"
-    regular_file(config_path)
-    config = read_json_object(config_path, "text encoder config")
     bad = [k for k in UMT5_FIELDS if type(config.get(k)) is not int or config[k] < 1]
     if bad:
         return [f"{config_path}: field {k}: must be a positive integer, got {str(config.get(k))[:40]}" for k in bad]

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import random
 import shutil
 import sys
 import time
@@ -40,7 +39,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as tdist
 import yaml
 from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file
@@ -58,13 +56,14 @@ from vera.progress import Progress
 from vera.sampling import make_scheduler, model_input
 from vera.train import sharded as sharded_checkpoints
 from vera.train.data import open_dataset
-from vera.train.checkpoints import block_first, list_checkpoints, load_checkpoint, save_run_checkpoint
+from vera.train.checkpoints import block_first, load_checkpoint, save_run_checkpoint
 from vera.train.config import PARALLEL_MODES, batch_per_process
-from vera.train.distributed import barrier, clock_says_stop, init_distributed, mean_across, pick_device
+from vera.train.distributed import barrier, clock_says_stop, mean_across
 from vera.train.fit import PromptEmbeddings, collate, lr_at
 from vera.train.masks import conditioning_mask
 from vera.train.streams import rank_positions, sample_seed
 from vera.train.loader import BatchPlan, cache_prompts, dataset_prompts, plan_buckets, training_batches
+from vera.train.run import finish_run, start_run
 
 RECIPE_KEYS = ("steps", "shift")
 
@@ -261,15 +260,9 @@ def distill(cfg: DistillConfig, data_dir: str | Path, out_dir: str | Path, *, de
             max_minutes: float | None = None, max_steps: int | None = None, resume: bool = True,
             bundle_out: str | Path | None = None, progress: str = "auto") -> dict:
     """Train the student; returns {steps, final_loss, wall_s, bundle}. Safe under torchrun."""
-    started = time.monotonic()
-    out_dir = Path(out_dir)
-    dist = init_distributed(pick_device(device))
-    dev = pick_device(device, dist.local_rank)
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed % 2**32)
-    random.seed(cfg.seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    existing = list_checkpoints(out_dir) if resume else []
+    started = time.monotonic()  # the --max-minutes budget and wall_s count from here (this module's clock)
+    run = start_run(cfg.seed, out_dir, device, resume)
+    out_dir, dist, dev, existing = run.out_dir, run.dist, run.device, run.existing
 
     defaults = read_manifest(cfg.bundle)["defaults"]
     recipe = Recipe.of(cfg, defaults)
@@ -372,19 +365,10 @@ def distill(cfg: DistillConfig, data_dir: str | Path, out_dir: str | Path, *, de
 
     summary = {"steps": step, "steps_this_run": step - start_step, "final_loss": losses[-1] if losses else None,
                "wall_s": round(time.monotonic() - started, 1), "stopped_by_clock": stopped_by_clock, "bundle": None}
-    state = model.state_dict() if ema is None else ema
-    if sharded:
-        state = sharded_checkpoints.full_state(state)
-    if dist.main:
-        target = Path(bundle_out) if bundle_out else out_dir / "bundle"
-        write_student(target, state, lora=cfg.lora and lora_settings(**cfg.lora), recipe=recipe.entry(cfg),
-                      base=cfg.bundle, dtype=getattr(torch, cfg.export_dtype))
-        summary["bundle"] = str(target)
-        atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    if dist.initialised:
-        tdist.barrier()
-        tdist.destroy_process_group()
-    return summary
+    return finish_run(run, model.state_dict() if ema is None else ema, sharded, summary, bundle_out,
+                      lambda target, state: write_student(
+                          target, state, lora=cfg.lora and lora_settings(**cfg.lora), recipe=recipe.entry(cfg),
+                          base=cfg.bundle, dtype=getattr(torch, cfg.export_dtype)))
 
 
 class _Shadow:

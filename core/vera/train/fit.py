@@ -20,16 +20,13 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import shutil
 import sys
 import time
 from collections import OrderedDict
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.distributed as tdist
 from torch.nn.parallel import DistributedDataParallel
 
 from vera.atomic import atomic_write_text
@@ -45,10 +42,11 @@ from vera.train import sharded as sharded_checkpoints
 from vera.train.data import open_dataset
 from vera.train.loader import (BatchPlan, cache_prompts, dataset_prompts, plan_buckets, share_buckets,
                                training_batches)
-from vera.train.checkpoints import list_checkpoints, load_checkpoint, save_run_checkpoint
+from vera.train.checkpoints import load_checkpoint, save_run_checkpoint
 from vera.train.config import FitConfig
-from vera.train.distributed import barrier, clock_says_stop, init_distributed, mean_across, pick_device
+from vera.train.distributed import barrier, clock_says_stop, mean_across
 from vera.train.export import base_bundle_folder, previous_final_loss, write_bundle
+from vera.train.run import finish_run, start_run
 from vera.train.masks import conditioning_mask, element_weight_map
 from vera.train.streams import batch_noise, rank_positions
 from vera.train.synth import vocabulary as synth_vocabulary
@@ -205,16 +203,9 @@ def fit(cfg: FitConfig, data_dir: str | Path, out_dir: str | Path, *, device: st
         max_minutes: float | None = None, max_steps: int | None = None, resume: bool = True,
         bundle_out: str | Path | None = None, progress: str = "auto") -> dict:
     """Train; returns a summary {steps, final_loss, wall_s, bundle}. Safe to call under torchrun."""
-    started = time.monotonic()
-    out_dir = Path(out_dir)
-    dist = init_distributed(pick_device(device))
-    dev = pick_device(device, dist.local_rank)
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed % 2**32)
-    random.seed(cfg.seed)
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    existing = list_checkpoints(out_dir) if resume else []
+    started = time.monotonic()  # the --max-minutes budget and wall_s count from here (this module's clock)
+    run = start_run(cfg.seed, out_dir, device, resume)
+    out_dir, dist, dev, existing = run.out_dir, run.dist, run.device, run.existing
     if dist.world > 1 and not dist.main:
         barrier(dist)  # rank 0 writes the initial bundle first
         bundle = build_bundle(cfg, out_dir, dev, fresh=False)
@@ -336,17 +327,7 @@ def fit(cfg: FitConfig, data_dir: str | Path, out_dir: str | Path, *, device: st
                "final_loss": losses[-1] if losses else previous_final_loss(out_dir),
                "wall_s": round(time.monotonic() - started, 1), "stopped_by_clock": stopped_by_clock,
                "bundle": None}
-    trained_state = model.state_dict() if ema is None else ema.shadow
-    if sharded:  # whole tensors for the export: a collective, every rank takes part
-        trained_state = sharded_checkpoints.full_state(trained_state)
-    if dist.main:
-        target = Path(bundle_out) if bundle_out else out_dir / "bundle"
-        write_bundle(cfg, base_bundle_folder(cfg, out_dir), trained_state, target)
-        summary["bundle"] = str(target)
-        atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    if dist.initialised:
-        tdist.barrier()
-        tdist.destroy_process_group()
-    return summary
+    return finish_run(run, model.state_dict() if ema is None else ema.shadow, sharded, summary, bundle_out,
+                      lambda target, state: write_bundle(cfg, base_bundle_folder(cfg, out_dir), state, target))
 
 
