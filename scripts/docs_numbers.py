@@ -1,12 +1,16 @@
 """Numbers in the docs, generated from the benchmarks' JSON: no figure is copied by hand.
 
-    python scripts/docs_numbers.py                 rewrite every marked block in docs/*.md from docs/numbers/*.json
+    python scripts/docs_numbers.py                 rewrite every marked block in docs/*.md and README.md
     python scripts/docs_numbers.py --run NAME ...  first run NAME's command (below), saving its JSON there
     python scripts/docs_numbers.py --check         exit 1 if a block differs from what its JSON renders
 
-A block is the text between `<!-- numbers:NAME -->` and `<!-- /numbers -->` in a doc; it is replaced by
-SOURCES[NAME] rendered from docs/numbers/NAME.json, which starts with the command that made the JSON. Run
-benchmarks with `nice` on a shared machine; the JSON records the load average where the benchmark gives it.
+A block is the text between `<!-- numbers:NAME -->` and `<!-- /numbers -->` in a page; it is replaced by
+SOURCES[NAME] rendered from docs/numbers/NAME.json (or, for a part of another source's run, that source's
+JSON), headed by the command that made the JSON. The renderer is the benchmark's own `markdown` function (the
+table it prints), so a table's layout lives in one place. `--run` adds how the run went to the JSON (date,
+wall time, CPUs, load average at the start; the block says it). Run benchmarks with `nice` on a shared
+machine. A block whose JSON is missing is an error naming the command to run, unless its source is
+`awaiting` a run by someone else (then it is kept as written, and each run says so).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 NUMBERS = DOCS / "numbers"
+PAGES = sorted(DOCS.glob("*.md")) + [ROOT / "README.md"]  # where blocks may stand
 BLOCK = re.compile(r"(<!-- numbers:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /numbers -->)", re.S)
 
 
@@ -206,7 +211,7 @@ def main(argv=None) -> int:
     for name in args.run:
         run(name, args.work)
     stale = []
-    for doc in sorted(DOCS.glob("*.md")):
+    for doc in PAGES:
         text = doc.read_text()
         new = rewrite(text, str(doc.relative_to(ROOT)))
         if new != text:
