@@ -212,7 +212,7 @@ def markdown(result: dict) -> str:
     return (f"{result['header'][0].upper()}{result['header'][1:]}; ratio = step time / one-process step time of the "
             f"same launch.\n\n{table(result['runs'])}\n\nOn 2 processes the strategies that split the work "
             f"(Ulysses, CFG parallel) take {min(split):.2f}-{max(split):.2f}x the one-process step; sharding alone "
-            f"(FSDP) {min(fsdp):.2f}-{max(fsdp):.2f}x.")
+            f"(FSDP, on 2 and 4 processes) {min(fsdp):.2f}-{max(fsdp):.2f}x.")
 
 
 if __name__ == "__main__":
