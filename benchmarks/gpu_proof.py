@@ -582,7 +582,9 @@ def item_compile(proof: Proof) -> dict:
 def findings(results: dict) -> list[str]:
     """What the tables say, in numbers derived from them (each only when its items ran)."""
     items = results["items"]
-    tiers = {(i["frames"], i["tier"]): i for n, i in items.items() if n.startswith("tier_") and i.get("status") == "ok"}
+    # tiers with every number (on the CPU smoke run the peaks are None)
+    tiers = {(i["frames"], i["tier"]): i for n, i in items.items() if n.startswith("tier_") and i.get("status") == "ok"
+             and all(isinstance(i.get(k), (int, float)) for k in ("peak_gib", "plan_step_gib", "seconds_per_step"))}
     out = []
     if tiers:
         under = [100 * (1 - i["plan_step_gib"] / i["peak_gib"]) for i in tiers.values()]
@@ -608,7 +610,7 @@ def findings(results: dict) -> list[str]:
             out.append(f"PyTorch's flash kernel runs at {min(flash):.2f}-{max(flash):.2f}x the speed of SDPA's own "
                        f"choice (`native`); `auto` picked `{attention['auto']}`.")
     vae = items.get("vae_decode", {})
-    if vae.get("status") == "ok" and vae.get("plan_vae_gib"):
+    if vae.get("status") == "ok" and vae.get("plan_vae_gib") and isinstance(vae.get("peak_gib"), (int, float)):
         out.append(f"The measured VAE decode peak is {vae['peak_gib'] / vae['plan_vae_gib']:.1f}x the planner's "
                    f"VAE estimate ({vae['peak_gib']} vs {vae['plan_vae_gib']} GiB).")
     return out
