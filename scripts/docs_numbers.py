@@ -118,8 +118,7 @@ SOURCES: dict[str, Source] = {
                        bench("sampling_bench", "markdown_presets")),
     "sampling-compile": Source("", bench("sampling_bench", "markdown_compile"), of="sampling"),
     "sampling-ablation": Source("python benchmarks/sampling_bench.py --clips 3 --ablation 3 --json {json}",
-                                bench("sampling_bench", "markdown_ablation"),
-                                awaiting="its run did not end in the session"),
+                                bench("sampling_bench", "markdown_ablation")),
     "sampling-turbo": Source(
         'python benchmarks/sampling_bench.py --clips 8 --recipes "paper-like,demo default" --presets quality,turbo '
         "--no-compile --seed 11 --json {json}", bench("sampling_bench", "markdown_presets"),
