@@ -2,7 +2,7 @@
 against the embedded demo's, in the same run: it reads headers, never tensor data.
 
     python benchmarks/bundle_check_bench.py             # 9 rounds, Markdown table
-    python benchmarks/bundle_check_bench.py --rounds 21 --json
+    python benchmarks/bundle_check_bench.py --rounds 21 --json FILE
 
 The 14B bundle is written with every header a real one has and sparse tensor data (the file is truncated to
 its full length, so it has its real size and almost no blocks on disk):
@@ -119,11 +119,27 @@ def disk_bytes(folder: Path) -> tuple[int, int]:
     return sum(p.stat().st_size for p in files), sum(p.stat().st_blocks * 512 for p in files)
 
 
+def markdown(result: dict) -> str:
+    """The table main prints and the docs show (scripts/docs_numbers.py)."""
+    rows = result["rows"]
+    lines = [f"Median of {result['rounds']} rounds (`vera.model.bundle_check.bundle_problems`); "
+             f"{result.get('cpus', '?')} CPUs, load average {result.get('load_average_at_start', '?')} at the start:",
+             "", "| bundle | check (ms) | bytes read by the check | bundle size | of it on disk |",
+             "|---|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['bundle']} | {r['median_ms']} | {r['bytes_read']:,} | {r['bundle_bytes']:,} | "
+                     f"{r['bundle_bytes_on_disk']:,} |")
+    lines += ["", f"The 14B check takes **{result['time_ratio_14b_over_demo']:.2f}x** the demo's and reads "
+                  f"{rows[1]['bytes_read'] / rows[1]['bundle_bytes']:.2e} of its bundle's bytes: its headers."]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", help="also write the numbers as JSON here")
     args = parser.parse_args()
+    load = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="vera-bundle-check-"))
     try:
         make_14b_bundle(root / "vera-14b")
@@ -142,18 +158,11 @@ def main() -> None:
             rows.append({"bundle": name, "median_ms": round(1000 * statistics.median(times[name]), 2),
                          "bytes_read": read[name], "bundle_bytes": apparent, "bundle_bytes_on_disk": on_disk})
         ratio = rows[1]["median_ms"] / rows[0]["median_ms"]
+        result = {"rounds": args.rounds, "rows": rows, "time_ratio_14b_over_demo": round(ratio, 2),
+                  "cpus": os.cpu_count(), "load_average_at_start": round(load, 1)}
+        print(markdown(result))
         if args.json:
-            print(json.dumps({"rounds": args.rounds, "rows": rows, "time_ratio_14b_over_demo": round(ratio, 2)},
-                             indent=1))
-            return
-        print(f"bundle check, median of {args.rounds} rounds (vera.model.bundle_check.bundle_problems)\n")
-        print("| bundle | check (ms) | bytes read by the check | bundle size | of it on disk |")
-        print("|---|---:|---:|---:|---:|")
-        for r in rows:
-            print(f"| {r['bundle']} | {r['median_ms']} | {r['bytes_read']:,} | {r['bundle_bytes']:,} | "
-                  f"{r['bundle_bytes_on_disk']:,} |")
-        print(f"\nvera-14b / demo check time: {ratio:.2f}x; the 14B check read "
-              f"{rows[1]['bytes_read'] / rows[1]['bundle_bytes']:.2e} of its bundle's bytes")
+            Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

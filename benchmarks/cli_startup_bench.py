@@ -1,7 +1,7 @@
 """Start-up time of the light `vera-render` commands against bare Python, measured in the same run.
 
     python benchmarks/cli_startup_bench.py            # 7 rounds, Markdown table
-    python benchmarks/cli_startup_bench.py --rounds 15 --json
+    python benchmarks/cli_startup_bench.py --rounds 15 --json FILE
 
 The commands the Nuke node and the farm wrappers call all the time: `--help`, `status` of a rendered output
 folder, `validate` of a shot with a local bundle, `plan` of a bundle, and `submit` (job files, no launch). Each
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -94,8 +95,9 @@ def heavy_imports(argv: list[str]) -> list[str]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", help="also write the numbers as JSON here")
     args = parser.parse_args(argv)
+    load = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="vera-cli-bench-"))
     try:
         shot, bundle, out = make_shot(root)
@@ -113,16 +115,23 @@ def main(argv=None) -> int:
     rows = [{"command": name, "median_s": statistics.median(t), "min_s": min(t),
              "minus_bare_s": statistics.median(t) - bare, "ratio": statistics.median(t) / bare,
              "heavy_imports": heavy[name]} for name, t in times.items()]
+    result = {"rounds": args.rounds, "rows": rows, "cpus": os.cpu_count(), "load_average_at_start": round(load, 1)}
+    print(markdown(result))
     if args.json:
-        print(json.dumps({"rounds": args.rounds, "rows": rows}, indent=2))
-        return 0
-    print(f"{args.rounds} rounds; median wall time of each command, and its difference to bare Python")
-    print("| command | median s | min s | minus bare Python s | x bare Python | imports |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| `{r['command']}` | {r['median_s']:.3f} | {r['min_s']:.3f} | {r['minus_bare_s']:+.3f} | "
-              f"{r['ratio']:.1f} | {', '.join(r['heavy_imports']) or '-'} |")
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0
+
+
+def markdown(result: dict) -> str:
+    """The table main prints and the docs show (scripts/docs_numbers.py)."""
+    lines = [f"Median wall time of {result['rounds']} rounds; {result.get('cpus', '?')} CPUs, load average "
+             f"{result.get('load_average_at_start', '?')} at the start:", "",
+             "| command | median s | min s | minus bare Python s | x bare Python | imports |",
+             "|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| `{r['command']}` | {r['median_s']:.3f} | {r['min_s']:.3f} | {r['minus_bare_s']:+.3f} | "
+                     f"{r['ratio']:.1f} | {', '.join(r['heavy_imports']) or '-'} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -574,10 +574,50 @@ def item_compile(proof: Proof) -> dict:
 # ----------------------------------------------------------------------------------------------- report
 
 
-def markdown(results: dict) -> str:
+def findings(results: dict) -> list[str]:
+    """What the tables say, in numbers derived from them (each only when its items ran)."""
+    items = results["items"]
+    # tiers with every number (on the CPU smoke run the peaks are None)
+    tiers = {(i["frames"], i["tier"]): i for n, i in items.items() if n.startswith("tier_") and i.get("status") == "ok"
+             and all(isinstance(i.get(k), (int, float)) for k in ("peak_gib", "plan_step_gib", "seconds_per_step"))}
+    out = []
+    if tiers:
+        under = [100 * (1 - i["plan_step_gib"] / i["peak_gib"]) for i in tiers.values()]
+        out.append(f"The planner's step memory is {min(under):.1f}-{max(under):.1f}% under the measured peak in every "
+                   "tier.")
+        streamed = [(f, 100 * (tiers[f, "layers"]["seconds_per_step"] / tiers[f, "parts"]["seconds_per_step"] - 1),
+                     tiers[f, "parts"]["peak_gib"] - tiers[f, "layers"]["peak_gib"])
+                    for f in sorted({f for f, _ in tiers}) if (f, "layers") in tiers and (f, "parts") in tiers]
+        if streamed:
+            out.append("Streaming the joint blocks from CPU memory (`layers`) costs " + ", ".join(
+                f"{cost:.1f}% of step time at {f} frames for {saved:.1f} GiB less GPU memory" for f, cost, saved
+                in streamed) + " than `parts`.")
+        longest = max(f for f, t in tiers if t == "resident") if any(t == "resident" for _, t in tiers) else None
+        if longest:
+            step = tiers[longest, "resident"]["seconds_per_step"]
+            out.append(f"A 50-step render at {longest} frames is 50 x {step:.1f} s = {50 * step / 60:.1f} min of "
+                       "transformer time.")
+    attention = items.get("attention", {})
+    if attention.get("status") == "ok":
+        ms = {(r["kernel"], r["frames"]): r["ms"] for r in attention["kernels"] if r.get("ms")}
+        flash = [ms["native", f] / ms["_native_flash", f] for k, f in ms if k == "native" and ("_native_flash", f) in ms]
+        if flash:
+            out.append(f"PyTorch's flash kernel runs at {min(flash):.2f}-{max(flash):.2f}x the speed of SDPA's own "
+                       f"choice (`native`); `auto` picked `{attention['auto']}`.")
+    vae = items.get("vae_decode", {})
+    if vae.get("status") == "ok" and vae.get("plan_vae_gib") and isinstance(vae.get("peak_gib"), (int, float)):
+        out.append(f"The measured VAE decode peak is {vae['peak_gib'] / vae['plan_vae_gib']:.1f}x the planner's "
+                   f"VAE estimate ({vae['peak_gib']} vs {vae['plan_vae_gib']} GiB).")
+    return out
+
+
+def markdown(results: dict, level: int = 1) -> str:
+    """The report (gpu_proof.md; docs/performance.md renders it at level 3 through scripts/docs_numbers.py)."""
     proof, items = results["proof"], results["items"]
     env = items.get("env", {})
-    lines = [f"# GPU proof{' (smoke, CPU toy sizes)' if proof['smoke'] else ''}", "",
+    h1, h2 = "#" * level, "#" * (level + 1)
+    statuses = [item.get("status") for item in items.values()]
+    lines = [f"{h1} GPU proof{' (smoke, CPU toy sizes)' if proof['smoke'] else ''}", "",
              f"`{proof['command']}`, started {proof['started']}, {proof.get('elapsed_s', 0)} s; model "
              f"{proof['model']} (random weights); device: {env.get('device', '?')}, torch {env.get('torch', '?')}, "
              f"CUDA {env.get('cuda')}; bf16 peak {env.get('peak_bf16_tflops')} TFLOP/s (datasheet), "
@@ -586,9 +626,13 @@ def markdown(results: dict) -> str:
     for name, item in items.items():
         note = item.get("error") or item.get("reason") or ""
         lines.append(f"| {name} | {item['status']} | {item.get('wall_s', '')} | {note[:160]} |")
+    lines += ["", f"{statuses.count('ok')} of {len(statuses)} items ok."]
+    found = findings(results)
+    if found:
+        lines += ["", f"{h2} What it shows", "", *(f"- {line}" for line in found)]
     tiers = [i for n, i in items.items() if n.startswith("tier_") and i.get("status") == "ok"]
     if tiers:
-        lines += ["", "## Memory tiers: one sampling step (both guidance branches)", "",
+        lines += ["", f"{h2} Memory tiers: one sampling step (both guidance branches)", "",
                   "| frames | tier | kernel | s/step | peak GiB | plan: step GiB | plan: render peak GiB | "
                   "model TFLOP/s | MFU | of matmul |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for i in tiers:
@@ -597,7 +641,7 @@ def markdown(results: dict) -> str:
                          f"{i['of_matmul']} |")
     attention = items.get("attention", {})
     if attention.get("status") == "ok":
-        lines += ["", f"## Attention kernels on the joint attention (auto picks `{attention['auto']}`; "
+        lines += ["", f"{h2} Attention kernels on the joint attention (auto picks `{attention['auto']}`; "
                   f"{attention['dtype']}, batch 2, {attention['heads']} heads of {attention['head_dim']})", "",
                   "| kernel | frames | joint tokens | ms | TFLOP/s | not usable because |",
                   "| --- | --- | --- | --- | --- | --- |"]
@@ -615,12 +659,12 @@ def markdown(results: dict) -> str:
     for name, title in simple.items():
         item = items.get(name, {})
         if item.get("status") == "ok":
-            lines += ["", f"## {title}", "", "| " + " | ".join(k for k in item if k not in ("status", "plan")) + " |",
+            lines += ["", f"{h2} {title}", "", "| " + " | ".join(k for k in item if k not in ("status", "plan")) + " |",
                       "| " + " | ".join("---" for k in item if k not in ("status", "plan")) + " |",
                       "| " + " | ".join(str(v) for k, v in item.items() if k not in ("status", "plan")) + " |"]
     presets = items.get("presets", {})
     if presets.get("status") == "ok":
-        lines += ["", f"## Presets: the sampling loop, {presets['frames']} frames {presets['size']}, recipe "
+        lines += ["", f"{h2} Presets: the sampling loop, {presets['frames']} frames {presets['size']}, recipe "
                   f"{presets['recipe_steps']} steps, guidance {presets['guidance']}, curve: {presets['curve']}", "",
                   "| preset | status | steps | seconds | layer evaluations | wall speed-up | work ratio |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]

@@ -72,6 +72,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--json", help="also write the numbers as JSON here")
     args = parser.parse_args(argv)
+    load = os.getloadavg()[0]  # at the start: the run itself adds to it
 
     import OpenEXR
 
@@ -131,30 +132,21 @@ def main(argv=None) -> int:
     # Each row's base: a case's rebuild and post-model step against the plain write of the layer that case
     # produces (what compresses is the same), everything else against our write of the object layer. The
     # summary's post-model ratios are the same numbers as the table's.
-    load = os.getloadavg()[0]
     table = []
     for name, seconds in med.items():
         case = next((c for c in cases if name.endswith(f"({c})") and not name.startswith("write")), None)
         base = f"write ({case})" if case else "ours write"
         table.append({"step": name, "seconds": seconds, "ratio": seconds / med[base], "base": base})
-    print(f"one {W}x{H} RGBA half frame, ZIP; median of {args.repeat}; {os.cpu_count()} CPUs, load average {load:.1f}")
-    print(f"{'step':<30}{'seconds':>9}{'x its base':>12}  base")
-    for row in table:
-        print(f"{row['step']:<30}{row['seconds']:>9.3f}{row['ratio']:>12.2f}  {row['base']}")
     # oiiotool's --runstats counts in milliseconds: a tiny frame can read as 0, and a ratio to 0 means nothing
     write_ratio = med["ours write"] / med["oiiotool write"] if med["oiiotool write"] > 0 else None
     read_ratio = med["ours read"] / med["oiiotool read"] if med["oiiotool read"] > 0 else None
     post = {case: med[f"post-model step ({case})"] / med[f"write ({case})"] for case in cases}
-    print(f"ours write / oiiotool write = {_ratio_text(write_ratio)} (target <= 1.3)")
-    print(f"ours read / oiiotool read   = {_ratio_text(read_ratio)}")
-    for case, ratio in post.items():
-        print(f"post-model step / plain write, {case:<10} = {ratio:.2f} (target < 3)")
+    result = {"size": f"{W}x{H}", "median_seconds": med, "runs": rows, "table": table, "write_ratio": write_ratio,
+              "read_ratio": read_ratio, "post_model_ratio": post, "repeat": args.repeat, "cpus": os.cpu_count(),
+              "load_average": round(load, 1)}
+    print(markdown(result))
     if args.json:
-        Path(args.json).write_text(json.dumps({"median_seconds": med, "runs": rows, "table": table,
-                                               "write_ratio": write_ratio, "read_ratio": read_ratio,
-                                               "post_model_ratio": post, "repeat": args.repeat,
-                                               "cpus": os.cpu_count(), "load_average": round(load, 1)},
-                                              indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     for f in tmp.iterdir():
         f.unlink()
     tmp.rmdir()
@@ -162,7 +154,25 @@ def main(argv=None) -> int:
 
 
 def _ratio_text(ratio) -> str:
-    return "n/a (oiiotool's time rounds to 0 at this size)" if ratio is None else f"{ratio:.2f}"
+    return "n/a (oiiotool's time rounds to 0 at this size)" if ratio is None else f"**{ratio:.2f}x**"
+
+
+def markdown(result: dict) -> str:
+    """The table and the targets (printed by main, and the docs' block: scripts/docs_numbers.py)."""
+    rows = [f"One {result.get('size', '4096x2160')} RGBA half frame, ZIP; median of {result['repeat']}; "
+            f"{result['cpus']} CPUs, load average {result['load_average']} at the start of the run.", "",
+            "| step | seconds | x its base | base |", "|---|---|---|---|"]
+    for row in result["table"]:
+        rows.append(f"| {row['step']} | {row['seconds']:.3f} | {row['ratio']:.2f} | {row['base']} |")
+    write, post = result["write_ratio"], result["post_model_ratio"]
+    write_met = "" if write is None else f" ({'met' if write <= 1.3 else 'NOT met'})"
+    rows += ["", "| target (issue 2) | result |", "|---|---|",
+             f"| our write within 1.3x of oiiotool's | {_ratio_text(write)}{write_met} |",
+             "| post-model step under 3x the plain write of the same layer | "
+             + ", ".join(f"**{ratio:.2f}x** {case}" for case, ratio in post.items())
+             + f" ({'met' if all(r < 3 for r in post.values()) else 'NOT met'}) |",
+             f"| (read, no target) | {_ratio_text(result['read_ratio'])} oiiotool's |"]
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Model benchmark: our three-stream MoT against three diffusers Wan2.1 DiTs, and the analytic cost of real sizes.
 
     python benchmarks/model_bench.py            # measured CPU comparison + analytic table
-    python benchmarks/model_bench.py --json     # the same as JSON
+    python benchmarks/model_bench.py --json FILE   # also the numbers as JSON
 
 Measured part: a small-but-not-tiny configuration on the CPU (float32). One VeraMoT forward (joint attention over
 3 x L tokens) against three diffusers `WanTransformer3DModel` forwards of the same size on the same token grid
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -116,36 +117,65 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=12)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1 keeps the comparison stable on a shared machine)")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", help="also write the numbers as JSON here")
     parser.add_argument("--skip-measure", action="store_true", help="only the analytic table")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    measured = None if args.skip_measure else measure(args.repeats)
-    table = analytic()
+    load = os.getloadavg()[0]
+    result = {"measured": None if args.skip_measure else measure(args.repeats), "analytic": analytic(),
+              "cpus": os.cpu_count(), "load_average_at_start": round(load, 1)}
+    print(markdown(result))
     if args.json:
-        print(json.dumps({"measured": measured, "analytic": table}, indent=2))
-        return 0
-    if measured:
-        m = measured
-        print(f"CPU float32, {m['threads']} threads, config dim {BENCH.dim} x {BENCH.num_layers} layers, "
-              f"{m['tokens_per_stream']} tokens/stream, text {TEXT_LEN}, best of {m['repeats']}:")
-        print(f"  VeraMoT joint forward           {m['vera_joint_s'] * 1e3:8.1f} ms  "
-              f"(median {m['vera_joint_median_s'] * 1e3:.1f})")
-        print(f"  VeraMoT isolated (block mask)   {m['vera_isolated_mask_s'] * 1e3:8.1f} ms")
-        print(f"  3 x diffusers Wan forward       {m['diffusers_3x_s'] * 1e3:8.1f} ms  "
-              f"(median {m['diffusers_3x_median_s'] * 1e3:.1f})")
-        print(f"  ratio joint / 3 x diffusers     {m['ratio_joint_vs_3x_diffusers']:8.2f}  "
-              f"(of medians {m['ratio_of_medians']:.2f}; "
-              f"analytic FLOPs ratio {m['analytic_flops_ratio']:.2f})")
-    print("Analytic, one forward (one step, one CFG branch), bf16:")
-    print("  config     frames  tokens/stream  joint   TFLOPs  attn%  3xWan TFLOPs  weights GiB  act GiB  "
-          "scores GiB (if materialised)")
-    for r in table:
-        print(f"  {r['config']:<10} {r['frames']:>6}  {r['tokens_per_stream']:>13,}  {r['joint_tokens']:>6,}  "
-              f"{r['tflops_per_forward']:6.1f}  {100 * r['attention_share']:4.0f}%  "
-              f"{r['tflops_three_separate_wan']:12.1f}  {r['weights_gib']:11.2f}  {r['activations_peak_gib']:7.2f}  "
-              f"{r['score_matrix_if_materialised_gib']:10.0f}")
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0
+
+
+def markdown(result: dict) -> str:
+    """The measured comparison and the analytic table (printed by main; the docs' blocks: scripts/docs_numbers.py)."""
+    return "\n\n".join(filter(None, [markdown_measured(result), markdown_analytic(result)]))
+
+
+def markdown_measured(result: dict) -> str:
+    m = result["measured"]
+    if not m:
+        return ""
+    c = m["config"]
+    ms = lambda s: f"{s * 1e3:.1f} ms"  # noqa: E731
+    return "\n".join([
+        f"CPU float32, {m['threads']} torch thread(s), {result.get('cpus', '?')} CPUs, load average "
+        f"{result.get('load_average_at_start', '?')} at the start; best and median of {m['repeats']} interleaved "
+        f"runs. Configuration dim {c['dim']}, ffn {c['ffn_dim']}, {c['num_heads']} heads, {c['num_layers']} layers, "
+        f"latent {'x'.join(map(str, m['latent']))} = {m['tokens_per_stream']} tokens per stream, {m['text_len']} text "
+        "tokens:", "",
+        "| | best | median |", "|---|---|---|",
+        f"| VeraMoT, joint attention (one forward, 3 streams) | {ms(m['vera_joint_s'])} | {ms(m['vera_joint_median_s'])} |",
+        f"| 3 x diffusers WanTransformer3DModel | {ms(m['diffusers_3x_s'])} | {ms(m['diffusers_3x_median_s'])} |",
+        f"| ratio | **{m['ratio_joint_vs_3x_diffusers']:.2f}** | {m['ratio_of_medians']:.2f} |", "",
+        f"The analytic FLOP ratio at this size is {m['analytic_flops_ratio']:.2f} (joint attention gives each query 3x "
+        f"the keys). `isolate_streams=True` (a block-diagonal mask, for tests; the same scores are computed, then "
+        f"masked): best {ms(m['vera_isolated_mask_s'])}, **{m['vera_isolated_mask_s'] / m['vera_joint_s']:.2f}x** the "
+        "joint forward."])
+
+
+def markdown_analytic(result: dict) -> str:
+    rows = result["analytic"]
+    lines = ["| config | frames | tokens / stream | joint tokens | TFLOPs | attention share | 3 separate Wan DiTs | "
+             "weights | activations (peak) | score matrix if materialised |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['config']} | {r['frames']} | {r['tokens_per_stream']:,} | {r['joint_tokens']:,} | "
+                     f"{r['tflops_per_forward']:,.1f} | {100 * r['attention_share']:.0f}% | "
+                     f"{r['tflops_three_separate_wan']:,.1f} TFLOPs | {r['weights_gib']:.2f} GiB | "
+                     f"{r['activations_peak_gib']:.2f} GiB | {r['score_matrix_if_materialised_gib']:.0f} GiB |")
+    over = [r["tflops_per_forward"] / r["tflops_three_separate_wan"] for r in rows]
+    scores = [r["score_matrix_if_materialised_gib"] for r in rows]
+    first = rows[0]
+    forward_s = first["tflops_per_forward"] / 150
+    lines += ["", f"Joint attention costs {min(over):.1f}-{max(over):.1f}x the FLOPs of three independent Wan DiTs at "
+                  f"these sizes; a materialised score matrix would be {min(scores):.0f}-{max(scores):.0f} GiB. At an "
+                  f"assumed 150 TFLOP/s sustained bf16 (not measured), {first['config']} at {first['frames']} frames "
+                  f"takes ~{forward_s:.1f} s per forward, ~{forward_s * 100 / 60:.1f} min for 50 steps with CFG."]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 CPU processes (gloo), with each strategy of vera.parallel, and the bytes each rank receives per step.
 
     python benchmarks/parallel_bench.py             # launches torchrun for 2 and 4 processes, prints the table
-    python benchmarks/parallel_bench.py --json      # the same as JSON
+    python benchmarks/parallel_bench.py --json FILE # also the numbers as JSON
 
 Each launch measures its own one-process reference first (rank 0 alone, the others waiting), then every strategy
 on all ranks, taking turns, best of N after a warm-up: the ratio is against that reference, in the same run.
@@ -183,20 +183,36 @@ def table(runs: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", help="also write the numbers as JSON here")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--worker", metavar="OUT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, args.repeats)
         return
+    load = os.getloadavg()[0]
     runs = [launch(n, args.repeats) for n in (2, 4)]
     params = sum(p.numel() for p in VeraMoT(BENCH).parameters())
     tokens = BENCH_LATENT[0] * (BENCH_LATENT[1] // 2) * (BENCH_LATENT[2] // 2)
     header = (f"config: dim {BENCH.dim}, {BENCH.num_heads} heads, {BENCH.num_layers} layers, {params / 1e6:.1f}M "
               f"parameters ({params * FLOAT / 2**20:.1f} MiB float32); {tokens} tokens per stream; batch {BATCH}; "
-              f"torch {torch.__version__}, {os.cpu_count()} CPU cores, 1 thread per process")
-    print(json.dumps({"header": header, "runs": runs}, indent=2) if args.json else header + "\n\n" + table(runs))
+              f"torch {torch.__version__}, {os.cpu_count()} CPU cores, 1 thread per process, load average "
+              f"{load:.1f} at the start")
+    result = {"header": header, "runs": runs, "parameters": params}
+    print(markdown(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def markdown(result: dict) -> str:
+    """The header, the table and what it shows in numbers (printed by main; the docs' block)."""
+    split = [r["ratio"] for run in result["runs"] if run["processes"] == 2
+             for name, r in run["strategies"].items() if name.startswith(("sp", "cfg")) and "fsdp" not in name]
+    fsdp = [r["ratio"] for run in result["runs"] for name, r in run["strategies"].items() if name.startswith("fsdp")]
+    return (f"{result['header'][0].upper()}{result['header'][1:]}; ratio = step time / one-process step time of the "
+            f"same launch.\n\n{table(result['runs'])}\n\nOn 2 processes the strategies that split the work "
+            f"(Ulysses, CFG parallel) take {min(split):.2f}-{max(split):.2f}x the one-process step; sharding alone "
+            f"(FSDP, on 2 and 4 processes) {min(fsdp):.2f}-{max(fsdp):.2f}x.")
 
 
 if __name__ == "__main__":

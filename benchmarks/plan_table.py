@@ -3,7 +3,7 @@ of 832x480 on 1, 2, 4 and 8 GPUs of 80, 24 and 16 GiB, with the peak memory per 
 
     python benchmarks/plan_table.py            # Markdown (docs/performance.md)
     python benchmarks/plan_table.py --train    # training (full, FSDP2), same grid
-    python benchmarks/plan_table.py --json
+    python benchmarks/plan_table.py --json FILE   # also the numbers as JSON
 
 Analytic (nothing is allocated); times at vera.plan's assumed sustained throughput (`--tflops`).
 """
@@ -38,25 +38,31 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", action="store_true", help="full training instead of a render")
     parser.add_argument("--tflops", type=float, default=DEFAULT_TFLOPS)
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", help="also write the numbers as JSON here")
     args = parser.parse_args(argv)
-    table = rows("full" if args.train else "inference", args.tflops)
+    mode = "full" if args.train else "inference"
+    result = {"mode": mode, "tflops": args.tflops, "rows": rows(mode, args.tflops)}
+    print(markdown(result))
     if args.json:
-        print(json.dumps(table, indent=2))
-        return 0
-    step = "s / step (one sample per rank)" if args.train else "s / step (CFG)"
-    print(f"| config | frames | GPU GiB | GPUs | strategy | peak GiB per GPU | {step} |")
-    print("|---|---|---|---|---|---|---|")
-    for r in table:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def markdown(result: dict) -> str:
+    """The table main prints and the docs show (scripts/docs_numbers.py)."""
+    step = "s / step (one sample per rank)" if result["mode"] == "full" else "s / step (CFG)"
+    lines = [f"| config | frames | GPU GiB | GPUs | strategy | peak GiB per GPU | {step} |",
+             "|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
         if r["fits"]:
             strategy = r["strategy_text"].split(", ", 1)[1] if ", " in r["strategy_text"] else r["strategy_text"]
             time = f"{r['seconds_per_step']:.1f}"
         else:
             needed = f"; {r['gpus_needed']} would fit" if r["gpus_needed"] else ""
             strategy, time = f"**does not fit**{needed}", "-"
-        print(f"| {r['config']} | {r['frames']} | {r['gpu_memory_gib']} | {r['gpus']} | {strategy} | "
-              f"{r['memory']['peak']:.1f} | {time} |")
-    return 0
+        lines.append(f"| {r['config']} | {r['frames']} | {r['gpu_memory_gib']} | {r['gpus']} | {strategy} | "
+                     f"{r['memory']['peak']:.1f} | {time} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

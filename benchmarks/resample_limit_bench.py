@@ -2,7 +2,7 @@
 `rebuild_layer` for a full-frame matte (every pixel rebuilt, the worst case) with the limit, against the same
 call with plain bicubic resampling, interleaved in one run.
 
-    python benchmarks/resample_limit_bench.py [--repeat 5] [--width 4096 --height 2160]
+    python benchmarks/resample_limit_bench.py [--repeat 5] [--width 4096 --height 2160] [--json FILE]
 
 Prints the median seconds of each and their ratio (limited / plain).
 """
@@ -10,9 +10,11 @@ Prints the median seconds of each and their ratio (limited / plain).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -22,7 +24,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--width", type=int, default=4096)
     parser.add_argument("--height", type=int, default=2160)
+    parser.add_argument("--json", help="also write the numbers as JSON here")
     args = parser.parse_args()
+    load = os.getloadavg()[0]
 
     from vera import rebuild
 
@@ -45,11 +49,21 @@ def main() -> None:
     finally:
         rebuild._sample_without_overshoot = limited
     median = {name: statistics.median(t) for name, t in times.items()}
-    print(f"rebuild_layer, {args.width}x{args.height} full-frame matte, median of {args.repeat}; "
-          f"load average {os.getloadavg()[0]:.1f}")
-    for name, seconds in median.items():
-        print(f"{name:15s} {seconds:7.3f} s")
-    print(f"limited / plain = {median['limited'] / median['plain bicubic']:.2f}")
+    result = {"size": f"{args.width}x{args.height}", "repeat": args.repeat, "median_s": median,
+              "ratio_limited_over_plain": median["limited"] / median["plain bicubic"],
+              "cpus": os.cpu_count(), "load_average_at_start": round(load, 1)}
+    print(markdown(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def markdown(result: dict) -> str:
+    """What main prints and the docs show (scripts/docs_numbers.py)."""
+    m = result["median_s"]
+    return (f"`rebuild_layer` of a {result['size']} full-frame matte, median of {result['repeat']}: with the limit "
+            f"**{result['ratio_limited_over_plain']:.2f}x** the time without it ({m['limited']:.2f} s vs "
+            f"{m['plain bicubic']:.2f} s); {result['cpus']} CPUs, load average {result['load_average_at_start']} "
+            f"at the start.")
 
 
 if __name__ == "__main__":

@@ -236,7 +236,98 @@ def main(argv=None) -> int:
                   f"compiled {c['compiled_forward_s']} s ({c['speedup']}x); max |diff| {c['max_abs_difference']:.2e}")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    print("\n" + markdown(report))
     return 0
+
+
+def markdown(report: dict) -> str:
+    """Every table of a run (printed by main; the docs' blocks: scripts/docs_numbers.py): the presets against
+    `quality` with their targets, the ablation of `balanced`, the compiled forward."""
+    parts = []
+    if report.get("recipes"):
+        parts.append(markdown_presets(report))
+    if report.get("ablation"):
+        parts.append(markdown_ablation(report))
+    if report.get("compile"):
+        parts.append(markdown_compile(report))
+    return "\n\n".join(parts)
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def markdown_presets(report: dict) -> str:
+    lines = [f"{report['clips']} held-out clips (synth seed {report['data_seed']}), {report['threads']} torch "
+             "thread(s):", "",
+             "| recipe | preset | layer evaluations per clip (full / skipped) | TFLOPs (1.3b, 81 f) | fewer FLOPs | "
+             "wall vs quality | object IoU | background IoU | colour | untouched | PSNR vs quality, mean / worst | "
+             "leak, mean / worst |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for recipe, block in report["recipes"].items():
+        for preset, r in block["presets"].items():
+            psnr_text = "-" if preset == "quality" else f"{r['psnr_vs_quality_mean']} / {r['psnr_vs_quality_min']} dB"
+            lines.append(f"| {recipe} | {preset} | {r['layer_evaluations_full']:g} / {r['layer_evaluations_skipped']:g} | "
+                         f"{r['tflops_vera_1.3b_81f']:,.0f} | **{r['flops_reduction']:.2f}x** | {r['wall_ratio']:.2f} | "
+                         f"{r['object_iou']} | {r['background_iou']} | {_pct(r['colour_match'])} | "
+                         f"{'exact' if r['untouched_exact'] else 'CHANGED'} | {psnr_text} | "
+                         f"{100 * r['leak_mean']:.3f}% / {100 * r['leak_max']:.3f}% |")
+    lines += ["", *markdown_targets(report)]
+    return "\n".join(lines)
+
+
+def markdown_targets(report: dict) -> list[str]:
+    """The targets of issue 12 (balanced, preview) and of turbo, for the presets this run measured."""
+    met = lambda ok: "met" if ok else "NOT met"  # noqa: E731
+    rows = ["| target | result |", "|---|---|"]
+    recipes = report["recipes"]
+    untouched = all(r["untouched_exact"] for b in recipes.values() for r in b["presets"].values())
+    renders = sum(len(b["presets"]) for b in recipes.values()) * report["clips"]
+    for recipe, block in recipes.items():
+        q, presets = block["presets"]["quality"], block["presets"]
+
+        def iou_diff(preset):
+            return ", ".join(f"{key.split('_')[0]} {presets[preset][key] - q[key]:+.3f}"
+                             for key in ("object_iou", "background_iou") if q[key] is not None)
+        if "balanced" in presets:
+            b = presets["balanced"]
+            within = all(abs(b[k] - q[k]) <= 0.02 for k in ("object_iou", "background_iou") if q[k] is not None)
+            rows += [f"| {recipe}: balanced >= 2x fewer transformer FLOPs | **{b['flops_reduction']:.2f}x** "
+                     f"({met(b['flops_reduction'] >= 2)}) |",
+                     f"| {recipe}: balanced matte IoU within 0.02 of quality | {iou_diff('balanced')} ({met(within)}) |",
+                     f"| {recipe}: balanced PSNR vs quality >= 35 dB (mean) | **{b['psnr_vs_quality_mean']} dB**, worst "
+                     f"clip {b['psnr_vs_quality_min']} dB ({met(b['psnr_vs_quality_mean'] >= 35)}) |"]
+        if "preview" in presets:
+            v = presets["preview"]
+            rows.append(f"| {recipe}: preview >= 4x fewer FLOPs | **{v['flops_reduction']:.2f}x** "
+                        f"({met(v['flops_reduction'] >= 4)}) |")
+        if "turbo" in presets:
+            t = presets["turbo"]
+            within = {k: t[k] - q[k] for k in ("object_iou", "background_iou") if q[k] is not None}
+            rows += [f"| {recipe}: turbo >= 10x less transformer work | **{t['flops_reduction']:.2f}x** "
+                     f"({met(t['flops_reduction'] >= 10)}) |",
+                     f"| {recipe}: turbo matte IoU within 0.03 of quality | {iou_diff('turbo')} "
+                     f"({met(all(abs(d) <= 0.03 for d in within.values()))}) |",
+                     f"| {recipe}: turbo matte leak (alpha > 1/255 where quality's is not) | "
+                     f"{100 * t['leak_mean']:.3f}% of the frame mean, {100 * t['leak_max']:.3f}% worst clip |"]
+    rows.append(f"| untouched pixels exact in every render | {'exact' if untouched else 'CHANGED'} in all {renders} "
+                f"renders ({met(untouched)}) |")
+    return rows
+
+
+def markdown_ablation(report: dict) -> str:
+    lines = ["| variant of balanced (paper-like recipe) | full evaluations per clip | PSNR vs quality per clip (dB) |",
+             "|---|---|---|"]
+    for name, r in report["ablation"].items():
+        lines.append(f"| {name} | {statistics.mean(r['full']):g} | {', '.join(f'{p:.1f}' for p in r['psnr'])} |")
+    return "\n".join(lines)
+
+
+def markdown_compile(report: dict) -> str:
+    c = report["compile"]
+    return (f"One forward of the demo model on a CFG batch (2 rows, 5x12x16 latent), median of 10: eager "
+            f"{c['eager_forward_s']} s, compiled {c['compiled_forward_s']} s (**{c['speedup']}x**); first forward "
+            f"with the compile {c['first_forward_with_compile_s']} s; {c['depths']} depths -> {c['graphs_compiled']} "
+            f"graph(s); largest difference from eager {c['max_abs_difference']:.1e}.")
 
 
 def print_recipe(name: str, block: dict) -> None:

@@ -1,22 +1,29 @@
 """Numbers in the docs, generated from the benchmarks' JSON: no figure is copied by hand.
 
-    python scripts/docs_numbers.py                 rewrite every marked block in docs/*.md from docs/numbers/*.json
+    python scripts/docs_numbers.py                 rewrite every marked block in docs/*.md and README.md
     python scripts/docs_numbers.py --run NAME ...  first run NAME's command (below), saving its JSON there
     python scripts/docs_numbers.py --check         exit 1 if a block differs from what its JSON renders
 
-A block is the text between `<!-- numbers:NAME -->` and `<!-- /numbers -->` in a doc; it is replaced by
-SOURCES[NAME] rendered from docs/numbers/NAME.json, which starts with the command that made the JSON. Run
-benchmarks with `nice` on a shared machine; the JSON records the load average where the benchmark gives it.
+A block is the text between `<!-- numbers:NAME -->` and `<!-- /numbers -->` in a page; it is replaced by
+SOURCES[NAME] rendered from docs/numbers/NAME.json (or, for a part of another source's run, that source's
+JSON), headed by the command that made the JSON. The renderer is the benchmark's own `markdown` function (the
+table it prints), so a table's layout lives in one place. `--run` adds how the run went to the JSON (date,
+wall time, CPUs, load average at the start; the block says it). Run benchmarks with `nice` on a shared
+machine. A block whose JSON is missing is an error naming the command to run, unless its source is
+`awaiting` a run by someone else (then it is kept as written, and each run says so).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
 import re
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -24,6 +31,7 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 NUMBERS = DOCS / "numbers"
+PAGES = sorted(DOCS.glob("*.md")) + [ROOT / "README.md"]  # where blocks may stand
 BLOCK = re.compile(r"(<!-- numbers:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /numbers -->)", re.S)
 
 
@@ -31,6 +39,22 @@ BLOCK = re.compile(r"(<!-- numbers:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /nu
 class Source:
     command: str                     # shell command; {json} is the JSON file it writes, {work} a scratch folder
     render: Callable[[dict], str]    # JSON -> markdown (without the command line, added by render_block)
+    of: str = ""                     # another part of that source's JSON (its command makes it; no --run of its own)
+    needs_cuda: bool = False         # --run refuses on a machine without a CUDA GPU
+    awaiting: str = ""               # why the JSON may not exist yet: until it does, the block is kept as written
+
+
+def bench(module: str, function: str = "markdown", **kwargs) -> Callable[[dict], str]:
+    """The benchmark's own renderer, benchmarks/MODULE.py's FUNCTION (the table it prints), imported when a
+    block is rendered: one layout per table, in the benchmark."""
+    def render(result: dict) -> str:
+        name = f"benchmarks_{module}"
+        if name not in sys.modules:
+            spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{module}.py")
+            sys.modules[name] = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(sys.modules[name])
+        return getattr(sys.modules[name], function)(result, **kwargs)
+    return render
 
 
 def _pct(x: float) -> str:
@@ -68,30 +92,6 @@ def render_demo_eval(report: dict) -> str:
     return "\n".join(rows)
 
 
-def render_demo_time(result: dict) -> str:
-    return (f"`vera-render demo` (default prompt, 5 frames), a fresh process each time: **{result['median_demo_s']} s** "
-            f"median of {result['repeat']} (the interpreter's own start, `python -c pass`: "
-            f"{result['median_python_start_s']} s), {result['cpus']} CPUs, load average "
-            f"{result['load_average_at_start']} at the start.")
-
-
-def render_io(result: dict) -> str:
-    rows = ["| step | seconds | x its base | base |", "|---|---|---|---|"]
-    for row in result["table"]:
-        rows.append(f"| {row['step']} | {row['seconds']:.3f} | {row['ratio']:.2f} | {row['base']} |")
-    post = result["post_model_ratio"]
-    rows += ["", "| target | result |", "|---|---|",
-             f"| our write within 1.3x of oiiotool's | **{result['write_ratio']:.2f}x** "
-             f"({'met' if result['write_ratio'] <= 1.3 else 'NOT met'}) |",
-             "| post-model step under 3x the plain write of the same layer | "
-             + ", ".join(f"**{ratio:.2f}x** {case}" for case, ratio in post.items())
-             + f" ({'met' if all(r < 3 for r in post.values()) else 'NOT met'}) |",
-             f"| (read, no target) | {result['read_ratio']:.2f}x oiiotool's |",
-             "", f"Median of {result['repeat']}; {result['cpus']} CPUs, load average {result['load_average']} at the "
-                 "start of the run."]
-    return "\n".join(rows)
-
-
 SOURCES: dict[str, Source] = {
     # the evaluation step of the retraining that made the shipped bundle (its JSON is that run's eval.json)
     "demo-eval-retrain": Source("scripts/retrain_demo.sh {work} 30 && cp {work}/eval.json {json}", render_demo_eval),
@@ -104,8 +104,33 @@ SOURCES: dict[str, Source] = {
         "(test -d {work}/heldout || vera-train synth --out {work}/heldout --n 100 --seed 1000 --size 128x96 "
         "--frames 5 --progress none) && vera-train eval --bundle {work}/core/vera/assets/demo --data {work}/heldout --out {json} --progress none",
         render_demo_eval),
-    "demo-time": Source("python benchmarks/demo_bench.py --repeat 3 --json {json}", render_demo_time),
-    "io": Source("python benchmarks/io_bench.py --repeat 7 --json {json}", render_io),
+    "demo-time": Source("python benchmarks/demo_bench.py --repeat 3 --json {json}", bench("demo_bench")),
+    "io": Source("python benchmarks/io_bench.py --repeat 7 --json {json}", bench("io_bench")),
+    "resample-limit": Source("python benchmarks/resample_limit_bench.py --repeat 5 --json {json}",
+                             bench("resample_limit_bench")),
+    "cli-startup": Source("python benchmarks/cli_startup_bench.py --rounds 5 --json {json}", bench("cli_startup_bench")),
+    "model": Source("python benchmarks/model_bench.py --json {json}", bench("model_bench", "markdown_measured")),
+    "model-analytic": Source("", bench("model_bench", "markdown_analytic"), of="model"),
+    "parallel": Source("python benchmarks/parallel_bench.py --json {json}", bench("parallel_bench")),
+    "plan-render": Source("python benchmarks/plan_table.py --json {json}", bench("plan_table")),
+    "plan-train": Source("python benchmarks/plan_table.py --train --json {json}", bench("plan_table")),
+    "sampling": Source("python benchmarks/sampling_bench.py --clips 8 --presets quality,balanced,preview --json {json}",
+                       bench("sampling_bench", "markdown_presets")),
+    "sampling-compile": Source("", bench("sampling_bench", "markdown_compile"), of="sampling"),
+    "sampling-ablation": Source("python benchmarks/sampling_bench.py --clips 3 --ablation 3 --json {json}",
+                                bench("sampling_bench", "markdown_ablation")),
+    "sampling-turbo": Source(
+        'python benchmarks/sampling_bench.py --clips 8 --recipes "paper-like,demo default" --presets quality,turbo '
+        "--no-compile --seed 11 --json {json}", bench("sampling_bench", "markdown_presets"),
+        awaiting="the turbo student is being re-distilled; its run follows"),
+    "loader": Source("python benchmarks/loader_bench.py --step-ms 0,300 --json {json}", bench("loader_bench")),
+    "vae-tiling": Source("python benchmarks/vae_tiling_bench.py --size 384x256 --latent-frames 2 --json {json}",
+                         bench("vae_tiling_bench")),
+    "bundle-check": Source("python benchmarks/bundle_check_bench.py --rounds 9 --json {json}",
+                           bench("bundle_check_bench")),
+    # one H100/H200-class GPU; the JSON is the run's gpu_proof.json (docs/performance.md, "GPU proof")
+    "gpu-proof": Source("python benchmarks/gpu_proof.py --out {work}/proof && cp {work}/proof/gpu_proof.json {json}",
+                        bench("gpu_proof", level=3), needs_cuda=True),
 }
 
 
@@ -114,10 +139,22 @@ def shown_command(name: str) -> str:
     return SOURCES[name].command.replace("{json}", "OUT.json").replace("{work}", "DIR")
 
 
+def data_name(name: str) -> str:
+    """The JSON (and the command) a block's figures come from: its own, or those of the source it is part of."""
+    return SOURCES[name].of or name
+
+
 def render_block(name: str) -> str:
-    data = json.loads((NUMBERS / f"{name}.json").read_text())
-    return (f"Generated by `python scripts/docs_numbers.py` from docs/numbers/{name}.json, made by "
-            f"`{shown_command(name)}`:\n\n{SOURCES[name].render(data)}\n")
+    source = data_name(name)
+    data = json.loads((NUMBERS / f"{source}.json").read_text())
+    run = data.get("numbers_run") if isinstance(data, dict) else None
+    when = ""
+    if run:
+        nice = f", at nice {run['nice']}" if run.get("nice") else ""
+        when = (f" Run {run['date']}, {run['wall_s']} s, {run['cpus']} CPUs, load average "
+                f"{run['load_average_at_start']} at the start{nice}.")
+    return (f"Generated by `python scripts/docs_numbers.py` from docs/numbers/{source}.json, made by "
+            f"`{shown_command(source)}`.{when}\n\n{SOURCES[name].render(data)}\n")
 
 
 def rewrite(text: str, where: str = "doc") -> str:
@@ -125,6 +162,14 @@ def rewrite(text: str, where: str = "doc") -> str:
         name = match.group("name")
         if name not in SOURCES:
             raise SystemExit(f"{where}: unknown numbers block {name!r}; known: {', '.join(SOURCES)}")
+        if not (NUMBERS / f"{data_name(name)}.json").is_file():
+            if SOURCES[data_name(name)].awaiting:  # kept as written, said on every run
+                print(f"{where}: block {name} kept as written: no docs/numbers/{data_name(name)}.json yet "
+                      f"({SOURCES[data_name(name)].awaiting}; python scripts/docs_numbers.py --run {data_name(name)})",
+                      file=sys.stderr)
+                return match.group(0)
+            raise SystemExit(f"{where}: block {name} has no docs/numbers/{data_name(name)}.json: run "
+                             f"python scripts/docs_numbers.py --run {data_name(name)}")
         return match.group(1) + render_block(name) + match.group(4)
 
     return BLOCK.sub(one, text)
@@ -133,19 +178,35 @@ def rewrite(text: str, where: str = "doc") -> str:
 def run(name: str, work: str | None = None) -> None:
     """Run NAME's command, its scratch folder `work` (default: a new temporary one, removed after), and keep
     the JSON free of this machine's paths (the scratch folder becomes DIR, the checkout '.')."""
+    if SOURCES[name].needs_cuda:
+        import torch  # only here: the other commands do not need it in this process
+
+        if not torch.cuda.is_available():
+            raise SystemExit(f"{name}: needs a CUDA GPU and this machine has none; run `{shown_command(name)}` on "
+                             f"one and copy the JSON to docs/numbers/{name}.json")
     with tempfile.TemporaryDirectory(prefix="docs-numbers-") as scratch:
         work = work or scratch
         out = NUMBERS / f"{name}.json"
         command = SOURCES[name].command.format(json=out, work=work)
         print(f"{name}: {command}", file=sys.stderr)
-        subprocess.run(command, shell=True, check=True, cwd=ROOT)
-        text = out.read_text().replace(str(Path(work).resolve()), "DIR").replace(str(work), "DIR")
+        load, start = os.getloadavg()[0], time.time()
+        done = subprocess.run(command, shell=True, cwd=ROOT)
+        if done.returncode:
+            raise SystemExit(f"{name}: the command failed (exit {done.returncode}): {command}")
+        data = json.loads(out.read_text())
+        if isinstance(data, dict):  # how the run went: the docs say it beside the figures
+            data["numbers_run"] = {"date": time.strftime("%Y-%m-%d", time.gmtime(start)),
+                                   "wall_s": round(time.time() - start), "cpus": os.cpu_count(),
+                                   "load_average_at_start": round(load, 1), "nice": os.nice(0)}
+        text = json.dumps(data, indent=2) + "\n"
+        text = text.replace(str(Path(work).resolve()), "DIR").replace(str(work), "DIR")
         out.write_text(text.replace(str(ROOT), "."))
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", nargs="+", choices=sorted(SOURCES), default=[], help="run these benchmarks first")
+    parser.add_argument("--run", nargs="+", choices=sorted(n for n, s in SOURCES.items() if not s.of), default=[],
+                        help="run these benchmarks first")
     parser.add_argument("--work", help="scratch folder for the commands (kept; e.g. to reuse a held-out set)")
     parser.add_argument("--check", action="store_true", help="only check that the docs are up to date")
     args = parser.parse_args(argv)
@@ -153,7 +214,7 @@ def main(argv=None) -> int:
     for name in args.run:
         run(name, args.work)
     stale = []
-    for doc in sorted(DOCS.glob("*.md")):
+    for doc in PAGES:
         text = doc.read_text()
         new = rewrite(text, str(doc.relative_to(ROOT)))
         if new != text:
