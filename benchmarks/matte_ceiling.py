@@ -40,6 +40,17 @@ def ceiling(shot, model_w: int, model_h: int) -> float:
     return matte_iou(np.stack(rebuilt), alpha)
 
 
+def markdown(result: dict) -> str:
+    """The table of a run (printed by main; the docs' block: scripts/docs_numbers.py)."""
+    tasks = [k for k in result["rows"][0] if k != "model"]
+    lines = [f"{result['shots']} held-out shots (synth seed {result['seed']}, {result['plate']} plates): matte IoU "
+             "of the true matte taken to model resolution and rebuilt by the render path",
+             "", "| model resolution | " + " | ".join(t.replace("_", " ") for t in tasks) + " |",
+             "|---" * (len(tasks) + 1) + "|"]
+    lines += [f"| {row['model']} | " + " | ".join(f"{row[t]:.3f}" for t in tasks) + " |" for row in result["rows"]]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shots", type=int, default=40)
@@ -59,10 +70,7 @@ def main(argv=None) -> int:
         rows.append({"model": f"{model_w}x{model_h}", **{task: round(float(np.mean(v)), 4)
                                                           for task, v in sorted(by_task.items())}})
     result = {"shots": args.shots, "seed": args.seed, "plate": args.size, "rows": rows}
-    print("| model resolution | " + " | ".join(k for k in rows[0] if k != "model") + " |")
-    print("|---" * len(rows[0]) + "|")
-    for row in rows:
-        print(f"| {row['model']} | " + " | ".join(f"{v:.3f}" for k, v in row.items() if k != "model") + " |")
+    print(markdown(result))
     if args.json:
         with open(args.json, "w") as out:
             json.dump(result, out, indent=2)

@@ -16,7 +16,7 @@ from vera.errors import BadInput
 from vera.model.configs import CONFIGS, VeraConfig
 from vera.model.dit import build_on_meta, count_parameters
 from vera.plan import (TEXT_ENCODER_CONFIG, TEXT_ENCODER_PARAMS, WAN_VAE_PARAMS, Strategy, bundle_components,
-                       forward_flops, parameter_count, plan, tokens_per_stream)
+                       estimate, forward_flops, parameter_count, plan, tokens_per_stream)
 from vera.train.cli import main as train_main
 
 
@@ -224,3 +224,13 @@ def test_bad_options_are_bad_input(capsys):
     assert render_main(["plan", "--config", "vera-1.3b", "--frames", "50"]) == 2
     assert render_main(["plan", "--config", "vera-1.3b", "--gpus", "0"]) == 2
     assert render_main(["plan", "--config", "nope"]) == 2
+
+
+def test_the_vae_decode_estimate_covers_the_peak_the_gpu_measured():
+    """The planner's VAE term against benchmarks/gpu_proof.py's measured decode peak (docs/numbers/gpu-proof.json,
+    one H200): at or above it, so `plan` never promises a card the decode overflows, and not far above."""
+    proof = json.loads((Path(__file__).resolve().parents[2] / "docs" / "numbers" / "gpu-proof.json").read_text())
+    measured = proof["items"]["vae_decode"]
+    width, height = (int(v) for v in measured["size"].split("x"))
+    planned = estimate(CONFIGS["vera-1.3b"], Strategy(memory="parts"), measured["frames"], width, height)["vae"]
+    assert measured["peak_gib"] <= planned <= 1.2 * measured["peak_gib"], (planned, measured["peak_gib"])
