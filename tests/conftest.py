@@ -71,8 +71,8 @@ def engine_on_path(monkeypatch):
 
 def pytest_collection_modifyitems(config, items):
     """`cuda` tests need a CUDA GPU: skipped on machines without one (benchmarks/gpu_proof.py runs them).
-    Under pytest-xdist, the files with the most `slow` tests go first: workers take whole files (--dist loadfile,
-    so a module's shared run is made once) in this order, and the long ones no longer start last and run alone."""
+    Under pytest-xdist, the files with the most `slow` tests go first (--dist worksteal hands them out in this
+    order), so the long ones no longer start last and run alone."""
     if not torch.cuda.is_available():
         skip = pytest.mark.skip(reason="needs a CUDA GPU")
         for item in items:
