@@ -645,12 +645,15 @@ def markdown(results: dict, level: int = 1) -> str:
                   f"{attention['dtype']}, batch 2, {attention['heads']} heads of {attention['head_dim']})", "",
                   "| kernel | frames | joint tokens | ms | TFLOP/s | not usable because |",
                   "| --- | --- | --- | --- | --- | --- |"]
+        # a kernel whose package (or hardware) is missing is listed once below the table, not row by row
+        def not_installed(row):
+            return not row["usable"] and row["reason"].startswith(("Flash Attention", "Sage", "Xformers", "NPU", "XLA"))
+
         for row in attention["kernels"]:
-            if row["usable"] or not row["reason"].startswith(("Flash Attention", "Sage", "Xformers", "NPU", "XLA")):
+            if not not_installed(row):
                 lines.append(f"| {row['kernel']} | {row['frames']} | {row['joint_tokens']} | {row.get('ms', '')} | "
                              f"{row.get('tflops', '')} | {row.get('reason', '')[:120]} |")
-        missing = sorted({r["kernel"] for r in attention["kernels"] if not r["usable"]
-                          and r["reason"].startswith(("Flash Attention", "Sage", "Xformers", "NPU", "XLA"))})
+        missing = sorted({row["kernel"] for row in attention["kernels"] if not_installed(row)})
         if missing:
             lines.append(f"\nNot installed here: {', '.join(missing)}.")
     simple = {"block_14b": "One 14B-size joint layer", "bf16_error": "bf16 against float32",
