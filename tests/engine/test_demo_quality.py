@@ -4,11 +4,11 @@ follow the words, held-out IoU meets the bars, and the bundle stays small. Runs 
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from vera.cli import main
 from vera.model.bundle_manifest import DEMO_PATH
 from vera.train.evaluate import BARS, CEILINGS, box_edge_alpha
 
@@ -66,7 +66,7 @@ def test_heldout_iou_meets_the_bars(heldout_report):
         strict=True, reason="issue 21: the shipped demo bundle's ring has no hole (IoU 0.38); drop when it does")),
     pytest.param("add a white star moving down", marks=pytest.mark.xfail(
         strict=True, reason="issue 21: the shipped demo bundle's star is a blob (IoU 0.51); drop when it is a star"))])
-def test_demo_comp_shows_no_box_and_the_shape_asked_for(tmp_path, prompt):
+def test_demo_comp_shows_no_box_and_the_shape_asked_for(tmp_path, capsys, prompt):
     """The demo end to end: no matte edge at the box, and the matte is the grammar's shape where the synthetic
     world would put it (a ring keeps its hole)."""
     from vera.exr import read_layer
@@ -74,9 +74,7 @@ def test_demo_comp_shows_no_box_and_the_shape_asked_for(tmp_path, prompt):
     from vera.train.synth import make_sample, parse_instruction
 
     out = tmp_path / "demo"
-    run = subprocess.run([sys.executable, "-m", "vera.cli", "demo", "--out", str(out), "--prompt", prompt,
-                          "--progress", "none"], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
+    assert main(["demo", "--out", str(out), "--prompt", prompt, "--progress", "none"]) == 0, capsys.readouterr().err
     frames = range(1001, 1006)
     matte = np.stack([read_layer(str(out / "layers" / f"edit.{f}.exr"), "rgba").pixels[..., 3] for f in frames])
     assert box_edge_alpha(matte) <= CEILINGS["object_box_edge_alpha"]

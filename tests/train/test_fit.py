@@ -17,6 +17,7 @@ import vera.train.distributed as distributed_module
 import vera.train.fit as fit_module
 from vera.errors import BadInput
 from vera.train.checkpoints import list_checkpoints
+from vera.train.cli import main as train_main
 from vera.train.config import FitConfig, load_config
 from vera.train.fit import fit
 from vera.train.masks import placement_mask
@@ -122,13 +123,13 @@ def test_placement_mask_is_the_grown_bounding_box():
     assert boxes[1].sum() == 0  # no element on that frame: no placement
 
 
-def test_config_errors_are_bad_input(tmp_path):
+def test_config_errors_are_bad_input(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("steps: 10\nfrmes: 5\n")
-    result = subprocess.run([sys.executable, "-m", "vera.train.cli", "fit", "--config", str(bad), "--data",
-                             str(tmp_path), "--out", str(tmp_path / "o")], capture_output=True, text=True)
-    assert result.returncode == 2
-    assert "frmes" in result.stderr and "Traceback" not in result.stderr
+    code = train_main(["fit", "--config", str(bad), "--data", str(tmp_path), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "frmes" in err and "Traceback" not in err
     good = tmp_path / "good.yaml"
     good.write_text("steps: 10\nframes: 9\nloss_weights: {alpha: 2.0}\n")
     assert load_config(good).loss_weights == {"alpha": 2.0}
