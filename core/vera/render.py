@@ -267,7 +267,7 @@ def _assemble_frame(shot: Shot, frame: int, weights, sources, made_with, fingerp
 def run(shot: Shot, window: int | None = None, force: bool = False, progress: str = "auto",
         load_bundle=None, compile: bool = False) -> dict:
     """`vera-render run`: one window (a farm task), or every window then assemble (a whole shot).
-    `load_bundle()` loads the model (default: the spec's bundle, resident; vera.launch passes its strategy's);
+    `load_bundle()` loads the model (default: the spec's bundle, resident; vera.workers passes its strategy's);
     `compile`: torch.compile the joint layer (vera.stepcache.compile_blocks) once the model is loaded."""
     load_bundle = load_bundle or (lambda: _load_bundle(shot.spec, compile=compile))
     loaded = []

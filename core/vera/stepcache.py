@@ -89,7 +89,7 @@ class StepCache:
             apply_mag_cache(getattr(self.model, "network", self.model), config)  # a wrapper's inner model
             self.leader = HookRegistry.check_if_exists_or_initialize(self.blocks[0]).get_hook(
                 "mag_cache_leader_block_hook")
-        if hasattr(self.model, "step_cache_started"):  # vera.launch's leader: the other ranks do the same
+        if hasattr(self.model, "step_cache_started"):  # vera.workers' leader: the other ranks do the same
             self.model.step_cache_started(self.plan, self.timesteps)
         return self
 

@@ -8,7 +8,7 @@ raw bytes of each tensor it announced:
     payload one uint8 tensor per announced tensor (its bytes; the receiver views them as the announced dtype)
 
 The receiver checks the header (known kind, known dtype codes, at most MAX_DIMS sizes, none negative) before it
-allocates anything. What a kind means (which tensors, what the flag says) is the caller's schema (vera.launch).
+allocates anything. What a kind means (which tensors, what the flag says) is the caller's schema (vera.workers).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`vera-render run SHOT.json --devices N` (vera.launch): N gloo worker processes render what one process renders,
+"""`vera-render run SHOT.json --devices N` (vera.launch, vera.workers): N gloo worker processes render what one process renders,
 rank 0 writes the files, and a failure on a worker fails the task with the farm's exit code."""
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from vera.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_TRANSIENT, BadInput
-from vera.launch import _farm_code, _first_failure, default_strategy
+from vera.launch import _farm_code, _first_failure
 from vera.plan import Strategy
+from vera.workers import default_strategy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -119,7 +120,7 @@ def test_a_worker_out_of_memory_fails_the_task_as_transient(demo):
 def test_memory_tier_from_the_command_line_renders_the_same_layers(demo, monkeypatch):
     """`--memory layers` in one process: the VAE in and out of the device, blocks streamed (onload = CPU here)."""
     from vera.cli import main
-    from vera.launch import choose_strategy
+    from vera.workers import choose_strategy
     from vera.layout import load_shot
 
     shot = copy_shot(demo, "streamed")

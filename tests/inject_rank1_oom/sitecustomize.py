@@ -7,9 +7,9 @@ import os
 if os.environ.get("RANK") == "1":
     import torch
 
-    import vera.launch
+    import vera.workers
 
     def _out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory (raised by the test on rank 1)")
 
-    vera.launch._follow = _out_of_memory
+    vera.workers._follow = _out_of_memory

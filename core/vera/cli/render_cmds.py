@@ -1,7 +1,8 @@
 """Subcommands of the farm side: validate, run, assemble, status, calibrate, submit (docs/farm.md,
 docs/shot-spec.md). Declarations only: each handler is imported when its subcommand runs (vera.cli.later): validate and submit
 (vera.cli.shot_run) and status (vera.cli.status_run) without torch; run, assemble and calibrate load the model
-(vera.cli.render_run)."""
+(vera.cli.render_run; `run --devices N` first goes through vera.cli.launch_run, whose parent process only starts
+the workers)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def register(subparsers) -> None:
     _add_force(p)
     add_progress_argument(p)
     _add_device_options(p)
-    p.set_defaults(func=later("vera.cli.render_run:run"))
+    p.set_defaults(func=later("vera.cli.launch_run:run"))
 
     p = subparsers.add_parser("assemble", help="cross-fade the rendered windows into the final frames")
     p.add_argument("spec", metavar="SHOT.json")

@@ -1,5 +1,6 @@
 """The handlers of `vera-render run`, `assemble` and `calibrate` (declared in vera.cli.render_cmds): they load
-the model, so the CLI imports this module only when one of them runs (vera.cli.later)."""
+the model, so the CLI imports this module only when one of them runs (vera.cli.later; `run` through
+vera.cli.launch_run, which starts the workers of --devices N without it)."""
 
 from __future__ import annotations
 
@@ -7,21 +8,11 @@ import sys
 
 from vera.calibrate import calibrate
 from vera.calibration_target import calibration_folder
-from vera.launch import is_worker, launch_workers, run_shot
 from vera.layout import load_shot
 from vera.presets import CALIBRATION_FILE, write_calibration
 from vera.progress import Progress
 from vera.render import assemble
-
-
-def worker_argv(args) -> list[str]:
-    """The same `run` for each worker of --devices (vera.launch)."""
-    argv = ["run", args.spec, "--devices", str(args.devices), "--memory", args.memory, "--progress", args.progress]
-    if args.window is not None:
-        argv += ["--window", str(args.window)]
-    argv += ["--speed", args.speed] if args.speed else []
-    argv += ["--attention", args.attention] if args.attention else []
-    return argv + ["--force"] * args.force + ["--fp8"] * args.fp8
+from vera.workers import run_shot
 
 
 def run(args) -> int:
@@ -30,8 +21,6 @@ def run(args) -> int:
         shot.spec.speed = args.speed
     if args.attention:
         shot.spec.model.attention = args.attention
-    if args.devices > 1 and not is_worker():
-        return launch_workers(args.devices, worker_argv(args))
     result = run_shot(shot, window=args.window, force=args.force, progress=args.progress, memory=args.memory,
                       fp8=args.fp8, compile=args.compile)
     if result is None:  # a worker that served rank 0, which reports
