@@ -55,6 +55,7 @@ def test_light_commands_never_import_torch(command, shot, tiny_bundle, tmp_path)
 
 
 def test_a_heavy_command_does_import_torch(shot):
-    """The probe sees an import when there is one: `assemble` loads the renderer."""
-    result = _run("assemble", shot)
-    assert "torch" in result["heavy"]
+    """The probe sees an import when there is one: `run --devices 2` starts from torch's launcher (vera.launch),
+    here only to refuse a spec that is not there."""
+    result = _run("run", shot.parent / "missing.json", "--devices", "2")
+    assert result["code"] == 2 and "torch" in result["heavy"]

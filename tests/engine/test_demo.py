@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,11 +13,6 @@ from vera.model.bundle_manifest import DEMO_PATH
 HELDOUT_SEED = 424242  # the demo model was trained on seed 0 (docs/demo-model.md): these shots are unseen
 
 
-def vera_render(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "vera.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
-
-
 def test_demo_bundle_is_committed_and_small():
     files = [p for p in DEMO_PATH.rglob("*") if p.is_file()]
     assert (DEMO_PATH / "bundle.json").is_file()
@@ -29,15 +21,14 @@ def test_demo_bundle_is_committed_and_small():
 
 
 @pytest.mark.slow
-def test_demo_writes_a_real_shot_that_run_repeats(tmp_path):
+def test_demo_writes_a_real_shot_that_run_repeats(tmp_path, capsys):
     import OpenImageIO as oiio
 
     from vera.exr import read_layer
     from vera.shot import ShotSpec
 
     out = tmp_path / "demo"
-    result = vera_render("demo", "--out", out, "--frames", 5, "--progress", "none")
-    assert result.returncode == 0, result.stderr
+    assert main(["demo", "--out", str(out), "--frames", "5", "--progress", "none"]) == 0, capsys.readouterr().err
     spec = ShotSpec.load(out / "shot.json")
     assert spec.task == "object_addition" and spec.instruction == "add a red ball moving left"
     frames = range(spec.plate.first, spec.plate.last + 1)
@@ -53,8 +44,7 @@ def test_demo_writes_a_real_shot_that_run_repeats(tmp_path):
     assert all((a > 0.5).sum() > 20 for a in alpha)
     assert all(np.all(a[m == 0] == 0) for a, m in zip(alpha, mask))
     before = [read_layer(str(out / "layers" / f"edit.{f:04d}.exr"), "rgba").pixels for f in frames]
-    again = vera_render("run", out / "shot.json", "--force", "--progress", "none")
-    assert again.returncode == 0, again.stderr
+    assert main(["run", str(out / "shot.json"), "--force", "--progress", "none"]) == 0, capsys.readouterr().err
     after = [read_layer(str(out / "layers" / f"edit.{f:04d}.exr"), "rgba").pixels for f in frames]
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
 
