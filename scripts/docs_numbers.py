@@ -129,6 +129,8 @@ SOURCES: dict[str, Source] = {
                          bench("vae_tiling_bench")),
     "bundle-check": Source("python benchmarks/bundle_check_bench.py --rounds 9 --json {json}",
                            bench("bundle_check_bench")),
+    # the whole CI run on a fresh clone of HEAD, and the inner loop (README.md); commit first
+    "suite": Source("python benchmarks/suite_bench.py --json {json}", bench("suite_bench")),
     # one H100/H200-class GPU; the JSON is the run's gpu_proof.json (docs/performance.md, "GPU proof")
     "gpu-proof": Source("python benchmarks/gpu_proof.py --out {work}/proof && cp {work}/proof/gpu_proof.json {json}",
                         bench("gpu_proof", level=3), needs_cuda=True),

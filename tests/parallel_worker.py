@@ -106,17 +106,16 @@ def main(out_path: str) -> None:
     context = torch.randn(2, CONFIG.text_len, CONFIG.text_dim)
     results = {}
     with torch.no_grad():
-        for isolate in (False, True):
-            reference = model(x, t, context, isolate_streams=isolate)
-            for name, strategy in strategies(dist.get_world_size()).items():
-                parallel = apply_memory(copy.deepcopy(model), strategy, torch.device("cpu"))  # streamed blocks
-                parallel = parallelize(parallel, build_mesh(strategy), strategy)
-                ulysses = isinstance(parallel.blocks[0].attention, UlyssesAttention)
-                assert ulysses == (strategy.sequence_parallel > 1), name
+        references = {isolate: model(x, t, context, isolate_streams=isolate) for isolate in (False, True)}
+        for name, strategy in strategies(dist.get_world_size()).items():
+            parallel = apply_memory(copy.deepcopy(model), strategy, torch.device("cpu"))  # streamed blocks
+            parallel = parallelize(parallel, build_mesh(strategy), strategy)
+            ulysses = isinstance(parallel.blocks[0].attention, UlyssesAttention)
+            assert ulysses == (strategy.sequence_parallel > 1), name
+            for isolate, reference in references.items():  # one parallel model, both attention layouts
                 out = parallel(x, t, context, isolate_streams=isolate)
-                key = name + ("/isolated" if isolate else "")
-                results[key] = float((out - reference).abs().max())
-        results["reference_abs_mean"] = float(reference.abs().mean())
+                results[name + ("/isolated" if isolate else "")] = float((out - reference).abs().max())
+        results["reference_abs_mean"] = float(references[True].abs().mean())
         results.update(sharded_loads(model, x, t, context, out_path + ".safetensors"))
         results["refused"] = refusals(model, x, t, context)
     results.update(gradients(model, x, t, context))

@@ -151,28 +151,41 @@ def test_full_student_and_export_from_a_checkpoint(teacher, dataset, tmp_path):
                for k, v in student.items())
 
 
+@pytest.fixture(scope="module")
+def two_process_distills(teacher, dataset, tmp_path_factory):
+    """TINY's full student (no LoRA) distilled on 2 gloo processes with each `parallel`, one after another in one
+    torchrun launch (tests/train_ranks.py): {parallel: (its config, its run folder)}."""
+    folder = tmp_path_factory.mktemp("two")
+    runs, jobs = {}, []
+    for parallel in ("fsdp", "ddp"):
+        cfg = {**TINY, "bundle": str(teacher), "parallel": parallel, "lora": None}
+        path = folder / f"{parallel}.json"
+        path.write_text(json.dumps(cfg))
+        runs[parallel] = (cfg, folder / parallel)
+        jobs.append(["distill", "--config", str(path), "--data", str(dataset), "--out", str(folder / parallel),
+                     "--progress", "none"])
+    (folder / "jobs.json").write_text(json.dumps(jobs))
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         str(Path(__file__).resolve().parents[1] / "train_ranks.py"), str(folder / "jobs.json")],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return runs
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("parallel", ["fsdp", "ddp"])
-def test_two_processes_equal_one(teacher, dataset, tmp_path, parallel):
+def test_two_processes_equal_one(two_process_distills, dataset, tmp_path, parallel):
     """torchrun, 2 gloo processes, each half of the global batch (FSDP2-sharded or DDP) = one process; the
     sharded checkpoint of step 2 resumes on one process to the same student. A full student (its frozen teacher
     sharded too): a fresh LoRA's down-projections get exactly zero gradient on the first step and near-zero ones
     next, which AdamW scales up to lr-sized steps, so their float32 summation order shows at 1e-3; the LoRA
     student's exactness is the resume test's."""
-    cfg = {**TINY, "bundle": str(teacher), "parallel": parallel, "lora": None}
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(cfg))
-    torchrun = Path(sys.executable).with_name("torchrun")
-    result = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "vera.train.cli", "distill", "--config",
-         str(path), "--data", str(dataset), "--out", str(tmp_path / "two"), "--progress", "none"],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    cfg, two = two_process_distills[parallel]
     one = distill(DistillConfig.from_dict(cfg), dataset, tmp_path / "one", device="cpu", progress="none")
-    assert_equal_but_rounding(student_tensors(tmp_path / "two" / "bundle"), student_tensors(Path(one["bundle"])),
-                              cfg["lr"])
+    assert_equal_but_rounding(student_tensors(two / "bundle"), student_tensors(Path(one["bundle"])), cfg["lr"])
     if parallel == "fsdp":
-        checkpoint = list_checkpoints(tmp_path / "two")[0]
+        checkpoint = list_checkpoints(two)[0]
         assert checkpoint.is_dir() and checkpoint.name == "step_00000002"
         resumed = tmp_path / "resumed"
         (resumed / "checkpoints").mkdir(parents=True)

@@ -22,6 +22,8 @@ from vera.train.config import FitConfig
 from vera.train.export import export
 from vera.train.fit import fit
 
+TESTS = Path(__file__).resolve().parents[1]
+
 # test_fit's tiny run, sharded, with a global batch (so one and two processes train on the same samples)
 SHARDED = {"bundle": {"from": "random", "model": {"base": "vera-tiny"}, "patch": 8}, "export_dtype": "float32",
            "width": 32, "height": 32, "frames": 5, "global_batch": 2, "lr": 2e-3, "warmup": 2, "log_every": 1,
@@ -34,10 +36,21 @@ WEIGHT_ATOL, LOSS_ATOL = 1e-5, 1e-5
 
 
 @pytest.fixture(scope="module")
-def two_process_run(dataset, tmp_path_factory):
+def two_process_runs(dataset, one_process_run, tmp_path_factory):
+    """The module's runs on 2 gloo processes, in one torchrun launch (tests/train_ranks.py): "fsdp", SHARDED's 20
+    steps (checkpoints at 10 and 20); "sp", 10 steps as one Ulysses group; "resumed", one_process_run stopped at
+    step 10 and resumed here."""
+    folder = tmp_path_factory.mktemp("two")
+    runs = {"fsdp": (SHARDED, folder / "fsdp"),
+            "sp": ({**SHARDED, "steps": 10, "checkpoint_every": 1000, "sequence_parallel": 2}, folder / "sp"),
+            "resumed": (SHARDED, stopped_at_step_10(one_process_run, folder / "resumed"))}
+    return launch_on_two_processes(runs, dataset, folder)
+
+
+@pytest.fixture(scope="module")
+def two_process_run(two_process_runs):
     """20 sharded steps on 2 gloo processes (checkpoints at 10 and 20)."""
-    folder = tmp_path_factory.mktemp("fsdp")
-    return fit_on_two_processes(SHARDED, dataset, folder / "run")
+    return two_process_runs["fsdp"]
 
 
 @pytest.fixture(scope="module")
@@ -48,17 +61,21 @@ def one_process_run(dataset, tmp_path_factory):
     return out
 
 
-def fit_on_two_processes(config: dict, dataset: Path, out: Path) -> Path:
-    """`vera-train fit` under torchrun with 2 gloo processes; returns the run folder."""
-    path = out.with_name(out.name + "_config.json")
-    path.write_text(json.dumps(config))
-    torchrun = Path(sys.executable).with_name("torchrun")
+def launch_on_two_processes(runs: dict, dataset: Path, folder: Path) -> dict:
+    """`vera-train fit` of each {name: (config, run folder)} on 2 gloo processes, one after another in one
+    torchrun launch; returns {name: run folder}."""
+    jobs = []
+    for name, (config, out) in runs.items():
+        path = folder / f"{name}_config.json"
+        path.write_text(json.dumps(config))
+        jobs.append(["fit", "--config", str(path), "--data", str(dataset), "--out", str(out), "--progress", "none"])
+    (folder / "jobs.json").write_text(json.dumps(jobs))
     result = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "vera.train.cli", "fit", "--config",
-         str(path), "--data", str(dataset), "--out", str(out), "--progress", "none"],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         str(TESTS / "train_ranks.py"), str(folder / "jobs.json")],
         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    return out
+    return {name: out for name, (_, out) in runs.items()}
 
 
 def losses(run: Path) -> list[float]:
@@ -115,14 +132,11 @@ def test_checkpoint_of_two_processes_resumes_on_one(two_process_run, dataset, tm
 
 
 @pytest.mark.slow
-def test_checkpoint_of_one_process_resumes_on_two(one_process_run, dataset, tmp_path):
+def test_checkpoint_of_one_process_resumes_on_two(one_process_run, two_process_runs):
     """The other direction (docs/training.md: the reader re-slices the shards for whatever number of processes
     resumes): stopped at step 10 on one process, resumed under torchrun on two, it continues as the uninterrupted
     one-process run."""
-    one = one_process_run
-    resumed = stopped_at_step_10(one, tmp_path / "resumed")
-    fit_on_two_processes(SHARDED, dataset, resumed)
-    assert_continues(resumed, one)
+    assert_continues(two_process_runs["resumed"], one_process_run)
 
 
 @pytest.mark.slow
@@ -160,16 +174,15 @@ def test_global_batch_must_split_over_the_processes():
 
 
 @pytest.mark.slow
-def test_sequence_parallel_training_equals_one_process(dataset, tmp_path):
+def test_sequence_parallel_training_equals_one_process(two_process_runs, dataset, tmp_path):
     """2 processes as one Ulysses group (each holding half of every stream's tokens, FSDP over both) train like
     one process on the same samples; the same tolerance as FSDP alone (reduction order)."""
-    config = {**SHARDED, "steps": 10, "checkpoint_every": 1000, "sequence_parallel": 2}
-    fit_on_two_processes(config, dataset, tmp_path / "sp")
-    fit(FitConfig.from_dict({**config, "sequence_parallel": 1}), dataset, tmp_path / "one", progress="none")
-    sp, one = losses(tmp_path / "sp"), losses(tmp_path / "one")
+    config = {**SHARDED, "steps": 10, "checkpoint_every": 1000}
+    fit(FitConfig.from_dict(config), dataset, tmp_path / "one", progress="none")
+    sp, one = losses(two_process_runs["sp"]), losses(tmp_path / "one")
     assert len(sp) == len(one) == 10
     assert max(abs(a - b) for a, b in zip(sp, one)) <= LOSS_ATOL
-    assert_same_weights(bundle_weights(tmp_path / "sp"), bundle_weights(tmp_path / "one"))
+    assert_same_weights(bundle_weights(two_process_runs["sp"]), bundle_weights(tmp_path / "one"))
 
 
 def test_sequence_parallel_needs_fsdp():

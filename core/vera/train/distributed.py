@@ -18,7 +18,7 @@ class Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
-    initialised: bool = False
+    owns_group: bool = False  # this run created the process group, so it closes it at the end
 
     @property
     def main(self) -> bool:
@@ -26,14 +26,16 @@ class Dist:
 
 
 def init_distributed(device: torch.device) -> Dist:
-    """Join the process group torchrun set up (WORLD_SIZE > 1), gloo on the CPU, nccl on CUDA."""
+    """Join the process group torchrun set up (WORLD_SIZE > 1), gloo on the CPU, nccl on CUDA. A group the caller
+    already made (a script running several runs in one torchrun launch) is used and left open for it."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
 
-    if not dist.is_initialized():
+    owns = not dist.is_initialized()
+    if owns:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), True)
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owns)
 
 
 def pick_device(name: str, dist_local_rank: int = 0) -> torch.device:

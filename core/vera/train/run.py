@@ -51,7 +51,8 @@ def finish_run(run: RunStart, state: dict, sharded: bool, summary: dict, bundle_
         write(target, state)
         summary["bundle"] = str(target)
         atomic_write_text(run.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    if run.dist.initialised:
+    if run.dist.world > 1:
         tdist.barrier()
+    if run.dist.owns_group:
         tdist.destroy_process_group()
     return summary
