@@ -3,26 +3,30 @@ tests/train/test_distill.py): the commands of a job list, one after another, in 
 
     python -m torch.distributed.run --standalone --nproc-per-node 2 tests/train_ranks.py JOBS.json
 
-JOBS.json is a list of `vera-train` argument lists. Each run joins the group this script makes and leaves it
-open (vera.train.distributed.init_distributed), as `torchrun -m vera.train.cli ...` once per command would run
-them, without starting and importing the processes again for each.
+JOBS.json is a list of {"argv": vera-train's arguments, "no_pickles": true to refuse torch's object collectives
+during that run (tests/no_pickles)}. Each run joins the group this script makes and leaves it open
+(vera.train.distributed.init_distributed), as `torchrun -m vera.train.cli ...` once per command would run them,
+without starting and importing the processes again for each.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
 
 import torch.distributed as dist
 
+from no_pickles.refuse import refused
 from vera.train.cli import main
 
 
 def run(jobs: Path) -> int:
     dist.init_process_group("gloo")
-    for argv in json.loads(jobs.read_text()):
-        code = main(argv)
+    for job in json.loads(jobs.read_text()):
+        with refused() if job.get("no_pickles") else contextlib.nullcontext():
+            code = main(job["argv"])
         if code:
             return code  # the launcher stops the other rank
     dist.destroy_process_group()

@@ -162,8 +162,8 @@ def two_process_distills(teacher, dataset, tmp_path_factory):
         path = folder / f"{parallel}.json"
         path.write_text(json.dumps(cfg))
         runs[parallel] = (cfg, folder / parallel)
-        jobs.append(["distill", "--config", str(path), "--data", str(dataset), "--out", str(folder / parallel),
-                     "--progress", "none"])
+        jobs.append({"argv": ["distill", "--config", str(path), "--data", str(dataset), "--out",
+                              str(folder / parallel), "--progress", "none"]})
     (folder / "jobs.json").write_text(json.dumps(jobs))
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
