@@ -1,7 +1,7 @@
 """Wall time of the README's two commands on a fresh clone: the demo, and the tests as CI runs them (then the
 inner loop).
 
-    python benchmarks/suite_bench.py --json FILE      # about 9 minutes on a 2-core machine
+    python benchmarks/suite_bench.py --json FILE      # about 7 minutes on a 2-core machine
 
 It clones this checkout's committed HEAD into temporary folders (nothing of this checkout's virtual environment,
 byte-code or caches comes along) and times, on the same machine in the same run:
