@@ -86,8 +86,11 @@ MEASURE = textwrap.dedent("""
 
         run()
         base = rss("VmRSS")
-        with open("/proc/self/clear_refs", "w") as f:  # reset the peak (VmHWM) to the current resident size
-            f.write("5")
+        try:
+            with open("/proc/self/clear_refs", "w") as f:  # reset the peak (VmHWM) to the current resident size
+                f.write("5")
+        except OSError as exc:
+            return {"skip": f"cannot reset the peak resident size: {exc}"}
         run()
         measured = rss("VmHWM") - base
         if mode == "inference":
@@ -98,10 +101,9 @@ MEASURE = textwrap.dedent("""
 
     torch.set_num_threads(1)
     cfg = VeraConfig(dim=256, ffn_dim=1024, num_heads=2, num_layers=3, text_dim=32, freq_dim=32, text_len=16)
-    try:
-        print(json.dumps({mode: measure(mode) for mode in sys.argv[1:]}))
-    except OSError as exc:
-        print(json.dumps({"skip": f"cannot reset the peak resident size: {exc}"}))
+    results = {mode: measure(mode) for mode in sys.argv[1:]}
+    skipped = [result["skip"] for result in results.values() if "skip" in result]
+    print(json.dumps({"skip": skipped[0]} if skipped else results))
 """)
 
 

@@ -4,16 +4,14 @@ against one, and the refusal of a bundle without a student."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+import train_ranks
 from bundles import base_spec, random_bundle, write_plates, write_spec
 from vera.cli import main as vera_render
 from vera.errors import BadInput
@@ -164,12 +162,7 @@ def two_process_distills(teacher, dataset, tmp_path_factory):
         runs[parallel] = (cfg, folder / parallel)
         jobs.append({"argv": ["distill", "--config", str(path), "--data", str(dataset), "--out",
                               str(folder / parallel), "--progress", "none"]})
-    (folder / "jobs.json").write_text(json.dumps(jobs))
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         str(Path(__file__).resolve().parents[1] / "train_ranks.py"), str(folder / "jobs.json")],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    train_ranks.launch(jobs, folder)
     return runs
 
 

@@ -25,11 +25,10 @@ from vera.train.config import FitConfig
 from vera.train.export import export
 from vera.train.fit import fit
 
+import train_ranks
 from test_fit import TINY as FIT_TINY
 from test_train_loader import TINY as LOADER_TINY
-from test_train_loader import write_public_train_set
-
-TESTS = Path(__file__).resolve().parents[1]
+from test_train_loader import final_tensors, write_public_train_set
 
 # test_fit's tiny run, sharded, with a global batch (so one and two processes train on the same samples)
 SHARDED = {"bundle": {"from": "random", "model": {"base": "vera-tiny"}, "patch": 8}, "export_dtype": "float32",
@@ -88,22 +87,12 @@ def launch_on_two_processes(runs: dict, folder: Path, no_pickles=()) -> dict:
         path.write_text(json.dumps(config))
         jobs.append({"argv": ["fit", "--config", str(path), "--data", str(data), "--out", str(out), "--progress",
                               "none"], "no_pickles": name in no_pickles})
-    (folder / "jobs.json").write_text(json.dumps(jobs))
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         str(TESTS / "train_ranks.py"), str(folder / "jobs.json")],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    train_ranks.launch(jobs, folder)
     return {name: out for name, (_, _, out) in runs.items()}
 
 
 def losses(run: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in (run / "log.jsonl").read_text().splitlines()]
-
-
-def final_tensors(run: Path) -> dict:
-    """The last checkpoint's tensors (model, EMA and optimizer state)."""
-    return load_file(str(list_checkpoints(run)[-1]))
 
 
 def bundle_weights(run: Path) -> dict:
@@ -258,9 +247,7 @@ def test_two_processes_with_workers_and_buckets_train_as_one(two_process_runs, p
     ddp = two_process_runs["loader"]
     fit(FitConfig.from_dict({**LOADER_TINY, "steps": 3, "batch": 2}), public_set, tmp_path / "one", progress="none")
     # the loss (mean over both ranks) is the one process's at every step: the same samples, noise and drops
-    losses = [[r["loss"] for r in map(json.loads, (run / "log.jsonl").read_text().splitlines())]
-              for run in (ddp, tmp_path / "one")]
-    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-6)
+    np.testing.assert_allclose(losses(ddp), losses(tmp_path / "one"), rtol=1e-6)
     # weights to 1e-4 (lr 2e-3): AdamW divides by the root of the second moment, so where a gradient element is
     # near 0 the all-reduce's rounding moves its update by a visible fraction of lr (measured: one element of
     # 24,576 in composite.head by 2.5e-5, everything else below 6e-6)
